@@ -1,0 +1,1 @@
+"""Models, metrics, prompts and data sources. No Kedro imports here."""

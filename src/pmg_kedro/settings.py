@@ -1,0 +1,21 @@
+"""Project settings. https://docs.kedro.org/en/stable/kedro_project_setup/settings.html"""
+
+import os
+
+from kedro.config import OmegaConfigLoader
+
+# Runs never wait on the network: no telemetry, no model hub (weights come from local paths).
+os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+CONFIG_LOADER_CLASS = OmegaConfigLoader
+CONFIG_LOADER_ARGS = {
+    "base_env": "base",
+    "default_run_env": "local",
+    "config_patterns": {
+        "parameters": ["parameters*", "parameters*/**", "**/parameters*"],
+        "catalog": ["catalog*", "catalog*/**", "**/catalog*"],
+    },
+}
