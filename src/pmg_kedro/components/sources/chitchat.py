@@ -60,20 +60,38 @@ def build_tables(messages: pd.DataFrame, params: dict, source: str) -> SceneTabl
         try:
             emoji_info[char] = describe(char)
         except ValueError as err:
-            raise ValueError(f"emoticon map (conf parameters_ingestion.yml) entry {token!r}: {err}") from None
+            raise ValueError(
+                f"emoticon map (conf parameters_ingestion.yml) entry {token!r}: {err}"
+            ) from None
 
     uses = []
     for row in messages.itertuples():
         for position, match in enumerate(pattern.finditer(row.text)):
             info = emoji_info[mapping[match.group(1)]]
             uses.append(
-                (row.sender, info.item_id, row.timestamp, match.group(1), row.text,
-                 row.context, row.conversation_id, row.Index * 100 + position)
+                (
+                    row.sender,
+                    info.item_id,
+                    row.timestamp,
+                    match.group(1),
+                    row.text,
+                    row.context,
+                    row.conversation_id,
+                    row.Index * 100 + position,
+                )
             )
     interactions = pd.DataFrame(
         uses,
-        columns=["user_id", "item_id", "timestamp", "emoticon", "message", "context",
-                 "conversation_id", "order"],
+        columns=[
+            "user_id",
+            "item_id",
+            "timestamp",
+            "emoticon",
+            "message",
+            "context",
+            "conversation_id",
+            "order",
+        ],
     )
     interactions["timestamp"] = interactions["timestamp"].astype("int64")
     interactions["simulated"] = False
@@ -97,8 +115,11 @@ def build_tables(messages: pd.DataFrame, params: dict, source: str) -> SceneTabl
     )
     items["caption"] = items["title"] + " emoji"
     image_index = pd.DataFrame(
-        {"item_id": items["item_id"], "image_path": [i.image_path for i in infos],
-         "image_offset": STANDALONE}
+        {
+            "item_id": items["item_id"],
+            "image_path": [i.image_path for i in infos],
+            "image_offset": STANDALONE,
+        }
     )
     counts = {
         "conversations": int(messages["conversation_id"].nunique()),

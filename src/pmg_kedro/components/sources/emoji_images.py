@@ -32,7 +32,9 @@ def describe(char: str) -> EmojiInfo:
 
     data = emoji.EMOJI_DATA.get(char) or emoji.EMOJI_DATA.get(char + "\ufe0f")
     if data is None:
-        raise ValueError(f"{char!r} (U+{unified(char)}) is not an emoji known to the `emoji` package")
+        raise ValueError(
+            f"{char!r} (U+{unified(char)}) is not an emoji known to the `emoji` package"
+        )
     name = _words(data["en"])
     aliases = [_words(a) for a in data.get("alias", [])]
     keywords = tuple(dict.fromkeys(k for k in [name, *aliases] if k))
@@ -47,4 +49,6 @@ def all_emoji() -> list[str]:
     """Every fully-qualified emoji of the `emoji` package (for the icon corpus)."""
     import emoji
 
-    return [c for c, d in emoji.EMOJI_DATA.items() if d.get("status") == emoji.STATUS["fully_qualified"]]
+    return [
+        c for c, d in emoji.EMOJI_DATA.items() if d.get("status") == emoji.STATUS["fully_qualified"]
+    ]

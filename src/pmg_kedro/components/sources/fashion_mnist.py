@@ -13,12 +13,22 @@ import pandas as pd
 from . import SceneTables
 
 CLASS_NAMES = (
-    "t-shirt", "trouser", "pullover", "dress", "coat",
-    "sandal", "shirt", "sneaker", "bag", "ankle boot",
+    "t-shirt",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle boot",
 )
 BRIGHTNESS = ("dark", "medium", "light")
 TEXTURE = ("plain", "patterned")
-SIMULATED_NOTE = "SIMULATED click histories (Fashion-MNIST items, simulated users with hidden tastes)"
+SIMULATED_NOTE = (
+    "SIMULATED click histories (Fashion-MNIST items, simulated users with hidden tastes)"
+)
 
 
 def pixel_attributes(images: np.ndarray) -> pd.DataFrame:
@@ -42,10 +52,14 @@ def pixel_attributes(images: np.ndarray) -> pd.DataFrame:
 def _levels(values: pd.Series, names: tuple[str, ...]) -> pd.Series:
     """Quantile buckets named `names` (dark/medium/light...), computed on the sampled items."""
     edges = values.quantile(np.linspace(0, 1, len(names) + 1)[1:-1]).to_numpy()
-    return pd.Series(np.asarray(names)[np.searchsorted(edges, values.to_numpy())], index=values.index)
+    return pd.Series(
+        np.asarray(names)[np.searchsorted(edges, values.to_numpy())], index=values.index
+    )
 
 
-def build_items(images: np.ndarray, labels: np.ndarray, images_path: str, params: dict) -> pd.DataFrame:
+def build_items(
+    images: np.ndarray, labels: np.ndarray, images_path: str, params: dict
+) -> pd.DataFrame:
     """A seeded, class-balanced sample of `n_items` Fashion-MNIST training images as items."""
     rng = np.random.default_rng(int(params["seed"]))
     per_class = int(params["n_items"]) // len(CLASS_NAMES)
@@ -69,7 +83,9 @@ def build_items(images: np.ndarray, labels: np.ndarray, images_path: str, params
     items["brightness_level"] = _levels(items["brightness"], BRIGHTNESS)
     items["texture_level"] = _levels(items["texture"], TEXTURE)
     items["title"] = items["class_name"]
-    items["caption"] = items["brightness_level"] + " " + items["texture_level"] + " " + items["class_name"]
+    items["caption"] = (
+        items["brightness_level"] + " " + items["texture_level"] + " " + items["class_name"]
+    )
     items["image_path"] = images_path
     return items
 

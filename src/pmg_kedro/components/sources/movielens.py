@@ -50,21 +50,30 @@ def build_tables(
     required = {"movieId", "title", "year", "genres", "userId", "rating", "timestamp"}
     missing = required - set(ratings.columns)
     if missing:
-        raise ValueError(f"{source}: missing columns {sorted(missing)}; found {list(ratings.columns)}")
+        raise ValueError(
+            f"{source}: missing columns {sorted(missing)}; found {list(ratings.columns)}"
+        )
 
-    movies = ratings.drop_duplicates("movieId").sort_values("movieId").reset_index(drop=True)
+    # The index stays the source table's row number, so a validation error names the source row.
+    movies = ratings.drop_duplicates("movieId").sort_values("movieId")
     genres = movies["genres"].map(_genres)
+    # A few rows of the 2016 snapshot have no title: they keep a placeholder title, flagged and counted.
+    no_title = movies["title"].isna() | (movies["title"].astype("string").str.strip() == "")
+    titles = movies["title"].astype("string").str.strip()
+    titles[no_title] = "untitled MovieLens movie " + movies.loc[no_title, "movieId"].astype(str)
     items = pd.DataFrame(
         {
             "item_id": movies["movieId"].astype("int64").astype(str),
             "movieId": movies["movieId"].astype("int64"),
-            "title": movies["title"].astype(str).str.strip(),
+            "title": titles.astype(str),
+            "title_missing": no_title.to_numpy(),
             "year": movies["year"].astype("Int64"),
             "genres": genres,
         }
     )
     items["caption"] = [
-        _caption(t, y, g) for t, y, g in zip(items["title"], items["year"], items["genres"])
+        _caption(t, y, g)
+        for t, y, g in zip(items["title"], items["year"], items["genres"], strict=True)
     ]
 
     interactions = pd.DataFrame(
@@ -104,6 +113,7 @@ def build_tables(
         "positive_ratings": int(interactions["positive"].sum()),
         "users": len(users),
         "movies": len(items),
+        "movies_without_title": int(no_title.sum()),
         "movies_with_poster": len(image_index),
         "poster_files_without_movie": len(set(posters) - set(items["item_id"])),
     }

