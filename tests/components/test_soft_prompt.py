@@ -1,0 +1,93 @@
+"""Bias-correction LLM (paper §3.3) on a tiny random Llama and a tiny random generator."""
+
+import pytest
+import torch
+
+from pmg_kedro.components.llm import LLM
+from pmg_kedro.components.soft_prompt import (
+    BiasCorrectionLLM,
+    TrainingSettings,
+    heldout_losses,
+    train_soft_prompt,
+)
+
+PROMPTS = ["a user who likes cats", "dogs and more dogs", "red dresses in summer", "ghost stories"]
+KEYWORDS = ["cat, cute", "dog, park", "red, dress", "ghost, night"]
+
+
+@pytest.fixture()
+def llm(tiny_llama):
+    return LLM.from_folder(tiny_llama)
+
+
+@pytest.mark.parametrize("n_prefixes", [4, 0])
+def test_output_shape_and_only_adapter_parameters_are_trainable(llm, n_prefixes):
+    model = BiasCorrectionLLM(llm, n_tokens=3, n_prefixes=n_prefixes, out_dim=384)
+    soft = model(PROMPTS[:2])
+    assert soft.shape == (2, 3, 384)
+    names = set(model.trainable_parameters())
+    expected = {"mm_tokens", "mapper.weight", "mapper.bias"}
+    assert names - expected == ({"prefix.encoder.embedding.weight"} if n_prefixes else set())
+    assert names >= expected
+    assert not any(p.requires_grad for p in llm.model.parameters())
+
+
+@pytest.mark.parametrize("n_prefixes", [4, 0])
+def test_training_changes_the_adapter_and_nothing_else(llm, tiny_generator, n_prefixes):
+    model = BiasCorrectionLLM(llm, n_tokens=2, n_prefixes=n_prefixes, out_dim=384)
+    frozen_llm = {k: v.clone() for k, v in llm.model.state_dict().items()}
+    frozen_unet = {k: v.clone() for k, v in tiny_generator.unet.state_dict().items()}
+    before = {k: v.detach().clone() for k, v in model.trainable_parameters().items()}
+    images = torch.rand(4, 3, 8, 8)
+    history = train_soft_prompt(
+        model,
+        tiny_generator,
+        PROMPTS,
+        KEYWORDS,
+        images,
+        TrainingSettings(steps=3, batch_size=2, learning_rate=1e-2),
+        progress=False,
+    )
+    assert len(history) == 3 and all(torch.isfinite(torch.tensor(h["loss"])) for h in history)
+    for name, param in model.trainable_parameters().items():
+        assert not torch.equal(param.detach(), before[name]), f"{name} did not train"
+    for name, value in llm.model.state_dict().items():
+        assert torch.equal(value, frozen_llm[name]), f"frozen LLM tensor {name} changed"
+    for name, value in tiny_generator.unet.state_dict().items():
+        assert torch.equal(value, frozen_unet[name]), f"frozen UNet tensor {name} changed"
+
+
+def test_kv_cache_path_matches_a_full_forward(llm):
+    """Without prefixes the prompt runs once under no_grad; E_m must equal the plain forward."""
+    model = BiasCorrectionLLM(llm, n_tokens=3, n_prefixes=0, out_dim=16)
+    fast = model(PROMPTS[:3])
+    batch = llm.encode([llm.chat_prompt(p) for p in PROMPTS[:3]])
+    embeds = llm.model.get_input_embeddings()(batch["input_ids"])
+    tokens = model.mm_tokens.unsqueeze(0).expand(3, -1, -1)
+    mask = torch.cat([batch["attention_mask"], torch.ones(3, 3, dtype=torch.long)], dim=1)
+    hidden = llm.final_hidden_states(
+        inputs_embeds=torch.cat([embeds, tokens], 1), attention_mask=mask
+    )
+    torch.testing.assert_close(fast, model.mapper(hidden[:, -3:]), rtol=1e-4, atol=1e-5)
+
+
+def test_adapter_state_round_trips_and_rejects_another_shape(llm):
+    a = BiasCorrectionLLM(llm, n_tokens=2, n_prefixes=4, out_dim=8, seed=1)
+    b = BiasCorrectionLLM(llm, n_tokens=2, n_prefixes=4, out_dim=8, seed=2)
+    b.load_adapter_state(a.adapter_state())
+    torch.testing.assert_close(a(PROMPTS[:2]), b(PROMPTS[:2]))
+    c = BiasCorrectionLLM(llm, n_tokens=4, n_prefixes=4, out_dim=8)
+    with pytest.raises(ValueError, match="mm_tokens"):
+        c.load_adapter_state(a.adapter_state())
+    d = BiasCorrectionLLM(llm, n_tokens=2, n_prefixes=0, out_dim=8)
+    with pytest.raises(ValueError, match="unexpected"):
+        d.load_adapter_state(a.adapter_state())
+
+
+def test_heldout_losses_share_noise_across_conditions(llm, tiny_generator):
+    model = BiasCorrectionLLM(llm, n_tokens=2, n_prefixes=0, out_dim=384)
+    images = torch.rand(4, 3, 8, 8)
+    losses = heldout_losses(model, tiny_generator, PROMPTS, KEYWORDS, images, seeds=[0, 1])
+    assert set(losses) == {"pmg", "without_embeddings", "without_keywords"}
+    again = heldout_losses(None, tiny_generator, PROMPTS, KEYWORDS, images, seeds=[0, 1])
+    assert again == {"without_embeddings": losses["without_embeddings"]}
