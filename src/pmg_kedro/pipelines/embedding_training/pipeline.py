@@ -45,4 +45,4 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
         ]
     )
-    return per_scene(template, scenes_with_images(), shared=frozenset({"llm", "generator"}))
+    return per_scene(template, scenes_with_images(), shared=frozenset({"generator"}))

@@ -139,6 +139,36 @@ def generate_candidates(
     return candidates, images
 
 
+def generate_user_images(
+    requests: pd.DataFrame,
+    generator,
+    params: dict[str, Any],
+    soft_embeddings: dict[str, Any] | None = None,
+) -> dict[str, Image.Image]:
+    """One image per user from the preference condition alone, no target (paper §4.5's
+    Generated-user features): E^p = concat(E_m, E_k) where soft embeddings exist, else E_k.
+    """
+    ablation = {"name": "user_only", "keywords": True, "embeddings": soft_embeddings is not None}
+    preference = _candidate_conditions(generator, requests, soft_embeddings, ablation, [(1.0, 0.0)])
+    chunk = int(params["candidates_per_batch"])
+    images = {}
+    for begin in range(0, len(preference), chunk):
+        part = preference[begin : begin + chunk]
+        out = generator.generate(
+            [r[3] for r in part],
+            [r[4] for r in part],
+            mode=params["mode"],
+            seed=int(params["seed"]),
+            steps=int(params["steps"]),
+            guidance_scale=float(params["guidance_scale"]),
+        )
+        images.update({r[0]: im for r, im in zip(part, _to_pil(out), strict=True)})
+    logger.info(
+        "user-only images: %d users (soft embeddings: %s)", len(images), ablation["embeddings"]
+    )
+    return images
+
+
 def score_candidates(
     candidates: pd.DataFrame,
     candidate_images: dict[str, Image.Image],
@@ -240,3 +270,79 @@ def plot_weight_strips(
     fig.suptitle(f"w_p : w_t sweep ({params['mode']}); red = argmax z", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def _pixels(images: list[Image.Image]) -> torch.Tensor:
+    arrays = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0 for im in images])
+    return torch.from_numpy(arrays.transpose(0, 3, 1, 2))
+
+
+def recover_hidden_tastes(
+    users: pd.DataFrame,
+    items: pd.DataFrame,
+    image_index: pd.DataFrame,
+    params: dict[str, Any],
+    **chosen_images: dict[str, Image.Image],
+) -> dict[str, Any]:
+    """SIMULATED users only: how often the chosen image's class (nearest MobileNetV2 class centroid
+    of real item images) is one of the user's hidden favourite classes, per variant.
+
+    The classifier is checked on real items it did not use for its centroids (its accuracy is
+    reported), and the chance level is the share of generated users' taste classes among all.
+    """
+    from ...components.features import MobileNetFeatures
+    from ...components.images import load_image
+
+    cfg = params["taste_recovery"]
+    rng = np.random.default_rng(int(params["seed"]))
+    labelled = items[["item_id", "class_name"]].merge(image_index, on="item_id")
+    per_class = int(cfg["reference_per_class"])
+    picked = labelled.groupby("class_name", group_keys=False).apply(
+        lambda g: g.iloc[rng.permutation(len(g))[: 2 * per_class]]
+    )
+    picked["role"] = np.where(picked.groupby("class_name").cumcount() < per_class, "ref", "check")
+    features = MobileNetFeatures(input_size=int(cfg["input_size"]))
+    size = int(cfg["image_size"])
+    real = features.pooled(
+        _pixels(
+            [
+                load_image(p, int(o), size)
+                for p, o in zip(picked["image_path"], picked["image_offset"], strict=True)
+            ]
+        )
+    )
+    real = torch.nn.functional.normalize(real, dim=1)
+    classes = sorted(picked["class_name"].unique())
+    ref = picked["role"].to_numpy() == "ref"
+    labels = picked["class_name"].to_numpy()
+    centroids = torch.stack(
+        [torch.nn.functional.normalize(real[ref & (labels == c)].mean(0), dim=0) for c in classes]
+    )
+
+    def classify(x: torch.Tensor) -> list[str]:
+        return [
+            classes[i] for i in (torch.nn.functional.normalize(x, dim=1) @ centroids.T).argmax(1)
+        ]
+
+    check = ~ref
+    check_accuracy = float(np.mean(np.array(classify(real[check])) == labels[check]))
+    tastes = users.set_index("user_id")["taste_classes"]
+    report: dict[str, Any] = {
+        "what": "share of SIMULATED users whose chosen image is classified (nearest MobileNetV2 "
+        "class centroid of real Fashion-MNIST items) as one of their hidden favourite classes",
+        "simulated": True,
+        "classifier_accuracy_on_real_items": round(check_accuracy, 4),
+        "classifier_real_items": {"centroids": int(ref.sum()), "checked": int(check.sum())},
+        "chance": round(len(next(iter(tastes))) / len(classes), 4) if len(tastes) else None,
+        "variants": {},
+    }
+    for variant, images in chosen_images.items():
+        keys = [u for u in images if u in tastes.index]
+        predicted = classify(features.pooled(_pixels([images[u] for u in keys])))
+        hits = [p in list(tastes[u]) for u, p in zip(keys, predicted, strict=True)]
+        report["variants"][variant] = {
+            "users": len(keys),
+            "recovered": round(float(np.mean(hits)), 4) if hits else None,
+        }
+    logger.info("hidden-taste recovery (SIMULATED users): %s", report["variants"])
+    return report

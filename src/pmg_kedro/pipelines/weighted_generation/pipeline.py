@@ -13,7 +13,9 @@ from ...scenes import SCENES, scenes_with_images
 from .nodes import (
     build_generation_requests,
     generate_candidates,
+    generate_user_images,
     plot_weight_strips,
+    recover_hidden_tastes,
     score_candidates,
     summarize_personalization,
 )
@@ -68,10 +70,24 @@ def _variant_template(variant: str, with_embeddings: bool) -> Pipeline:
     )
 
 
-def scene_pipeline(with_embeddings: bool) -> Pipeline:
-    """The per-scene pipeline: requests, every available variant, the report and the strips."""
+def scene_pipeline(with_embeddings: bool, simulated_tastes: bool) -> Pipeline:
+    """The per-scene pipeline: requests, every available variant, the report and the strips;
+    with `simulated_tastes` (costume's simulated users) also the hidden-taste recovery check.
+    """
     variants = [v for v in VARIANTS if with_embeddings or v not in VARIANTS_WITH_EMBEDDINGS]
     first = variants[0]
+    taste_check = Node(
+        recover_hidden_tastes,
+        inputs={
+            "users": "users",
+            "items": "items",
+            "image_index": "image_index",
+            "params": "params:weighted_generation",
+            **{v: f"{v}.chosen_images" for v in variants},
+        },
+        outputs="taste_recovery_report",
+        name="recover_hidden_tastes",
+    )
     return Pipeline(
         [
             Node(
@@ -86,6 +102,17 @@ def scene_pipeline(with_embeddings: bool) -> Pipeline:
                 name="build_generation_requests",
             ),
             *[_variant_template(v, with_embeddings) for v in variants],
+            Node(
+                generate_user_images,
+                inputs=[
+                    "generation_requests",
+                    "generator",
+                    "params:weighted_generation",
+                    *(["soft_embeddings"] if with_embeddings else []),
+                ],
+                outputs="user_images",
+                name="generate_user_images",
+            ),
             Node(
                 summarize_personalization,
                 inputs=["params:weighted_generation", *[f"{v}.selections" for v in variants]],
@@ -102,6 +129,7 @@ def scene_pipeline(with_embeddings: bool) -> Pipeline:
                 outputs="weight_strips",
                 name="plot_weight_strips",
             ),
+            *([taste_check] if simulated_tastes else []),
         ]
     )
 
@@ -111,7 +139,7 @@ def create_pipeline(**kwargs) -> Pipeline:
     return sum(
         (
             Pipeline(
-                scene_pipeline(scene in with_images),
+                scene_pipeline(scene in with_images, simulated_tastes=scene == "costume"),
                 namespace=scene,
                 inputs={"generator", "scorer"},
             )
