@@ -105,4 +105,4 @@ def tiny_generator():
         norm_num_groups=4,
     )
     scheduler = {"_class_name": "DDPMScheduler", "num_train_timesteps": 100}
-    return Generator(unet, minilm_encoder(max_length=16), scheduler, name="tiny-test")
+    return Generator(unet, minilm_encoder(max_length=16), scheduler, info={"name": "tiny-test"})

@@ -172,9 +172,7 @@ def train_soft_preference_embeddings(
                     "config": model.config.to_json(),
                     "variant": variant["name"],
                     "llm": llm.name,
-                    "generator": generator.info.get("name", "generator")
-                    if hasattr(generator, "info")
-                    else "generator",
+                    "generator": generator.info.get("name", "generator"),
                     "steps": settings.steps,
                     "seed": int(params["seed"]),
                 },
