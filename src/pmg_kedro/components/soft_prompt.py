@@ -132,6 +132,13 @@ class BiasCorrectionLLM(nn.Module):
                 params[name].copy_(tensor)
 
 
+def read_adapter_file(path: str) -> dict[str, torch.Tensor]:
+    """Tensors of a saved adapter checkpoint (a `soft_prompt_adapter` .safetensors), to resume from."""
+    from safetensors.torch import load_file
+
+    return load_file(path)
+
+
 class _PrefixTuning(nn.Module):
     """P-Tuning v2 prefixes through `peft` (PrefixTuningConfig): per-layer key/value prefixes.
 

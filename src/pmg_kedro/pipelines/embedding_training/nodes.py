@@ -19,6 +19,7 @@ from ...components.soft_prompt import (  # noqa: E402
     BiasCorrectionLLM,
     TrainingSettings,
     heldout_losses,
+    read_adapter_file,
     train_soft_prompt,
 )
 
@@ -127,6 +128,9 @@ def train_soft_preference_embeddings(
             generator.text_encoder.dim,
             seed=int(params["seed"]),
         )
+        if main is None and params.get("resume_from"):
+            model.load_adapter_state(read_adapter_file(params["resume_from"]))
+            logger.info("%s: resumed from %s", variant["name"], params["resume_from"])
         history = train_soft_prompt(
             model,
             generator,
