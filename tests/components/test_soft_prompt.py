@@ -89,5 +89,5 @@ def test_heldout_losses_share_noise_across_conditions(llm, tiny_generator):
     images = torch.rand(4, 3, 8, 8)
     losses = heldout_losses(model, tiny_generator, PROMPTS, KEYWORDS, images, seeds=[0, 1])
     assert set(losses) == {"pmg", "without_embeddings", "without_keywords"}
-    again = heldout_losses(None, tiny_generator, PROMPTS, KEYWORDS, images, seeds=[0, 1])
+    again = heldout_losses(None, tiny_generator, [], KEYWORDS, images, seeds=[0, 1])
     assert again == {"without_embeddings": losses["without_embeddings"]}

@@ -82,7 +82,9 @@ class BiasCorrectionLLM(nn.Module):
         batch = llm.encode([llm.chat_prompt(p) for p in behaviour_prompts])
         ids, mask = batch["input_ids"], batch["attention_mask"]
         b, n_tokens = ids.shape[0], self.config.n_tokens
-        token_embeds = self.mm_tokens.to(llm.device).unsqueeze(0).expand(b, -1, -1)
+        # Trainable tensors stay float32; the frozen LLM may run in bf16/fp16.
+        dtype = llm.model.get_input_embeddings().weight.dtype
+        token_embeds = self.mm_tokens.to(llm.device, dtype).unsqueeze(0).expand(b, -1, -1)
         token_mask = torch.ones(b, n_tokens, dtype=mask.dtype, device=mask.device)
         if self.prefix is None:
             # Nothing trainable acts on the prompt: run it once without gradients through the KV
@@ -263,7 +265,11 @@ def heldout_losses(
     the same noise and timesteps (one seed per repeat), so differences come from the condition.
     """
     totals: dict[str, float] = {}
-    n = len(prompts)
+    n = len(keyword_texts)
+    if model is not None and len(prompts) != n:
+        raise ValueError(f"{len(prompts)} prompts for {n} keyword texts")
+    if n == 0:
+        raise ValueError("no held-out examples to score")
     for start in range(0, n, batch_size):
         sl = slice(start, start + batch_size)
         keywords = generator.encode_text(keyword_texts[sl])

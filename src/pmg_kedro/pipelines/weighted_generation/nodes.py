@@ -297,10 +297,10 @@ def recover_hidden_tastes(
     rng = np.random.default_rng(int(params["seed"]))
     labelled = items[["item_id", "class_name"]].merge(image_index, on="item_id")
     per_class = int(cfg["reference_per_class"])
-    picked = labelled.groupby("class_name", group_keys=False).apply(
-        lambda g: g.iloc[rng.permutation(len(g))[: 2 * per_class]]
-    )
-    picked["role"] = np.where(picked.groupby("class_name").cumcount() < per_class, "ref", "check")
+    shuffled = labelled.iloc[rng.permutation(len(labelled))].reset_index(drop=True)
+    rank = shuffled.groupby("class_name").cumcount()
+    picked = shuffled[rank < 2 * per_class].copy()
+    picked["role"] = np.where(rank[rank < 2 * per_class] < per_class, "ref", "check")
     features = MobileNetFeatures(input_size=int(cfg["input_size"]))
     size = int(cfg["image_size"])
     real = features.pooled(
