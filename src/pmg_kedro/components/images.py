@@ -16,16 +16,22 @@ from PIL import Image
 STANDALONE = -1  # image_offset of a plain image file
 
 
-@lru_cache(maxsize=4)
-def read_idx_images(path: str) -> np.ndarray:
-    """Decode an IDX3 image archive (optionally gzipped) to uint8 (n, rows, cols)."""
+def _read_idx(path: str, magic: int, what: str) -> tuple[bytes, list[int]]:
+    """The raw bytes and dimension sizes of an IDX file (optionally gzipped) with this magic."""
     opener = gzip.open if path.endswith(".gz") else open
     with opener(path, "rb") as fh:
         data = fh.read()
-    magic = int.from_bytes(data[0:4], "big")
-    if magic != 2051:
-        raise ValueError(f"{path}: not an IDX3 image file (magic {magic}, expected 2051)")
-    n, rows, cols = (int.from_bytes(data[i : i + 4], "big") for i in (4, 8, 12))
+    found = int.from_bytes(data[0:4], "big")
+    if found != magic:
+        raise ValueError(f"{path}: not an IDX {what} file (magic {found}, expected {magic})")
+    n_dims = magic & 0xFF
+    return data, [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(n_dims)]
+
+
+@lru_cache(maxsize=4)
+def read_idx_images(path: str) -> np.ndarray:
+    """Decode an IDX3 image archive (optionally gzipped) to uint8 (n, rows, cols)."""
+    data, (n, rows, cols) = _read_idx(path, 2051, "image")
     pixels = np.frombuffer(data, dtype=np.uint8, offset=16)
     if pixels.size != n * rows * cols:
         raise ValueError(f"{path}: expected {n}x{rows}x{cols} pixels, found {pixels.size}")
@@ -35,13 +41,7 @@ def read_idx_images(path: str) -> np.ndarray:
 @lru_cache(maxsize=4)
 def read_idx_labels(path: str) -> np.ndarray:
     """Decode an IDX1 label archive (optionally gzipped) to uint8 (n,)."""
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as fh:
-        data = fh.read()
-    magic = int.from_bytes(data[0:4], "big")
-    if magic != 2049:
-        raise ValueError(f"{path}: not an IDX1 label file (magic {magic}, expected 2049)")
-    n = int.from_bytes(data[4:8], "big")
+    data, (n,) = _read_idx(path, 2049, "label")
     labels = np.frombuffer(data, dtype=np.uint8, offset=8)
     if labels.size != n:
         raise ValueError(f"{path}: expected {n} labels, found {labels.size}")

@@ -85,6 +85,38 @@ def _candidate_conditions(generator, requests, soft_embeddings, ablation, grid):
     return rows
 
 
+def _denoise(generator, rows, params: dict[str, Any], what: str) -> list[Image.Image]:
+    """Images for candidate rows (user, w_p, w_t, conditions, weights), `candidates_per_batch`
+    candidates per denoising call.
+
+    The same seed for every call: all candidates start from the same noise, so the candidates of a
+    user differ by their weights only, and users by their conditions only.
+    """
+    chunk, steps = int(params["candidates_per_batch"]), int(params["steps"])
+    images, start = [], time.perf_counter()
+    for begin in range(0, len(rows), chunk):
+        part = rows[begin : begin + chunk]
+        out = generator.generate(
+            [r[3] for r in part],
+            [r[4] for r in part],
+            mode=params["mode"],
+            seed=int(params["seed"]),
+            steps=steps,
+            guidance_scale=float(params["guidance_scale"]),
+        )
+        images += _to_pil(out)
+        logger.info(
+            "%s: %d/%d images (%.2f s/image, batch %d, %d steps)",
+            what,
+            len(images),
+            len(rows),
+            (time.perf_counter() - start) / len(images),
+            len(part),
+            steps,
+        )
+    return images
+
+
 def generate_candidates(
     requests: pd.DataFrame,
     generator,
@@ -100,34 +132,14 @@ def generate_candidates(
         raise ValueError(f"variant {ablation['name']} needs soft embeddings; none were given")
     grid = weight_grid(params["weight_ratios"], float(params["weight_total"]))
     rows = _candidate_conditions(generator, requests, soft_embeddings, ablation, grid)
-    chunk = int(params["candidates_per_batch"])
     seed, steps = int(params["seed"]), int(params["steps"])
-    images, records, start = {}, [], time.perf_counter()
-    for begin in range(0, len(rows), chunk):
-        part = rows[begin : begin + chunk]
-        # Same seed for every chunk: all candidates start from the same noise, so candidates of a
-        # user differ by their weights only and users by their conditions only.
-        out = generator.generate(
-            [r[3] for r in part],
-            [r[4] for r in part],
-            mode=params["mode"],
-            seed=seed,
-            steps=steps,
-            guidance_scale=float(params["guidance_scale"]),
-        )
-        for (user, w_p, w_t, _, _), image in zip(part, _to_pil(out), strict=True):
-            key = f"{user}/{_weight_tag(w_p, w_t)}"
-            images[key] = image
-            records.append({"user_id": user, "w_p": w_p, "w_t": w_t, "image_key": key})
-        logger.info(
-            "%s: %d/%d candidates (%.2f s/candidate, batch %d, %d steps)",
-            ablation["name"],
-            len(records),
-            len(rows),
-            (time.perf_counter() - start) / len(records),
-            len(part),
-            steps,
-        )
+    images, records = {}, []
+    for (user, w_p, w_t, _, _), image in zip(
+        rows, _denoise(generator, rows, params, ablation["name"]), strict=True
+    ):
+        key = f"{user}/{_weight_tag(w_p, w_t)}"
+        images[key] = image
+        records.append({"user_id": user, "w_p": w_p, "w_t": w_t, "image_key": key})
     candidates = pd.DataFrame(records).merge(requests[["user_id", "target"]], on="user_id")
     candidates = candidates.assign(
         variant=ablation["name"],
@@ -150,19 +162,8 @@ def generate_user_images(
     """
     ablation = {"name": "user_only", "keywords": True, "embeddings": soft_embeddings is not None}
     preference = _candidate_conditions(generator, requests, soft_embeddings, ablation, [(1.0, 0.0)])
-    chunk = int(params["candidates_per_batch"])
-    images = {}
-    for begin in range(0, len(preference), chunk):
-        part = preference[begin : begin + chunk]
-        out = generator.generate(
-            [r[3] for r in part],
-            [r[4] for r in part],
-            mode=params["mode"],
-            seed=int(params["seed"]),
-            steps=int(params["steps"]),
-            guidance_scale=float(params["guidance_scale"]),
-        )
-        images.update({r[0]: im for r, im in zip(part, _to_pil(out), strict=True)})
+    out = _denoise(generator, preference, params, "user-only")
+    images = {r[0]: im for r, im in zip(preference, out, strict=True)}
     logger.info(
         "user-only images: %d users (soft embeddings: %s)", len(images), ablation["embeddings"]
     )
