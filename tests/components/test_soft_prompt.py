@@ -1,5 +1,6 @@
 """Bias-correction LLM (paper §3.3) on a tiny random Llama and a tiny random generator."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -8,6 +9,7 @@ from pmg_kedro.components.soft_prompt import (
     BiasCorrectionLLM,
     TrainingSettings,
     heldout_losses,
+    paired_difference,
     train_soft_prompt,
 )
 
@@ -84,10 +86,23 @@ def test_adapter_state_round_trips_and_rejects_another_shape(llm):
         d.load_adapter_state(a.adapter_state())
 
 
-def test_heldout_losses_share_noise_across_conditions(llm, tiny_generator):
+def test_heldout_losses_are_paired_per_user_and_seed(llm, tiny_generator):
     model = BiasCorrectionLLM(llm, n_tokens=2, n_prefixes=0, out_dim=384)
     images = torch.rand(4, 3, 8, 8)
-    losses = heldout_losses(model, tiny_generator, PROMPTS, KEYWORDS, images, seeds=[0, 1])
+    losses = heldout_losses(model, tiny_generator, PROMPTS, KEYWORDS, images, seeds=[0, 1, 2])
     assert set(losses) == {"pmg", "without_embeddings", "without_keywords"}
-    again = heldout_losses(None, tiny_generator, [], KEYWORDS, images, seeds=[0, 1])
-    assert again == {"without_embeddings": losses["without_embeddings"]}
+    assert all(v.shape == (4, 3) for v in losses.values())
+    # the same noise and timesteps for every condition: E_k alone scores the same without a model
+    again = heldout_losses(None, tiny_generator, [], KEYWORDS, images, seeds=[0, 1, 2])
+    np.testing.assert_allclose(again["without_embeddings"], losses["without_embeddings"])
+    assert not np.allclose(losses["pmg"], losses["without_embeddings"])
+
+
+def test_paired_difference():
+    stats = paired_difference(
+        np.array([[1.0, 2.0], [3.0, 2.0]]), np.array([[2.0, 2.0], [4.0, 1.0]])
+    )
+    assert stats["mean_difference"] == pytest.approx(-0.25)
+    assert stats["share_lower"] == pytest.approx(0.5)
+    assert stats["pairs"] == 4
+    assert stats["standard_error"] == pytest.approx(np.std([-1, 0, -1, 1], ddof=1) / 2)

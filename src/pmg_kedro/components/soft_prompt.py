@@ -18,6 +18,7 @@ import json
 import logging
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -257,19 +258,20 @@ def heldout_losses(
     images: torch.Tensor,
     seeds: list[int],
     batch_size: int = 16,
-) -> dict[str, float]:
-    """Mean denoising loss of held-out users' supervision images under each condition.
+) -> dict[str, np.ndarray]:
+    """Denoising losses of held-out users' supervision images under each condition.
 
     Conditions: `pmg` E^p = concat(E_m, E_k); `without_embeddings` E_k only (paper's
     "w/o embeddings"); `without_keywords` E_m only (when a model is given). Every condition sees
     the same noise and timesteps (one seed per repeat), so differences come from the condition.
+    Returns, per condition, the losses (users, seeds): paired across conditions.
     """
-    totals: dict[str, float] = {}
     n = len(keyword_texts)
     if model is not None and len(prompts) != n:
         raise ValueError(f"{len(prompts)} prompts for {n} keyword texts")
     if n == 0:
         raise ValueError("no held-out examples to score")
+    parts: dict[str, list[np.ndarray]] = {}
     for start in range(0, n, batch_size):
         sl = slice(start, start + batch_size)
         keywords = generator.encode_text(keyword_texts[sl])
@@ -280,12 +282,24 @@ def heldout_losses(
             ones = torch.ones(soft.shape[:2], dtype=keywords.mask.dtype)
             conditions["without_keywords"] = (soft.to(keywords.embeddings.dtype), ones)
         for name, (emb, mask) in conditions.items():
-            for seed in seeds:
-                losses = generator.denoising_loss(
-                    emb, mask, images[sl], seed=seed, reduction="none"
-                )
-                totals[name] = totals.get(name, 0.0) + float(losses.sum())
-    return {name: total / (n * len(seeds)) for name, total in totals.items()}
+            per_seed = [
+                generator.denoising_loss(emb, mask, images[sl], seed=seed, reduction="none")
+                for seed in seeds
+            ]
+            parts.setdefault(name, []).append(torch.stack(per_seed, dim=1).float().numpy())
+    return {name: np.concatenate(chunks) for name, chunks in parts.items()}
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    """Mean of a - b over paired (user, seed) losses, its standard error and how often a < b."""
+    diff = (np.asarray(a) - np.asarray(b)).ravel()
+    se = float(diff.std(ddof=1) / np.sqrt(diff.size)) if diff.size > 1 else float("nan")
+    return {
+        "mean_difference": float(diff.mean()),
+        "standard_error": se,
+        "share_lower": float((diff < 0).mean()),
+        "pairs": int(diff.size),
+    }
 
 
 def _rows(condition, idx):

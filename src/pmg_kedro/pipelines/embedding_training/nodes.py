@@ -19,6 +19,7 @@ from ...components.soft_prompt import (  # noqa: E402
     BiasCorrectionLLM,
     TrainingSettings,
     heldout_losses,
+    paired_difference,
     read_adapter_file,
     train_soft_prompt,
 )
@@ -149,25 +150,30 @@ def train_soft_preference_embeddings(
             heldout_images,
             seeds,
         )
+        versus = paired_difference(losses["pmg"], baseline)
         rows.append(
             {
                 "variant": variant["name"],
                 "p_tuning_v2": bool(variant["n_prefixes"]),
                 "n_tokens": variant["n_tokens"],
                 "n_prefixes": variant["n_prefixes"],
-                "heldout_loss_pmg": losses["pmg"],
-                "heldout_loss_without_keywords": losses["without_keywords"],
-                "heldout_loss_without_embeddings": baseline,
+                "heldout_loss_pmg": float(losses["pmg"].mean()),
+                "heldout_loss_without_keywords": float(losses["without_keywords"].mean()),
+                "heldout_loss_without_embeddings": float(baseline.mean()),
+                "pmg_minus_without_embeddings": versus,
                 "train_seconds": round(time.perf_counter() - start, 1),
             }
         )
         logger.info(
-            "%s: held-out denoising loss E^p %.4f vs E_k alone %.4f (%d users, %d seeds)",
+            "%s: held-out denoising loss E^p %.4f vs E_k alone %.4f (difference %.4f +- %.4f "
+            "s.e., lower in %.0f%% of %d user x seed pairs)",
             variant["name"],
-            losses["pmg"],
-            baseline,
-            len(heldout),
-            len(seeds),
+            losses["pmg"].mean(),
+            baseline.mean(),
+            versus["mean_difference"],
+            versus["standard_error"],
+            100 * versus["share_lower"],
+            versus["pairs"],
         )
         if main is None:
             main = {
