@@ -106,3 +106,38 @@ def test_paired_difference():
     assert stats["share_lower"] == pytest.approx(0.5)
     assert stats["pairs"] == 4
     assert stats["standard_error"] == pytest.approx(np.std([-1, 0, -1, 1], ddof=1) / 2)
+
+
+def test_neutral_start_puts_every_soft_token_near_the_given_state(llm):
+    neutral = torch.linspace(-1, 1, 384)
+    model = BiasCorrectionLLM(llm, n_tokens=3, n_prefixes=4, out_dim=384, neutral_token=neutral)
+    soft = model(PROMPTS[:2])
+    spread = (soft - neutral).norm(dim=-1) / neutral.norm()
+    assert spread.max() < 0.2  # the small initial slope keeps E_m close to where it starts
+    assert not torch.allclose(soft[0], soft[1])  # but it still depends on the prompt
+
+
+def test_noise_repeats_train_on_several_draws_per_image(llm, tiny_generator):
+    model = BiasCorrectionLLM(llm, n_tokens=2, n_prefixes=0, out_dim=384)
+    calls = []
+    original = tiny_generator.denoising_loss
+
+    def spy(emb, mask, images, **kw):
+        calls.append(images.shape[0])
+        return original(emb, mask, images, **kw)
+
+    tiny_generator.denoising_loss = spy
+    try:
+        settings = TrainingSettings(steps=1, batch_size=2, learning_rate=1e-2, noise_repeats=3)
+        train_soft_prompt(
+            model,
+            tiny_generator,
+            PROMPTS,
+            KEYWORDS,
+            torch.rand(4, 3, 8, 8),
+            settings,
+            progress=False,
+        )
+    finally:
+        tiny_generator.denoising_loss = original
+    assert calls == [6]

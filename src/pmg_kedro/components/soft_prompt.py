@@ -45,7 +45,19 @@ class SoftPromptConfig:
 class BiasCorrectionLLM(nn.Module):
     """Frozen LLM + trainable prefixes, multimodal tokens and mapper (paper §3.3.1, Figure 3)."""
 
-    def __init__(self, llm, n_tokens: int, n_prefixes: int, out_dim: int, seed: int = 0):
+    def __init__(
+        self,
+        llm,
+        n_tokens: int,
+        n_prefixes: int,
+        out_dim: int,
+        seed: int = 0,
+        neutral_token: torch.Tensor | None = None,
+    ):
+        """`neutral_token` (out_dim,): where E_m starts, e.g. the mean token state of the generator's
+        empty prompt, so that before training E^p = concat(E_m, E_k) conditions almost like E_k
+        alone and training starts from the "w/o embeddings" condition instead of from noise tokens.
+        """
         super().__init__()
         if n_tokens < 1:
             raise ValueError(f"n_tokens (L) must be >= 1, got {n_tokens}")
@@ -65,8 +77,13 @@ class BiasCorrectionLLM(nn.Module):
         self.mapper = nn.Linear(llm.hidden_size, out_dim)
         with torch.no_grad():
             bound = 1.0 / llm.hidden_size**0.5
-            self.mapper.weight.uniform_(-bound, bound, generator=generator)
-            self.mapper.bias.zero_()
+            if neutral_token is None:
+                self.mapper.weight.uniform_(-bound, bound, generator=generator)
+                self.mapper.bias.zero_()
+            else:
+                # a small slope keeps gradients flowing to the tokens and prefixes from step one
+                self.mapper.weight.uniform_(-0.1 * bound, 0.1 * bound, generator=generator)
+                self.mapper.bias.copy_(neutral_token.float())
         self.prefix = _PrefixTuning(llm.model, n_prefixes, seed) if n_prefixes else None
 
     def trainable_parameters(self) -> dict[str, nn.Parameter]:
@@ -174,6 +191,9 @@ class TrainingSettings:
     weight_decay: float = 0.0
     seed: int = 0
     log_every: int = 10
+    # Noise/timestep draws per image and step: the LLM runs once per user, the cheap frozen
+    # generator several times, which lowers the variance of the gradient (timesteps dominate it).
+    noise_repeats: int = 1
 
     @classmethod
     def from_params(cls, params: dict) -> TrainingSettings:
@@ -226,8 +246,12 @@ def train_soft_prompt(
         idx = torch.randperm(len(prompts), generator=sampler)[: settings.batch_size]
         soft = model([prompts[i] for i in idx])
         emb, mask = preference_condition(soft, _rows(keywords, idx))
+        k = settings.noise_repeats
         loss = generator.denoising_loss(
-            emb, mask, images[idx], seed=settings.seed * 1_000_003 + step
+            emb.repeat_interleave(k, dim=0),
+            mask.repeat_interleave(k, dim=0),
+            images[idx].repeat_interleave(k, dim=0),
+            seed=settings.seed * 1_000_003 + step,
         )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

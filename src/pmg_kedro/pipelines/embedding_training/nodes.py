@@ -119,6 +119,8 @@ def train_soft_preference_embeddings(
     baseline = heldout_losses(
         None, generator, [], heldout["keywords_text"].tolist(), heldout_images, seeds
     )["without_embeddings"]
+    # E_m starts at the mean token state of the generator's empty prompt (see BiasCorrectionLLM).
+    neutral = generator.unconditional().embeddings.float().mean(dim=0)
     logs, rows, main = [], [], None
     for variant in _variants(params):
         start = time.perf_counter()
@@ -128,6 +130,7 @@ def train_soft_preference_embeddings(
             variant["n_prefixes"],
             generator.text_encoder.dim,
             seed=int(params["seed"]),
+            neutral_token=neutral,
         )
         if main is None and params.get("resume_from"):
             model.load_adapter_state(read_adapter_file(params["resume_from"]))
