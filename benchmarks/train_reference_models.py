@@ -1,0 +1,67 @@
+"""Train the embedded generator or scorer with the `reference` parameters, outside a Kedro run.
+
+The same functions and parameters as `kedro run --pipeline model_preparation --env reference`
+(`build_icon_corpus`, `train_generator` / `train_scorer`), for a background job on a busy machine;
+the generator checkpoints its EMA weights every `checkpoint_every` steps. Usage:
+    python benchmarks/train_reference_models.py {generator,scorer} OUT_DIR
+writes OUT_DIR/<model>/ (float32 folder) and OUT_DIR/<model>_history.json.
+"""
+
+import argparse
+import json
+import logging
+import platform
+from pathlib import Path
+
+import torch
+from kedro.config import OmegaConfigLoader
+
+from pmg_kedro.components.icon_corpus import build_icon_corpus
+from pmg_kedro.components.training import train_generator, train_scorer
+from pmg_kedro.settings import CONFIG_LOADER_ARGS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def reference_parameters() -> dict:
+    loader = OmegaConfigLoader(
+        conf_source=str(ROOT / "conf"),
+        env="reference",
+        base_env="base",
+        default_run_env="reference",
+        merge_strategy=CONFIG_LOADER_ARGS["merge_strategy"],
+        config_patterns=CONFIG_LOADER_ARGS["config_patterns"],
+    )
+    return loader["parameters"]["model_preparation"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", choices=["generator", "scorer"])
+    parser.add_argument("out", type=Path)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    params = reference_parameters()
+    torch.set_num_threads(int(params["torch_threads"]))
+    c = params["icon_corpus"]
+    corpus, counts = build_icon_corpus(
+        int(c["resolution"]),
+        c["fashion_mnist"]["train_images"],
+        c["fashion_mnist"]["train_labels"],
+        int(c["fashion_per_class"]),
+        float(c["heldout_fraction"]),
+        int(c["seed"]),
+        c["emoji_limit"],
+    )
+    logging.info("icon corpus: %s", counts)
+    if args.model == "generator":
+        model, history = train_generator(corpus, params["generator"], str(args.out / "generator"))
+    else:
+        model, history = train_scorer(corpus, params["scorer"])
+    model.save_pretrained(args.out / args.model)
+    history.update(corpus=counts, machine=platform.machine(), cpu_threads=torch.get_num_threads())
+    (args.out / f"{args.model}_history.json").write_text(json.dumps(history, indent=2))
+
+
+if __name__ == "__main__":
+    main()

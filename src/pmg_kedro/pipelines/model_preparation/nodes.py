@@ -1,0 +1,334 @@
+"""Nodes of `model_preparation`: corpus, training of the embedded defaults, and their checks.
+
+Parameters (`model_preparation`): `enabled` (false in `paper`: every node returns a placeholder),
+`train` (false in `base`: the committed weights are kept and only measured), `torch_threads`,
+and one block per step (`icon_corpus`, `scorer`, `generator`, `checks`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from ...components.icon_corpus import SHOWCASE_CONCEPTS, IconCorpus, build_icon_corpus
+from ...components.images import load_image, read_idx_labels
+from ...components.sources.fashion_mnist import CLASS_NAMES
+from ...datasets.model_folder import KEEP_EXISTING
+
+log = logging.getLogger(__name__)
+SKIPPED_PAPER = (
+    "model_preparation is disabled in this environment (paper models load from local paths)"
+)
+KEPT = "training disabled in this environment: the committed weights are kept (see MODEL_CARD.md)"
+
+
+def _setup(params: dict) -> bool:
+    """Applies the thread count; False when the environment disables the pipeline."""
+    if not params.get("enabled", True):
+        log.info(SKIPPED_PAPER)
+        return False
+    torch.set_num_threads(int(params.get("torch_threads", torch.get_num_threads())))
+    return True
+
+
+def _text_figure(message: str):
+    fig, ax = plt.subplots(figsize=(6, 1.5))
+    ax.axis("off")
+    ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True, fontsize=9)
+    return fig
+
+
+def build_corpus(params: dict) -> tuple[IconCorpus, dict]:
+    """The captioned icon corpus (emoji + Fashion-MNIST, held-out emoji concepts) and its counts."""
+    if not _setup(params):
+        empty = IconCorpus(np.zeros((0, 1, 1, 3), np.uint8), _empty_table())
+        return empty, {"skipped": SKIPPED_PAPER}
+    c = params["icon_corpus"]
+    corpus, counts = build_icon_corpus(
+        int(c["resolution"]),
+        c["fashion_mnist"]["train_images"],
+        c["fashion_mnist"]["train_labels"],
+        int(c["fashion_per_class"]),
+        float(c["heldout_fraction"]),
+        int(c["seed"]),
+        c.get("emoji_limit"),
+    )
+    log.info("icon corpus: %s", counts)
+    return corpus, counts
+
+
+def _empty_table():
+    import pandas as pd
+
+    return pd.DataFrame(columns=["source", "item_ref", "concept", "caption", "split"])
+
+
+def train_tiny_scorer(corpus: IconCorpus, params: dict) -> tuple[Any, dict]:
+    """The tiny CLIP's projection heads trained contrastively; (scorer, training history)."""
+    if not _setup(params):
+        return KEEP_EXISTING, {"skipped": SKIPPED_PAPER}
+    if not params.get("train", False):
+        return KEEP_EXISTING, {"skipped": KEPT}
+    from ...components.training import train_scorer
+
+    return train_scorer(corpus, params["scorer"])
+
+
+def train_tiny_generator(corpus: IconCorpus, params: dict) -> tuple[Any, dict]:
+    """VAE then latent UNet with CFG dropout and EMA; (generator, training history)."""
+    if not _setup(params):
+        return KEEP_EXISTING, {"skipped": SKIPPED_PAPER}
+    if not params.get("train", False):
+        return KEEP_EXISTING, {"skipped": KEPT}
+    from ...components.training import train_generator
+
+    cfg = params["generator"]
+    return train_generator(corpus, cfg, cfg.get("checkpoint_dir"))
+
+
+def plot_training_curves(generator_history: dict, scorer_history: dict):
+    """Loss curves of the VAE, its decoder fine-tuning, the UNet and the scorer heads (one figure)."""
+    curves = [
+        ("generator VAE (L1 + KL)", generator_history.get("vae_loss")),
+        ("VAE decoder fine-tuning (L1)", generator_history.get("vae_decoder_loss")),
+        ("generator UNet (epsilon MSE)", generator_history.get("unet_loss")),
+        ("scorer heads (contrastive)", scorer_history.get("loss")),
+    ]
+    if not any(points for _, points in curves):
+        return _text_figure(generator_history.get("skipped") or "no training in this run")
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.5))
+    for ax, (title, points) in zip(axes, curves, strict=True):
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("step")
+        if points:
+            ax.plot([p["step"] for p in points], [p["loss"] for p in points])
+            ax.set_yscale("log")
+        else:
+            ax.text(0.5, 0.5, "not trained in this run", ha="center", transform=ax.transAxes)
+    fig.tight_layout()
+    return fig
+
+
+def _grid(rows: list[tuple[str, np.ndarray]], title: str):
+    """One row per label: images float (n, 3, H, W) in [0, 1]."""
+    cols = max(len(images) for _, images in rows)
+    fig, axes = plt.subplots(
+        len(rows), cols, figsize=(1.1 * cols + 2.2, 1.1 * len(rows) + 0.6), squeeze=False
+    )
+    for r, (label, images) in enumerate(rows):
+        for c in range(cols):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if c < len(images):
+                ax.imshow(np.asarray(images[c]).transpose(1, 2, 0))
+        axes[r][0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _generate(generator, captions: list[str], seeds: int, cfg: dict) -> np.ndarray:
+    """`seeds` images per caption, all in one denoising batch: (len(captions) * seeds, 3, H, W)."""
+    cond = generator.encode_text(captions).split()
+    conditions = [[c] for c in cond for _ in range(seeds)]
+    images = generator.generate(
+        conditions,
+        [[1.0]] * len(conditions),
+        seed=int(cfg["seed"]),
+        steps=int(cfg["steps"]),
+        guidance_scale=float(cfg["guidance_scale"]),
+        same_noise=False,
+    )
+    return images.numpy()
+
+
+def render_sample_grids(generator, corpus: IconCorpus, params: dict) -> dict:
+    """Sample grids: held-out emoji captions (real first), showcase emoji, Fashion-MNIST classes."""
+    if not params.get("enabled", True):
+        return {"skipped.png": _text_figure(SKIPPED_PAPER)}
+    _setup(params)
+    cfg = params["checks"]
+    seeds = int(cfg["grid_seeds"])
+    figures = {}
+    table = corpus.table
+    held = table.index[table["split"] == "heldout"].to_numpy()
+    if len(held):
+        rng = np.random.default_rng(int(cfg["seed"]))
+        held = rng.choice(held, min(int(cfg["heldout_captions"]), len(held)), replace=False)
+        captions = table["caption"].iloc[held].tolist()
+        fake = _generate(generator, captions, seeds, cfg).reshape(
+            len(held), seeds, 3, *_hw(generator)
+        )
+        real = corpus.images[held].transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+        real = _resize(real, generator.resolution)
+        rows = [
+            (f"{cap[:28]}", np.concatenate([real[i : i + 1], fake[i]]))
+            for i, cap in enumerate(captions)
+        ]
+        figures["heldout_captions.png"] = _grid(
+            rows, "Held-out emoji captions (never trained on): real image, then generated"
+        )
+    showcase = list(cfg.get("emoji_concepts", SHOWCASE_CONCEPTS))
+    fake = _generate(generator, showcase, seeds, cfg).reshape(
+        len(showcase), seeds, 3, *_hw(generator)
+    )
+    figures["emoji_concepts.png"] = _grid(list(zip(showcase, fake, strict=True)), "Emoji concepts")
+    classes = list(CLASS_NAMES)
+    fake = _generate(generator, classes, seeds, cfg).reshape(
+        len(classes), seeds, 3, *_hw(generator)
+    )
+    figures["fashion_classes.png"] = _grid(
+        list(zip(classes, fake, strict=True)), "Fashion-MNIST classes"
+    )
+    return figures
+
+
+def _hw(generator) -> tuple[int, int]:
+    return generator.resolution, generator.resolution
+
+
+def _resize(images: np.ndarray, size: int) -> np.ndarray:
+    if images.shape[-1] == size:
+        return images
+    t = torch.nn.functional.interpolate(torch.from_numpy(images), size=(size, size), mode="bicubic")
+    return t.clamp(0, 1).numpy()
+
+
+def _real_fashion(path_images: str, path_labels: str, per_class: int, size: int, seed: int):
+    labels = read_idx_labels(path_labels)
+    rng = np.random.default_rng(seed)
+    offsets = np.concatenate(
+        [rng.choice(np.flatnonzero(labels == c), per_class, replace=False) for c in range(10)]
+    )
+    images = np.stack(
+        [np.asarray(load_image(path_images, int(o), size), dtype=np.float32) / 255 for o in offsets]
+    )
+    return torch.from_numpy(images.transpose(0, 3, 1, 2)), labels[offsets].astype(int)
+
+
+def check_generator(generator, params: dict) -> dict:
+    """Class-conditional check and batch cost of the generator.
+
+    A logistic regression on MobileNetV2 features of real Fashion-MNIST test images (it never
+    sees generated ones) classifies images generated from the ten class captions; chance is 10%.
+    Also times one denoising call for 1 and for `batch_candidates` candidates.
+    """
+    if not _setup(params):
+        return {"skipped": SKIPPED_PAPER}
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+
+    from ...components.features import MobileNetFeatures
+
+    cfg = params["checks"]
+    fm = params["icon_corpus"]["fashion_mnist"]
+    features = MobileNetFeatures(int(cfg["feature_input_size"]))
+    real, labels = _real_fashion(
+        fm["test_images"],
+        fm["test_labels"],
+        int(cfg["classifier_per_class"]),
+        generator.resolution,
+        int(cfg["seed"]),
+    )
+    real_feats = features.pooled(real).numpy()
+    classifier = LogisticRegression(max_iter=2000, C=float(cfg["classifier_c"]))
+    real_cv = cross_val_score(classifier, real_feats, labels, cv=3).mean()
+    classifier.fit(real_feats, labels)
+
+    per_class = int(cfg["generated_per_class"])
+    started = time.perf_counter()
+    fake = torch.from_numpy(_generate(generator, list(CLASS_NAMES), per_class, cfg))
+    generation_seconds = time.perf_counter() - started
+    predicted = classifier.predict(features.pooled(fake).numpy())
+    truth = np.repeat(np.arange(10), per_class)
+    per_class_acc = {CLASS_NAMES[c]: float((predicted[truth == c] == c).mean()) for c in range(10)}
+    report = {
+        "what": "images generated from the 10 Fashion-MNIST class captions, classified by a "
+        "logistic regression on ImageNet MobileNetV2 features of real Fashion-MNIST test images",
+        "captions": list(CLASS_NAMES),
+        "generated_per_class": per_class,
+        "top1_accuracy": float((predicted == truth).mean()),
+        "chance": 0.1,
+        "per_class_accuracy": per_class_acc,
+        "classifier_real_cv_accuracy": float(real_cv),
+        "classifier_real_images": len(labels),
+        "sampling": {k: cfg[k] for k in ("steps", "guidance_scale", "seed")},
+        "generation_seconds": round(generation_seconds, 2),
+        "batch_cost": batch_cost(generator, cfg),
+    }
+    log.info("generator check: top-1 %.3f (chance 0.1)", report["top1_accuracy"])
+    return report
+
+
+def batch_cost(generator, cfg: dict) -> dict:
+    """Seconds for one `generate` call with 1 and with `batch_candidates` candidates."""
+    cond = generator.encode_text(["sneaker", "cat face"]).split()
+    n = int(cfg["batch_candidates"])
+    timings = {}
+    for size in (1, n):
+        conditions = [[cond[0], cond[1]]] * size
+        weights = [[1.0, 0.5]] * size
+        best = float("inf")
+        for _ in range(int(cfg["timing_repeats"])):
+            t0 = time.perf_counter()
+            generator.generate(conditions, weights, seed=0, steps=int(cfg["timing_steps"]))
+            best = min(best, time.perf_counter() - t0)
+        timings[size] = best
+    return {
+        "steps": int(cfg["timing_steps"]),
+        "seconds_1": round(timings[1], 3),
+        f"seconds_{n}": round(timings[n], 3),
+        "ratio": round(timings[n] / timings[1], 2),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def check_scorer(scorer, corpus: IconCorpus, params: dict) -> dict:
+    """Text-to-image top-k retrieval on the held-out emoji concepts, with its chance level."""
+    if not _setup(params):
+        return {"skipped": SKIPPED_PAPER}
+    from ...components.scorer import heldout_retrieval
+
+    held = corpus.table["split"].to_numpy() == "heldout"
+    if not held.any():
+        return {"skipped": "no held-out images in the corpus"}
+    sub = corpus.subset(held)
+    result = heldout_retrieval(
+        scorer,
+        torch.from_numpy(sub.as_float()),
+        sub.table["caption"].tolist(),
+        int(params["checks"]["retrieval_k"]),
+    )
+    log.info("scorer check: %s", result)
+    return {"what": "held-out emoji captions -> held-out images", **result}
+
+
+def summarize_preparation(
+    corpus_counts: dict,
+    scorer_history: dict,
+    generator_history: dict,
+    scorer_check: dict,
+    generator_check: dict,
+    params: dict,
+) -> dict:
+    """One JSON report: corpus, training summaries (without curves) and the checks."""
+
+    def brief(history: dict) -> dict:
+        return {k: v for k, v in history.items() if not k.endswith("loss")}
+
+    return {
+        "environment_trains": bool(params.get("enabled", True) and params.get("train", False)),
+        "icon_corpus": corpus_counts,
+        "scorer_training": brief(scorer_history),
+        "generator_training": brief(generator_history),
+        "scorer_check": scorer_check,
+        "generator_check": generator_check,
+    }

@@ -1,0 +1,82 @@
+"""`model_preparation`: icon corpus -> tiny scorer, tiny generator -> curves, grids, report.
+
+Not in `__default__` (see pipeline_registry): the committed weights in `models/embedded/` are
+retrained only by `kedro run --pipeline model_preparation --env reference`. In `base` the training
+nodes keep the committed weights and the checks measure them; in `paper` everything is skipped.
+"""
+
+from kedro.pipeline import Node, Pipeline
+
+from .nodes import (
+    build_corpus,
+    check_generator,
+    check_scorer,
+    plot_training_curves,
+    render_sample_grids,
+    summarize_preparation,
+    train_tiny_generator,
+    train_tiny_scorer,
+)
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    params = "params:model_preparation"
+    return Pipeline(
+        [
+            Node(
+                build_corpus,
+                [params],
+                ["icon_corpus", "icon_corpus_counts"],
+                name="build_icon_corpus",
+            ),
+            Node(
+                train_tiny_scorer,
+                ["icon_corpus", params],
+                ["embedded_scorer", "scorer_training_history"],
+                name="train_tiny_scorer",
+            ),
+            Node(
+                train_tiny_generator,
+                ["icon_corpus", params],
+                ["embedded_generator", "generator_training_history"],
+                name="train_tiny_generator",
+            ),
+            Node(
+                plot_training_curves,
+                ["generator_training_history", "scorer_training_history"],
+                "model_preparation_loss_curves",
+                name="plot_training_curves",
+            ),
+            Node(
+                render_sample_grids,
+                ["embedded_generator", "icon_corpus", params],
+                "model_preparation_sample_grids",
+                name="render_sample_grids",
+            ),
+            Node(
+                check_scorer,
+                ["embedded_scorer", "icon_corpus", params],
+                "scorer_check",
+                name="check_scorer",
+            ),
+            Node(
+                check_generator,
+                ["embedded_generator", params],
+                "generator_check",
+                name="check_generator",
+            ),
+            Node(
+                summarize_preparation,
+                [
+                    "icon_corpus_counts",
+                    "scorer_training_history",
+                    "generator_training_history",
+                    "scorer_check",
+                    "generator_check",
+                    params,
+                ],
+                "model_preparation_report",
+                name="summarize_preparation",
+            ),
+        ]
+    )
