@@ -85,6 +85,7 @@ class BiasCorrectionLLM(nn.Module):
                 self.mapper.weight.uniform_(-0.1 * bound, 0.1 * bound, generator=generator)
                 self.mapper.bias.copy_(neutral_token.float())
         self.prefix = _PrefixTuning(llm.model, n_prefixes, seed) if n_prefixes else None
+        self.to(llm.device)  # trainable tensors live beside the LLM (float32 on every device)
 
     def trainable_parameters(self) -> dict[str, nn.Parameter]:
         """Exactly the parameters that train: prefixes, multimodal token rows and the mapper."""
@@ -310,7 +311,7 @@ def heldout_losses(
                 generator.denoising_loss(emb, mask, images[sl], seed=seed, reduction="none")
                 for seed in seeds
             ]
-            parts.setdefault(name, []).append(torch.stack(per_seed, dim=1).float().numpy())
+            parts.setdefault(name, []).append(torch.stack(per_seed, dim=1).float().cpu().numpy())
     return {name: np.concatenate(chunks) for name, chunks in parts.items()}
 
 

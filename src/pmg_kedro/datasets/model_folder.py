@@ -45,7 +45,10 @@ class ModelFolderDataset(AbstractVersionedDataset[Any, Any]):
         model_name: str | None = None,
         version: Version | None = None,
         metadata: dict[str, Any] | None = None,
+        load_args: dict[str, Any] | None = None,
     ):
+        """`load_args`: `device` ("cpu", "cuda") and, for a generator, `dtype` ("float16", ...)."""
+        self._load_args = dict(load_args or {})
         if kind not in KINDS:
             raise DatasetError(
                 f"ModelFolderDataset({path}): kind must be one of {KINDS}, got {kind!r}"
@@ -67,13 +70,19 @@ class ModelFolderDataset(AbstractVersionedDataset[Any, Any]):
         path = Path(str(self._get_load_path()))
         if not path.exists():
             raise DatasetError(f"model folder {path} ({self._kind}) does not exist")
+        import torch
+
+        device = self._load_args.get("device", "cpu")
         if self._kind == "generator":
             from pmg_kedro.components.generator import Generator
 
-            return Generator.from_pretrained(path)
+            dtype = getattr(torch, self._load_args.get("dtype", "float32"))
+            return Generator.from_pretrained(path, dtype=dtype).to(device)
         from pmg_kedro.components.scorer import load_scorer
 
-        return load_scorer(path, self._model_name)
+        scorer = load_scorer(path, self._model_name)
+        (scorer.model if hasattr(scorer, "model") else scorer).to(device)
+        return scorer
 
     def save(self, data: Any) -> None:
         if isinstance(data, KeepExisting):

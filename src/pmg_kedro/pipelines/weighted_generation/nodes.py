@@ -50,7 +50,8 @@ def build_generation_requests(
 
 
 def _to_pil(images: torch.Tensor) -> list[Image.Image]:
-    arrays = (images.clamp(0, 1).permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+    arrays = images.float().cpu().clamp(0, 1).permute(0, 2, 3, 1).numpy()
+    arrays = (arrays * 255).round().astype(np.uint8)
     return [Image.fromarray(a) for a in arrays]
 
 
@@ -188,8 +189,8 @@ def score_candidates(
         pref_emb = scorer.encode_texts(texts.loc[candidates["user_id"], "preference_text"].tolist())
         target_emb = scorer.encode_texts(texts.loc[candidates["user_id"], "target_text"].tolist())
     scored = candidates.copy()
-    scored["d_p"] = (image_emb * pref_emb).sum(-1).numpy()
-    scored["d_t"] = (image_emb * target_emb).sum(-1).numpy()
+    scored["d_p"] = (image_emb * pref_emb).sum(-1).float().cpu().numpy()
+    scored["d_t"] = (image_emb * target_emb).sum(-1).float().cpu().numpy()
     alpha, floor = float(params["alpha"]), float(params["cosine_floor"])
     scored["z"] = z_scores(scored["d_p"], scored["d_t"], alpha, floor)
     scored["floored"] = (scored["d_p"] < floor) | (scored["d_t"] < floor)
