@@ -1,7 +1,7 @@
 """Train the embedded generator or scorer with the `reference` parameters, outside a Kedro run.
 
 The same functions and parameters as `kedro run --pipeline model_preparation --env reference`
-(`build_icon_corpus`, `train_generator` / `train_scorer`), for a background job on a busy machine;
+(`build_corpus`, `train_generator` / `train_scorer`), for a background job on a busy machine;
 the generator checkpoints its EMA weights every `checkpoint_every` steps. Usage:
     python benchmarks/train_reference_models.py {generator,scorer} OUT_DIR
 writes OUT_DIR/<model>/ (float32 folder) and OUT_DIR/<model>_history.json.
@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 from kedro.config import OmegaConfigLoader
 
-from pmg_kedro.components.icon_corpus import build_icon_corpus
 from pmg_kedro.components.training import train_generator, train_scorer
+from pmg_kedro.pipelines.model_preparation.nodes import build_corpus
 from pmg_kedro.settings import CONFIG_LOADER_ARGS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,18 +42,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     params = reference_parameters()
-    torch.set_num_threads(int(params["torch_threads"]))
-    c = params["icon_corpus"]
-    corpus, counts = build_icon_corpus(
-        int(c["resolution"]),
-        c["fashion_mnist"]["train_images"],
-        c["fashion_mnist"]["train_labels"],
-        int(c["fashion_per_class"]),
-        float(c["heldout_fraction"]),
-        int(c["seed"]),
-        c["emoji_limit"],
-    )
-    logging.info("icon corpus: %s", counts)
+    corpus, counts = build_corpus(params)  # the pipeline's own node: threads, corpus, counts
     if args.model == "generator":
         model, history = train_generator(corpus, params["generator"], str(args.out / "generator"))
     else:

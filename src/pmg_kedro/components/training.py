@@ -71,6 +71,26 @@ def _images_tensor(corpus: IconCorpus, rows: np.ndarray) -> torch.Tensor:
     return x * 2 - 1
 
 
+def _optimise(name: str, opt, params: dict, batch: int, loss_fn) -> tuple[list[dict], int]:
+    """Step `opt` on `loss_fn()` until the step/time budget of `params` ends, with a progress bar
+    and throughput log. Returns (logged mean losses, steps done)."""
+    budget = Budget(params["steps"], params.get("time_limit_minutes"))
+    meter = Throughput(name, params.get("log_every", 100))
+    history, step = [], 0
+    with tqdm(total=budget.steps, desc=name, mininterval=5) as bar:
+        while not budget.done(step):
+            loss = loss_fn()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            bar.update(1)
+            mean = meter.update(step, budget.steps, batch, loss.item(), bar)
+            if mean is not None:
+                history.append({"step": step, "loss": mean})
+    return history, step
+
+
 def train_vae(corpus: IconCorpus, rows: np.ndarray, params: dict, seed: int):
     """A small AutoencoderKL (x4 downsampling) trained with L1 + a light KL.
 
@@ -94,25 +114,16 @@ def train_vae(corpus: IconCorpus, rows: np.ndarray, params: dict, seed: int):
     )
     opt = torch.optim.AdamW(vae.parameters(), lr=float(params["lr"]))
     rng = np.random.default_rng(seed)
-    budget = Budget(params["steps"], params.get("time_limit_minutes"))
-    meter = Throughput("vae", params.get("log_every", 100))
-    history, step = [], 0
     batch = int(params["batch_size"])
-    with tqdm(total=budget.steps, desc="vae", mininterval=5) as bar:
-        while not budget.done(step):
-            x = _images_tensor(corpus, rng.choice(rows, batch))
-            dist = vae.encode(x).latent_dist
-            recon = vae.decode(dist.sample()).sample
-            kl = dist.kl().mean() / x[0].numel()
-            loss = (recon - x).abs().mean() + float(params["kl_weight"]) * kl
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            bar.update(1)
-            mean = meter.update(step, budget.steps, batch, loss.item(), bar)
-            if mean is not None:
-                history.append({"step": step, "loss": mean})
+
+    def loss_fn() -> torch.Tensor:
+        x = _images_tensor(corpus, rng.choice(rows, batch))
+        dist = vae.encode(x).latent_dist
+        recon = vae.decode(dist.sample()).sample
+        kl = dist.kl().mean() / x[0].numel()
+        return (recon - x).abs().mean() + float(params["kl_weight"]) * kl
+
+    history, step = _optimise("vae", opt, params, batch, loss_fn)
     return vae.eval().requires_grad_(False), history, step
 
 
@@ -138,27 +149,16 @@ def finetune_decoder(vae, corpus: IconCorpus, rows: dict[str, np.ndarray], param
         p.requires_grad_(True)
     opt = torch.optim.AdamW(decoder, lr=float(params["lr"]))
     rng = np.random.default_rng(seed + 1)
-    budget = Budget(params["steps"], params.get("time_limit_minutes"))
-    meter = Throughput("vae decoder", params.get("log_every", 100))
-    history, step = [], 0
     batch = int(params["batch_size"])
     vae.decoder.train()
-    with tqdm(total=budget.steps, desc="vae decoder", mininterval=5) as bar:
-        while not budget.done(step):
-            x = _images_tensor(
-                corpus, _mixed_rows(rng, rows, batch, float(params["emoji_fraction"]))
-            )
-            with torch.no_grad():
-                z = vae.encode(x).latent_dist.sample()
-            loss = (vae.decode(z).sample - x).abs().mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            bar.update(1)
-            mean = meter.update(step, budget.steps, batch, loss.item(), bar)
-            if mean is not None:
-                history.append({"step": step, "loss": mean})
+
+    def loss_fn() -> torch.Tensor:
+        x = _images_tensor(corpus, _mixed_rows(rng, rows, batch, float(params["emoji_fraction"])))
+        with torch.no_grad():
+            z = vae.encode(x).latent_dist.sample()
+        return (vae.decode(z).sample - x).abs().mean()
+
+    history, step = _optimise("vae decoder", opt, params, batch, loss_fn)
     vae.eval().requires_grad_(False)
     return history, step
 
