@@ -106,3 +106,14 @@ def tiny_generator():
     )
     scheduler = {"_class_name": "DDPMScheduler", "num_train_timesteps": 100}
     return Generator(unet, minilm_encoder(max_length=16), scheduler, info={"name": "tiny-test"})
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of tiny models (fastest on a shared 2-core CPU)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -8,6 +8,9 @@ import torch
 from pmg_kedro.components.generator import Condition, Generator, minilm_encoder
 from pmg_kedro.components.training import build_unet
 
+# Tiny models on a shared CPU run fastest without intra-op threads.
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SCHEDULE = {
     "num_train_timesteps": 1000,
     "beta_schedule": "squaredcos_cap_v2",
@@ -32,15 +35,6 @@ def tiny_vae(block_out_channels=(8, 16, 16), latent_channels=4):
         sample_size=32,
         mid_block_add_attention=False,
     )
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on a shared CPU run fastest without intra-op threads."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -16,20 +16,15 @@ from pmg_kedro.components.scorer import (
     retrieval_at_k,
 )
 
+# Tiny models on a shared CPU run fastest without intra-op threads.
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 # ViT-L-14's model family (CLIP vision transformer + text transformer) at tiny width.
 TINY_CLIP_CFG = {
     "embed_dim": 16,
     "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "patch_size": 8, "head_width": 16},
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 4, "layers": 2},
 }
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
