@@ -369,30 +369,21 @@ def train_scorer(corpus: IconCorpus, params: dict) -> tuple[TinyClip, dict]:
     )
     rng = np.random.default_rng(seed)
     batch = min(int(params["batch_size"]), len(train_rows))
-    budget = Budget(params["steps"], params.get("time_limit_minutes"))
-    meter = Throughput("scorer", params["log_every"])
-    history, step = [], 0
     scorer.train()
-    with tqdm(total=budget.steps, desc="scorer", mininterval=5) as bar:
-        while not budget.done(step):
-            # emoji and garments in equal measure, else the 10 garment classes dominate
-            pick = rng.choice(len(train_rows), batch, p=_balance(table["source"].iloc[train_rows]))
-            use_concept = rng.random(batch) < float(params["concept_caption_prob"])
-            tix = torch.from_numpy(np.where(use_concept, concept_ix[pick], caption_ix[pick]))
-            loss = contrastive_loss(
-                scorer.project_images(train_feats[torch.from_numpy(pick)]),
-                scorer.project_texts(text_feats[tix]),
-                tix,
-                scorer.logit_scale,
-            )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            bar.update(1)
-            mean = meter.update(step, budget.steps, batch, loss.item(), bar)
-            if mean is not None:
-                history.append({"step": step, "loss": mean})
+
+    def loss_fn() -> torch.Tensor:
+        # emoji and garments in equal measure, else the 10 garment classes dominate
+        pick = rng.choice(len(train_rows), batch, p=_balance(table["source"].iloc[train_rows]))
+        use_concept = rng.random(batch) < float(params["concept_caption_prob"])
+        tix = torch.from_numpy(np.where(use_concept, concept_ix[pick], caption_ix[pick]))
+        return contrastive_loss(
+            scorer.project_images(train_feats[torch.from_numpy(pick)]),
+            scorer.project_texts(text_feats[tix]),
+            tix,
+            scorer.logit_scale,
+        )
+
+    history, step = _optimise("scorer", opt, params, batch, loss_fn)
     scorer.eval()
     summary = {
         "loss": history,
