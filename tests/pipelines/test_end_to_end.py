@@ -18,13 +18,13 @@ def catalog(run_pipeline, test_catalog):
 
 @pytest.mark.parametrize("scene", scenes_with_images())
 def test_soft_embeddings_have_the_adapter_shape(catalog, scene):
-    adapter = catalog.load(f"{scene}.soft_prompt_adapter")
+    adapter = catalog.load(f"{scene}.soft_embedding_model")
     embeddings = catalog.load(f"{scene}.soft_embeddings")
     n_tokens = adapter["tensors"]["mm_tokens"].shape[0]
     assert embeddings["tensors"], "no user got soft embeddings"
     for tensor in embeddings["tensors"].values():
         assert tensor.shape == (n_tokens, 384)  # (L, MiniLM width)
-    report = catalog.load(f"{scene}.soft_prompt_report")
+    report = catalog.load(f"{scene}.soft_embedding_report")
     row = report["variants"][0]
     assert np.isfinite([row["heldout_loss_pmg"], row["heldout_loss_without_embeddings"]]).all()
 

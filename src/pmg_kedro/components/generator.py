@@ -234,6 +234,8 @@ class Generator:
         steps: int = 50,
         guidance_scale: float = 7.5,
         same_noise: bool = True,
+        noise_seeds: list[int] | None = None,
+        sampler: str = "ddim",
         progress: bool = False,
     ) -> Tensor:
         """One image per candidate, all candidates in one denoising batch: (n, 3, H, W) in [0, 1].
@@ -246,8 +248,11 @@ class Generator:
           eps = eps_null + guidance_scale * sum_j w_j (eps_j - eps_null).
         With `same_noise` every candidate starts from the same noise, so the candidates of a weight
         grid differ by their conditions only. Deterministic for a given seed.
+        `noise_seeds` (one per candidate) overrides both: candidate i starts from the noise of
+        `noise_seeds[i]` alone, whatever else shares its batch, so images do not depend on how
+        candidates are chunked into calls. `sampler`: `ddim` or `dpm_solver` (multistep DPM-Solver++,
+        good images in fewer steps).
         """
-        from diffusers import DDIMScheduler
         from tqdm.auto import tqdm
 
         if mode not in MODES:
@@ -272,11 +277,16 @@ class Generator:
         batch = Condition.stack([Condition(r.embeddings.to(self.dtype), r.mask) for r in rows])
         emb, mask = batch.embeddings.to(self.device), batch.mask.to(self.device)
 
-        scheduler = DDIMScheduler.from_config(self.noise_scheduler.config)
+        scheduler = _sampler(sampler, self.noise_scheduler.config)
         scheduler.set_timesteps(steps)
-        generator = torch.Generator().manual_seed(seed)
-        shape = (1 if same_noise else n, self.unet.config.in_channels, *self._sample_hw)
-        latents = _randn(shape, generator, self.device, self.dtype).expand(n, *shape[1:])
+        if noise_seeds is not None:
+            if len(noise_seeds) != n:
+                raise ValueError(f"{len(noise_seeds)} noise seeds for {n} candidates")
+            latents = self.initial_noise(noise_seeds)
+        else:
+            generator = torch.Generator().manual_seed(seed)
+            shape = (1 if same_noise else n, self.unet.config.in_channels, *self._sample_hw)
+            latents = _randn(shape, generator, self.device, self.dtype).expand(n, *shape[1:])
         latents = latents * scheduler.init_noise_sigma
         expand = torch.tensor(
             list(range(n)) + [i for i, t in enumerate(terms) for _ in t], device=self.device
@@ -290,6 +300,16 @@ class Generator:
                     eps[i] += guidance_scale * w * (eps_rows[row] - eps_rows[i])
             latents = scheduler.step(eps, t, latents).prev_sample
         return self.decode(latents)
+
+    def initial_noise(self, noise_seeds: list[int]) -> Tensor:
+        """The starting noise of each candidate from its own seed: (n, C, h, w)."""
+        shape = (1, self.unet.config.in_channels, *self._sample_hw)
+        drawn: dict[int, Tensor] = {}
+        for seed in dict.fromkeys(int(s) for s in noise_seeds):
+            drawn[seed] = _randn(
+                shape, torch.Generator().manual_seed(seed), self.device, self.dtype
+            )
+        return torch.cat([drawn[int(s)] for s in noise_seeds])
 
     # -- persistence ----------------------------------------------------------------------------
     def save_pretrained(self, path: str | Path, fp16: bool = False) -> None:
@@ -371,6 +391,20 @@ def latent_denoising_loss(
     else:
         target = noise
     return (pred.float() - target.float()).pow(2).mean(dim=tuple(range(1, pred.dim())))
+
+
+SAMPLERS = ("ddim", "dpm_solver")
+
+
+def _sampler(name: str, config):
+    """A fresh inference scheduler from the training scheduler's config."""
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+
+    if name == "ddim":
+        return DDIMScheduler.from_config(config)
+    if name == "dpm_solver":
+        return DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++")
+    raise ValueError(f"sampler must be one of {SAMPLERS}, got {name!r}")
 
 
 def _randn(shape, generator, device, dtype) -> Tensor:

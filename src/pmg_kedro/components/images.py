@@ -88,3 +88,23 @@ def missing_files(paths) -> list[str]:
         if p not in seen and not Path(p).is_file():
             seen[p] = None
     return list(seen)
+
+
+def to_pil(images) -> list[Image.Image]:
+    """A batch (n, 3, H, W) in [0, 1] (torch or numpy) -> RGB PIL images (rounded to uint8)."""
+    arrays = np.asarray(images.detach().float().cpu()) if hasattr(images, "detach") else images
+    arrays = (np.clip(np.asarray(arrays, dtype=np.float32), 0, 1) * 255).round().astype(np.uint8)
+    return [Image.fromarray(a) for a in arrays.transpose(0, 2, 3, 1)]
+
+
+def to_array(images, size: int | None = None) -> np.ndarray:
+    """PIL images -> float32 (n, 3, H, W) in [0, 1], resized to `size` when given."""
+    arrays = []
+    for image in images:
+        image = image.convert("RGB")
+        if size is not None and image.size != (size, size):
+            image = image.resize((size, size), Image.Resampling.BICUBIC)
+        arrays.append(np.asarray(image, dtype=np.float32) / 255.0)
+    if not arrays:
+        return np.zeros((0, 3, size or 0, size or 0), dtype=np.float32)
+    return np.stack(arrays).transpose(0, 3, 1, 2)

@@ -53,6 +53,23 @@ class ScorerBase:
         )
         return self.cosine(embs, self.encode_texts(texts))
 
+    @torch.no_grad()
+    def paired_scores(self, images: Tensor, texts: list[str], batch_size: int = 64) -> Tensor:
+        """Cosine of images[i] with texts[i]: (n,). Images in batches; each distinct text once."""
+        if len(images) != len(texts):
+            raise ValueError(f"{len(images)} images but {len(texts)} texts")
+        if not texts:
+            return torch.zeros(0)
+        unique = list(dict.fromkeys(texts))
+        text_embs = self.encode_texts(unique)
+        position = {t: i for i, t in enumerate(unique)}
+        index = torch.tensor([position[t] for t in texts])
+        out = []
+        for i in range(0, len(images), batch_size):
+            embs = self.encode_images(images[i : i + batch_size])
+            out.append((embs * text_embs[index[i : i + batch_size]].to(embs)).sum(-1))
+        return torch.cat(out)
+
 
 def _resize_normalise(images: Tensor, size: int, mean, std) -> Tensor:
     x = images.float()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 
@@ -44,3 +45,29 @@ def split_histories(
         "users_filtered_too_short": too_short,
     }
     return table, counts
+
+
+SPLITS = ("train", "evaluation")
+
+
+def split_users(user_ids, n_evaluation: int, seed: int) -> pd.DataFrame:
+    """One seeded user split: `n_evaluation` users for evaluation, all others for training.
+
+    The draw depends only on the sorted user ids and the seed, so the same data and seed give the
+    same split in every run. Returns user_id, split ("train" | "evaluation"), seed.
+    """
+    users = sorted(dict.fromkeys(str(u) for u in user_ids))
+    if not 0 < n_evaluation < len(users):
+        raise ValueError(
+            f"n_evaluation={n_evaluation} must leave at least one user for each split "
+            f"({len(users)} users)"
+        )
+    rng = np.random.default_rng(seed)
+    evaluation = set(rng.choice(users, size=n_evaluation, replace=False).tolist())
+    return pd.DataFrame(
+        {
+            "user_id": users,
+            "split": ["evaluation" if u in evaluation else "train" for u in users],
+            "seed": seed,
+        }
+    )

@@ -41,6 +41,7 @@ class ImageFolderDataset(AbstractVersionedDataset[dict[str, Image.Image], dict[s
 
     def save(self, data: dict[str, Any]) -> None:
         root = Path(get_filepath_str(self._get_save_path(), self._protocol))
+        root.mkdir(parents=True, exist_ok=True)  # an empty set of images is a valid result
         for key, image in data.items():
             if key.startswith("/") or ".." in PurePosixPath(key).parts:
                 raise DatasetError(f"image key {key!r} must be a relative path without '..'")

@@ -128,7 +128,7 @@ def test_pipelines_run_for_every_scene_on_a_tiny_llama(tmp_path, test_params):
         catalog[f"{scene}.image_index"] = pd.DataFrame(
             columns=["item_id", "image_path", "image_offset"]
         )
-        catalog[f"{scene}.llm"] = MemoryDataset(llm, copy_mode="assign")
+        catalog["llm"] = MemoryDataset(llm, copy_mode="assign")
         keyword_params = dict(test_params[scene]["keyword_extraction"])
         keyword_params["max_keyword_words"] = 8  # random words rarely hit a comma: keep them
         catalog[f"params:{scene}.behavior_summarization"] = test_params[scene][

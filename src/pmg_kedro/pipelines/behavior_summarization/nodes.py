@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ...components.answer_masking import strip_emoticons
 from ...components.captioner import ImageCaptioner, metadata_captions
 from ...components.images import load_image
 from ...components.llm import LLM, GenerationSettings
@@ -30,23 +31,79 @@ def _require(df: pd.DataFrame, columns: list[str], name: str) -> None:
         raise ValueError(f"{name}: missing columns {missing}; found {list(df.columns)}")
 
 
-def select_users(histories: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
-    """The users whose behaviour is summarised: a seeded sample of `max_users` (all when null)."""
+def select_users(
+    histories: pd.DataFrame,
+    user_split: pd.DataFrame,
+    image_index: pd.DataFrame,
+    ingestion: dict[str, Any],
+    protocol: dict[str, Any],
+) -> pd.DataFrame:
+    """The rows whose behaviour is summarised, one per (user, purpose) (DESIGN.md §5):
+
+    - `evaluation`: every evaluation user of the split, history and target as ingested;
+    - `training`: up to `max_train_users` train users (seeded), only where items have images (the
+      soft preference embeddings learn from them): history[:-1] as the history and history[-1] as
+      `supervision_item`, so no text of theirs ever describes the image that supervises.
+    The target message and conversation lose every emoticon of the scene's table and every emoji
+    (`components.answer_masking`): they are the answer the emoticon scene evaluates.
+    """
     _require(histories, ["user_id", "history", "target"], "histories")
-    n = params.get("max_users")
-    if n is None or n >= len(histories):
-        selected = histories
-    else:
-        selected = histories.sample(n=int(n), random_state=int(params["seed"]))
-    selected = selected.sort_values("user_id").reset_index(drop=True)
+    split = user_split.set_index("user_id")["split"]
+    unknown = sorted(set(histories["user_id"]) - set(split.index))
+    if unknown:
+        raise ValueError(
+            f"user_split: {len(unknown)} users of histories missing, e.g. {unknown[:5]}"
+        )
+    evaluation = histories[histories["user_id"].map(split).eq("evaluation")].assign(
+        purpose="evaluation", supervision_item=""
+    )
+    train = histories[histories["user_id"].map(split).eq("train")]
+    n_train = min(len(train), int(protocol["max_train_users"]))
+    if image_index.empty:
+        n_train = 0
+        logger.info("no item images: nothing learns from train users, none selected")
+    train = train.sample(n=n_train, random_state=int(protocol["seed"])) if n_train else train[:0]
+    list_columns = [c for c in histories.columns if c.startswith("history")]
+    target_columns = [c for c in histories.columns if c.startswith("target")]
+    training = train.assign(
+        purpose="training", supervision_item=train["history"].map(lambda h: str(list(h)[-1]))
+    )
+    for column in list_columns:
+        training[column] = training[column].map(lambda values: list(values)[:-1])
+    for column in target_columns:
+        training[column] = None
+    selected = pd.concat([evaluation, training], ignore_index=True)
+    selected = selected.sort_values(["purpose", "user_id"], ignore_index=True)
+    selected, masked = _mask_answers(selected, ingestion.get("emoticon_map") or {})
     logger.info(
-        "selected %d of %d users (max_users=%s, seed=%s)",
-        len(selected),
+        "selected %d evaluation and %d training users of %d (%d train users available; "
+        "max_train_users=%s, seed=%s); %d target messages/conversations lost an emoticon",
+        len(evaluation),
+        len(training),
         len(histories),
-        n,
-        params.get("seed"),
+        len(train) if n_train else int(split.eq("train").sum()),
+        protocol["max_train_users"],
+        protocol["seed"],
+        masked,
     )
     return selected
+
+
+def _mask_answers(users: pd.DataFrame, emoticon_map: dict[str, str]) -> tuple[pd.DataFrame, int]:
+    """Target-side texts without the scene's emoticons or emoji; returns the table and how many
+    texts changed."""
+    columns = [c for c in ("target_message", "target_context") if c in users.columns]
+    if not columns:
+        return users, 0
+    users = users.copy()
+    emoticons = list(emoticon_map)
+    changed = 0
+    for column in columns:
+        before = users[column]
+        after = before.map(lambda t: strip_emoticons(t, emoticons) if isinstance(t, str) else t)
+        changed += int((before.fillna("") != after.fillna("")).sum())
+        users[column] = after
+    return users, changed
 
 
 def caption_items(
@@ -59,9 +116,8 @@ def caption_items(
     caption joins the metadata text through `captioner.text_template`.
     """
     _require(items, ["item_id"], "items")
-    needed = pd.unique(
-        np.concatenate([np.concatenate(users["history"].to_numpy()), users["target"].to_numpy()])
-    )
+    targets = [t for t in users["target"] if isinstance(t, str) and t]
+    needed = pd.unique(np.concatenate([np.concatenate(users["history"].to_numpy()), targets]))
     by_id = items.drop_duplicates("item_id").set_index("item_id", drop=False)
     unknown = sorted(set(needed) - set(by_id.index))
     if unknown:
@@ -141,8 +197,8 @@ def summarize_behaviour(
     for row in users.itertuples(index=False):
         row = row._asdict()
         short_texts += messages_of(row)
-        if target_message_col:
-            short_texts.append(str(row[target_message_col]))
+        if target_message_col and isinstance(row[target_message_col], str):
+            short_texts.append(row[target_message_col])
     short_texts = list(dict.fromkeys(short_texts))
     long_texts = [
         t for t, n in zip(short_texts, llm.count_tokens(short_texts), strict=True) if n > budget
@@ -181,7 +237,7 @@ def summarize_behaviour(
     item_texts.loc[item_texts["text"] != item_texts["original_text"], "text_source"] = "llm_summary"
     text_of = dict(zip(item_texts["item_id"], item_texts["text"], strict=True))
 
-    records = []
+    records, empty_messages = [], 0
     for row in users.itertuples(index=False):
         row = row._asdict()
         history = [str(i) for i in _as_list(row["history"])]
@@ -191,23 +247,39 @@ def summarize_behaviour(
                 f"histories: user {row['user_id']}: {len(history)} history items but "
                 f"{len(messages)} messages (field {history_message_col})"
             )
-        target_message = short(str(row[target_message_col])) if target_message_col else ""
+        target = row["target"] if isinstance(row["target"], str) and row["target"] else ""
+        message = row[target_message_col] if target_message_col else None
+        target_message = short(message) if isinstance(message, str) else ""
+        if target_message_col and target and not target_message:
+            target_message = params["empty_message_text"]
+            empty_messages += 1
         value = row[conversation_col] if conversation_col else None
         conversation = value if isinstance(value, str) else ""  # missing (NaN/None): none
         records.append(
             {
                 "user_id": str(row["user_id"]),
+                "purpose": row["purpose"],
                 "history": history,
                 "history_texts": [
                     render(params["history_text"], item=text_of[i], message=m)
                     for i, m in zip(history, messages, strict=True)
                 ],
-                "target": str(row["target"]),
+                "target": target,
+                # Training rows have no target: their last history item supervises, unseen here.
                 "target_text": render(
-                    params["target_text"], item=text_of[str(row["target"])], message=target_message
-                ),
+                    params["target_text"], item=text_of[target], message=target_message
+                )
+                if target
+                else "",
+                "supervision_item": row["supervision_item"],
                 "conversation": conversation,
                 "conversation_summary": summaries.get(conversation, ""),
             }
+        )
+    if empty_messages:
+        logger.info(
+            "%d target messages were only emoticons: x^t is %r for them",
+            empty_messages,
+            params["empty_message_text"],
         )
     return pd.DataFrame(records), item_texts

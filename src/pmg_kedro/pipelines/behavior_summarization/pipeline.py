@@ -11,7 +11,13 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 select_users,
-                inputs=["histories", "params:behavior_summarization"],
+                inputs=[
+                    "histories",
+                    "user_split",
+                    "image_index",
+                    "params:ingestion",
+                    "params:protocol",
+                ],
                 outputs="summarized_users",
                 name="select_users",
             ),
@@ -39,4 +45,4 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
         ]
     )
-    return per_scene(template)
+    return per_scene(template, shared=frozenset({"llm"}))

@@ -10,82 +10,88 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from ...components.images import load_images  # noqa: E402
-from ...components.soft_prompt import (  # noqa: E402
-    BiasCorrectionLLM,
+from ...components.soft_embeddings import (  # noqa: E402
+    SoftPreferenceEmbedder,
     TrainingSettings,
     heldout_losses,
     paired_difference,
-    read_adapter_file,
-    train_soft_prompt,
+    read_soft_embedding_file,
+    train_soft_embeddings,
 )
 
 logger = logging.getLogger(__name__)
+
+
+NOT_APPLICABLE_NO_IMAGES = "not applicable: the scene's items have no images to supervise with"
 
 
 def _behaviour_prompt(captions: list[str], params: dict[str, Any]) -> str:
     return params["prompt_template"].format(items="; ".join(captions))
 
 
-def build_soft_prompt_examples(
-    histories: pd.DataFrame,
+def build_soft_embedding_examples(
+    behavior_texts: pd.DataFrame,
+    preference_keywords: pd.DataFrame,
     items: pd.DataFrame,
     image_index: pd.DataFrame,
-    preference_keywords: pd.DataFrame,
     params: dict[str, Any],
 ) -> pd.DataFrame:
-    """One row per user: the behaviour prompt of the earlier history items, the last history item's
-    image as supervision (§3.3.2), the full-history prompt (for generation) and a seeded split.
+    """One example per user and purpose (§3.3.2, DESIGN.md §5):
+
+    - `train` (training rows of the protocol's train users): the prompt lists history[:-1], the
+      keywords were extracted from history[:-1], and history[-1]'s image supervises;
+    - `evaluation` (evaluation users, never trained on): the prompt lists the whole history, the
+      keywords are the generation keywords, and the held-out TARGET's image is denoised for the
+      report. Their prompt also gives the E_m used for generation.
+    Empty (with a logged reason) when the scene's items have no images.
     """
+    columns = ["user_id", "split", "prompt", "keywords_text", "supervision_item"]
+    columns += ["image_path", "image_offset"]
+    if image_index.empty:
+        logger.info("soft-embedding examples: %s", NOT_APPLICABLE_NO_IMAGES)
+        return pd.DataFrame(columns=columns)
     captions = items.set_index("item_id")["caption"]
     images = image_index.set_index("item_id")
-    keywords = preference_keywords.set_index("user_id")["keywords"]
-    rows, no_image, no_keywords, too_short = [], 0, 0, 0
-    for row in histories.itertuples():
-        history = list(row.history)
-        if len(history) < 2:
-            too_short += 1
-            continue
-        if history[-1] not in images.index:
+    keywords = preference_keywords.set_index(["user_id", "purpose"])["keywords"]
+    rows, no_image, no_keywords = [], 0, 0
+    for row in behavior_texts.itertuples(index=False):
+        training = row.purpose == "training"
+        supervision = row.supervision_item if training else row.target
+        if supervision not in images.index:
             no_image += 1
             continue
-        if row.user_id not in keywords.index:
+        if (row.user_id, row.purpose) not in keywords.index:
             no_keywords += 1
             continue
-        image = images.loc[history[-1]]
+        image = images.loc[supervision]
         rows.append(
             {
                 "user_id": row.user_id,
-                "prompt": _behaviour_prompt([captions[i] for i in history[:-1]], params),
-                "full_prompt": _behaviour_prompt([captions[i] for i in history], params),
-                "keywords_text": ", ".join(keywords[row.user_id]),
-                "supervision_item": history[-1],
+                "split": "train" if training else "evaluation",
+                "prompt": _behaviour_prompt([captions[i] for i in row.history], params),
+                "keywords_text": ", ".join(keywords[(row.user_id, row.purpose)]),
+                "supervision_item": supervision,
                 "image_path": image["image_path"],
                 "image_offset": int(image["image_offset"]),
             }
         )
-    examples = pd.DataFrame(rows)
+    examples = pd.DataFrame(rows, columns=columns)
     logger.info(
-        "soft-prompt examples: %d users (left out: %d with < 2 history items, %d whose last "
-        "history item has no image, %d without preference keywords)",
-        len(examples),
-        too_short,
+        "soft-embedding examples: %s (left out: %d whose supervision item has no image, %d "
+        "without preference keywords)",
+        examples["split"].value_counts().to_dict(),
         no_image,
         no_keywords,
     )
-    if examples.empty:
+    if not (examples["split"] == "train").any():
         raise ValueError(
-            "no soft-prompt examples: no user has an image for the last history item "
-            f"({len(histories)} users, {len(image_index)} item images)"
+            "no soft-embedding training example: no train user has keywords and an image for "
+            f"their last history item ({len(behavior_texts)} rows, {len(image_index)} item images)"
         )
-    rng = np.random.default_rng(int(params["seed"]))
-    n_heldout = max(1, round(len(examples) * float(params["heldout_fraction"])))
-    heldout = set(rng.permutation(examples["user_id"].to_numpy())[:n_heldout])
-    examples["split"] = np.where(examples["user_id"].isin(heldout), "heldout", "train")
     return examples
 
 
@@ -100,31 +106,69 @@ def _variants(params: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+def _not_applicable(why: str) -> tuple:
+    record = {"tensors": {}, "metadata": {"not_applicable": why}}
+    fig, ax = plt.subplots(figsize=(6, 1.5))
+    ax.axis("off")
+    ax.text(0.5, 0.5, why, ha="center", va="center", wrap=True)
+    return (
+        record,
+        pd.DataFrame(columns=["variant", "step", "loss", "seconds"]),
+        {"not_applicable": why},
+        fig,
+        record,
+        record,
+    )
+
+
+@torch.no_grad()
+def _embed(model, prompts: list[str], users: list[str], batch: int) -> dict[str, torch.Tensor]:
+    """E_m per user from their prompts: {user_id: (L, dim)}."""
+    out = {}
+    for start in range(0, len(prompts), batch):
+        soft = model(prompts[start : start + batch])
+        out.update(dict(zip(users[start : start + batch], soft.float().cpu(), strict=True)))
+    return out
+
+
 def train_soft_preference_embeddings(
     examples: pd.DataFrame, llm, generator, params: dict[str, Any]
-) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Any], Any]:
-    """Train each variant (the first is the adapter used downstream) and score it on held-out users.
+) -> tuple:
+    """Train each variant on the train users and score it on the evaluation users (§3.3, Table 2).
 
-    Returns the main adapter (tensors + metadata), the training log, the Table 2-shaped report
-    (held-out denoising loss per variant) and the loss-curve figure.
+    Returns the main model (trainable tensors + metadata; the first variant), the training log,
+    the report (evaluation users' denoising loss of their held-out target image per variant,
+    paired against E_k alone), the loss-curve figure, E_m of every evaluation user from the main
+    model (`soft_embeddings`) and from every variant (`soft_embedding_sweep`, keys
+    "<variant>/<user_id>"). A scene without item images gets "not applicable" records.
     """
+    if examples.empty:
+        return _not_applicable(NOT_APPLICABLE_NO_IMAGES)
     torch.manual_seed(int(params["seed"]))
     train = examples[examples["split"] == "train"]
-    heldout = examples[examples["split"] == "heldout"]
+    evaluation = examples[examples["split"] == "evaluation"]
     size = generator.resolution
     train_images = torch.from_numpy(load_images(train.to_dict("records"), size))
-    heldout_images = torch.from_numpy(load_images(heldout.to_dict("records"), size))
+    evaluation_images = torch.from_numpy(load_images(evaluation.to_dict("records"), size))
     settings = TrainingSettings.from_params(params["training"])
     seeds = list(params["evaluation_seeds"])
     baseline = heldout_losses(
-        None, generator, [], heldout["keywords_text"].tolist(), heldout_images, seeds
+        None,
+        generator,
+        [],
+        evaluation["keywords_text"].tolist(),
+        evaluation_images,
+        seeds,
+        max_tokens=settings.max_tokens,
     )["without_embeddings"]
-    # E_m starts at the mean token state of the generator's empty prompt (see BiasCorrectionLLM).
+    # E_m starts at the mean token state of the generator's empty prompt (SoftPreferenceEmbedder).
     neutral = generator.unconditional().embeddings.float().mean(dim=0)
-    logs, rows, main = [], [], None
+    users, prompts = evaluation["user_id"].tolist(), evaluation["prompt"].tolist()
+    batch = settings.batch_size
+    logs, rows, sweep, main, main_embeddings = [], [], {}, None, None
     for variant in _variants(params):
         start = time.perf_counter()
-        model = BiasCorrectionLLM(
+        model = SoftPreferenceEmbedder(
             llm,
             variant["n_tokens"],
             variant["n_prefixes"],
@@ -133,9 +177,9 @@ def train_soft_preference_embeddings(
             neutral_token=neutral,
         )
         if main is None and params.get("resume_from"):
-            model.load_adapter_state(read_adapter_file(params["resume_from"]))
+            model.load_trainable_state(read_soft_embedding_file(params["resume_from"]))
             logger.info("%s: resumed from %s", variant["name"], params["resume_from"])
-        history = train_soft_prompt(
+        history = train_soft_embeddings(
             model,
             generator,
             train["prompt"].tolist(),
@@ -148,10 +192,11 @@ def train_soft_preference_embeddings(
         losses = heldout_losses(
             model,
             generator,
-            heldout["prompt"].tolist(),
-            heldout["keywords_text"].tolist(),
-            heldout_images,
+            prompts,
+            evaluation["keywords_text"].tolist(),
+            evaluation_images,
             seeds,
+            max_tokens=settings.max_tokens,
         )
         versus = paired_difference(losses["pmg"], baseline)
         rows.append(
@@ -160,49 +205,56 @@ def train_soft_preference_embeddings(
                 "p_tuning_v2": bool(variant["n_prefixes"]),
                 "n_tokens": variant["n_tokens"],
                 "n_prefixes": variant["n_prefixes"],
-                "heldout_loss_pmg": float(losses["pmg"].mean()),
-                "heldout_loss_without_keywords": float(losses["without_keywords"].mean()),
-                "heldout_loss_without_embeddings": float(baseline.mean()),
+                "evaluation_loss_pmg": float(losses["pmg"].mean()),
+                "evaluation_loss_without_keywords": float(losses["without_keywords"].mean()),
+                "evaluation_loss_without_embeddings": float(baseline.mean()),
                 "pmg_minus_without_embeddings": versus,
                 "train_seconds": round(time.perf_counter() - start, 1),
             }
         )
         logger.info(
-            "%s: held-out denoising loss E^p %.4f vs E_k alone %.4f (difference %.4f +- %.4f "
-            "s.e., lower in %.0f%% of %d user x seed pairs)",
+            "%s: evaluation users' target denoising loss E^p %.4f vs E_k alone %.4f (difference "
+            "%.4f, 95%% interval [%.4f, %.4f] over %d users; lower in %.0f%% of %d user x seed "
+            "pairs)",
             variant["name"],
             losses["pmg"].mean(),
             baseline.mean(),
             versus["mean_difference"],
-            versus["standard_error"],
+            *versus["ci95"],
+            versus["users"],
             100 * versus["share_lower"],
             versus["pairs"],
         )
+        embeddings = _embed(model, prompts, users, batch)
+        sweep.update({f"{variant['name']}/{u}": e for u, e in embeddings.items()})
+        metadata = {
+            "config": model.config.to_json(),
+            "variant": variant["name"],
+            "llm": llm.name,
+            "generator": generator.info.get("name", "generator"),
+            "steps": settings.steps,
+            "seed": int(params["seed"]),
+            "train_users": sorted(train["user_id"]),
+        }
         if main is None:
-            main = {
-                "tensors": model.adapter_state(),
-                "metadata": {
-                    "config": model.config.to_json(),
-                    "variant": variant["name"],
-                    "llm": llm.name,
-                    "generator": generator.info.get("name", "generator"),
-                    "steps": settings.steps,
-                    "seed": int(params["seed"]),
-                },
-            }
+            main = {"tensors": model.trainable_state(), "metadata": metadata}
+            main_embeddings = {"tensors": embeddings, "metadata": metadata}
         del model
     log = pd.DataFrame(logs)
     report = {
-        "what": "held-out denoising loss of the last history item's image (paper Table 2 shape; "
-        "lower is better)",
+        "what": "evaluation users' denoising loss of their held-out target image, E^p = "
+        "concat(E_m, E_k) against E_k alone under identical noise and timesteps (paper Table 2 "
+        "shape; lower is better)",
         "llm": llm.name,
+        "generator": generator.info.get("name", "generator"),
         "train_users": len(train),
-        "heldout_users": len(heldout),
+        "evaluation_users": len(evaluation),
         "evaluation_seeds": seeds,
         "training": vars(settings),
         "variants": rows,
     }
-    return main, log, report, _loss_figure(log)
+    sweep_record = {"tensors": sweep, "metadata": {"variants": [r["variant"] for r in rows]}}
+    return main, log, report, _loss_figure(log), main_embeddings, sweep_record
 
 
 def _loss_figure(log: pd.DataFrame):
@@ -216,23 +268,3 @@ def _loss_figure(log: pd.DataFrame):
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
-
-
-@torch.no_grad()
-def embed_users(
-    adapter: dict[str, Any], examples: pd.DataFrame, llm, params: dict[str, Any]
-) -> dict[str, Any]:
-    """E_m of every user from the full-history prompt with the trained adapter: {user_id: (L, dim)}."""
-    from ...components.soft_prompt import SoftPromptConfig
-
-    config = SoftPromptConfig.from_json(adapter["metadata"]["config"])
-    model = BiasCorrectionLLM(llm, config.n_tokens, config.n_prefixes, config.out_dim)
-    model.load_adapter_state(adapter["tensors"])
-    model.eval()
-    tensors = {}
-    batch = int(params["training"]["batch_size"])
-    for start in range(0, len(examples), batch):
-        chunk = examples.iloc[start : start + batch]
-        soft = model(chunk["full_prompt"].tolist())
-        tensors.update({u: e for u, e in zip(chunk["user_id"], soft, strict=True)})
-    return {"tensors": tensors, "metadata": dict(adapter["metadata"])}

@@ -1,48 +1,43 @@
-"""`embedding_training`, per scene with item images (emoticon, costume; movie when posters exist)."""
+"""`embedding_training`: soft preference embeddings (paper §3.3), one definition per scene.
+
+Every scene runs it; a scene whose items have no images (movie without posters) gets explicit
+"not applicable" records instead of a different pipeline shape.
+"""
 
 from kedro.pipeline import Node, Pipeline
 
-from ...scenes import per_scene, scenes_with_images
-from .nodes import build_soft_prompt_examples, embed_users, train_soft_preference_embeddings
+from ...scenes import per_scene
+from .nodes import build_soft_embedding_examples, train_soft_preference_embeddings
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     template = Pipeline(
         [
             Node(
-                build_soft_prompt_examples,
+                build_soft_embedding_examples,
                 inputs=[
-                    "histories",
+                    "behavior_texts",
+                    "preference_keywords",
                     "items",
                     "image_index",
-                    "preference_keywords",
                     "params:embedding_training",
                 ],
-                outputs="soft_prompt_examples",
-                name="build_soft_prompt_examples",
+                outputs="soft_embedding_examples",
+                name="build_soft_embedding_examples",
             ),
             Node(
                 train_soft_preference_embeddings,
-                inputs=["soft_prompt_examples", "llm", "generator", "params:embedding_training"],
+                inputs=["soft_embedding_examples", "llm", "generator", "params:embedding_training"],
                 outputs=[
-                    "soft_prompt_adapter",
-                    "soft_prompt_training_log",
-                    "soft_prompt_report",
-                    "soft_prompt_loss_curve",
+                    "soft_embedding_model",
+                    "soft_embedding_training_log",
+                    "soft_embedding_report",
+                    "soft_embedding_loss_curve",
+                    "soft_embeddings",
+                    "soft_embedding_sweep",
                 ],
                 name="train_soft_preference_embeddings",
             ),
-            Node(
-                embed_users,
-                inputs=[
-                    "soft_prompt_adapter",
-                    "soft_prompt_examples",
-                    "llm",
-                    "params:embedding_training",
-                ],
-                outputs="soft_embeddings",
-                name="embed_users",
-            ),
         ]
     )
-    return per_scene(template, scenes_with_images(), shared=frozenset({"generator"}))
+    return per_scene(template, shared=frozenset({"llm", "generator"}))

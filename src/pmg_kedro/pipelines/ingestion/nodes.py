@@ -9,7 +9,7 @@ import pandas as pd
 
 from ...components import validation as v
 from ...components.sources import SceneTables, chitchat, fashion_mnist, movielens, pog
-from ...components.splits import split_histories
+from ...components.splits import split_histories, split_users
 
 logger = logging.getLogger(__name__)
 
@@ -95,3 +95,15 @@ def split_user_histories(
     )
     report = {**build_report, "split": {**counts, "n_history": int(split["n_history"])}}
     return histories, report
+
+
+def split_users_for_protocol(histories: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
+    """The scene's one user split (DESIGN.md §5): user_id, split (train | evaluation), seed.
+
+    Made once here and read by every later pipeline: only `train` users feed anything that learns,
+    only `evaluation` users are generated for and reported.
+    """
+    split = split_users(histories["user_id"], int(params["n_evaluation"]), int(params["seed"]))
+    counts = split["split"].value_counts().to_dict()
+    logger.info("user split (seed %s): %s", params["seed"], counts)
+    return split

@@ -3,7 +3,7 @@
 from kedro.pipeline import Node, Pipeline
 
 from ...scenes import per_scene
-from .nodes import build_scene_tables, split_user_histories
+from .nodes import build_scene_tables, split_user_histories, split_users_for_protocol
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -20,6 +20,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=["interactions", "build_report", "params:ingestion"],
                 outputs=["histories", "ingestion_report"],
                 name="split_user_histories",
+            ),
+            Node(
+                split_users_for_protocol,
+                inputs=["histories", "params:protocol"],
+                outputs="user_split",
+                name="split_users_for_protocol",
             ),
         ]
     )

@@ -62,8 +62,9 @@ def extract_preference_keywords(
 ) -> pd.DataFrame:
     """k^p per user: one prompt per attribute, parsed, merged, de-duplicated, cut to K_p.
 
-    Returns user_id, keywords, attributes, raw_answers (one per attribute), parsed (per
-    attribute), n_parsed (distinct keywords before the cut) and fallback.
+    Returns user_id, purpose (evaluation | training), keywords, attributes, raw_answers (one per
+    attribute), parsed (per attribute), n_parsed (distinct keywords before the cut) and fallback.
+    Training rows' behaviour ends before their supervision item, so their keywords never see it.
     """
     attributes: dict[str, str] = params["attributes"]
     settings = GenerationSettings.from_params(params["generation"])
@@ -113,6 +114,7 @@ def extract_preference_keywords(
         records.append(
             {
                 "user_id": row.user_id,
+                "purpose": row.purpose,
                 "keywords": keywords,
                 "attributes": list(attributes),
                 "raw_answers": list(raw),
@@ -150,6 +152,8 @@ def extract_target_keywords(
     """
     settings = GenerationSettings.from_params(params["target_generation"])
     k_t = int(params["k_t"])
+    # Only evaluation users have a target; training rows end before their supervision item.
+    behavior_texts = behavior_texts[behavior_texts["purpose"] == "evaluation"]
     prompts = [
         target_prompt(
             params["target_template"],
@@ -245,6 +249,9 @@ def report_keyword_quality(
     metadata values (`quality.baseline`). Returns the report as a dict (JSON) and Markdown.
     """
     quality = params["quality"]
+    # What is reported is measured on evaluation users only (DESIGN.md §5).
+    preference_keywords = preference_keywords[preference_keywords["purpose"] == "evaluation"]
+    behavior_texts = behavior_texts[behavior_texts["purpose"] == "evaluation"]
     by_id = _items_by_id(items)
     users_by_id = users.drop_duplicates("user_id").set_index(users["user_id"].astype(str))
     merged = behavior_texts.merge(preference_keywords, on="user_id", validate="one_to_one")

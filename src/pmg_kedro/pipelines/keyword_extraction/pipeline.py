@@ -36,4 +36,4 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
         ]
     )
-    return per_scene(template)
+    return per_scene(template, shared=frozenset({"llm"}))

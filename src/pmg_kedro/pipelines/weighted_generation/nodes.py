@@ -1,5 +1,10 @@
-"""weighted_generation nodes (paper §3.4): conditions, one denoising batch per chunk of users,
-scorer cosines d_p / d_t, z and the chosen image; Figure 7-shaped strips; a personalization report.
+"""weighted_generation nodes (paper §3.4): conditions, one denoising batch per chunk of candidates,
+scorer cosines d_p / d_t, the chosen image per (user, noise seed); the Table 1 variants and the
+controls of DESIGN.md §5; Figure 7-shaped strips; a report of what ran.
+
+Every evaluation user runs under every noise seed of `seeds`, the same seeds in every variant, so
+variants compare paired by (user, seed). A candidate's starting noise depends only on its noise
+seed (`Generator.generate(noise_seeds=...)`), never on how candidates are chunked into calls.
 """
 
 from __future__ import annotations
@@ -12,163 +17,201 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from ...components.images import to_array, to_pil  # noqa: E402
 from ...components.selection import choose, weight_grid, z_scores  # noqa: E402
+from ...components.soft_embeddings import preference_condition  # noqa: E402
 
 logger = logging.getLogger(__name__)
+
+NO_SOFT_EMBEDDINGS = "not applicable: this scene has no soft preference embeddings ({why})"
+SELECTION_COLUMNS = [
+    "user_id",
+    "target",
+    "seed",
+    "noise_seed",
+    "w_p",
+    "w_t",
+    "image_key",
+    "variant",
+    "steps",
+    "sampler",
+    "mode",
+    "guidance_scale",
+    "d_p",
+    "d_t",
+    "z",
+    "floored",
+    "alpha",
+    "select_by",
+    "chosen",
+]
 
 
 def build_generation_requests(
     histories: pd.DataFrame,
+    user_split: pd.DataFrame,
     preference_keywords: pd.DataFrame,
     target_keywords: pd.DataFrame,
-    params: dict[str, Any],
 ) -> pd.DataFrame:
-    """One row per evaluation user: target and the keyword texts of k^p and k^t (§3.2)."""
-    k_p = preference_keywords.set_index("user_id")["keywords"]
+    """One row per evaluation user of the protocol's split: target and the texts of k^p and k^t."""
+    evaluation = set(user_split.loc[user_split["split"] == "evaluation", "user_id"])
+    preference = preference_keywords[preference_keywords["purpose"] == "evaluation"]
+    k_p = preference.set_index("user_id")["keywords"]
     k_t = target_keywords.set_index("user_id")["keywords"]
-    users = [u for u in histories["user_id"] if u in k_p.index and u in k_t.index]
-    missing = len(histories) - len(users)
+    leaked = sorted(set(k_p.index) - evaluation)
+    if leaked:
+        raise ValueError(
+            f"preference_keywords: {len(leaked)} rows marked evaluation belong to users outside "
+            f"the split's evaluation users, e.g. {leaked[:5]}"
+        )
+    users = [u for u in histories["user_id"] if u in evaluation]
+    missing = [u for u in users if u not in k_p.index or u not in k_t.index]
     if missing:
-        logger.info("%d users have no keywords yet (not in keyword_extraction's users)", missing)
-    users = users[: int(params["max_users"])]
+        logger.warning("%d evaluation users have no keywords: %s", len(missing), missing[:10])
+    users = [u for u in users if u not in missing]
     if not users:
-        raise ValueError("no user has both preference and target keywords")
+        raise ValueError("no evaluation user has both preference and target keywords")
     targets = histories.set_index("user_id")["target"]
     return pd.DataFrame(
         {
             "user_id": users,
-            "target": [targets[u] for u in users],
+            "target": [str(targets[u]) for u in users],
             "preference_text": [", ".join(k_p[u]) for u in users],
             "target_text": [", ".join(k_t[u]) for u in users],
         }
     )
 
 
-def _to_pil(images: torch.Tensor) -> list[Image.Image]:
-    arrays = images.float().cpu().clamp(0, 1).permute(0, 2, 3, 1).numpy()
-    arrays = (arrays * 255).round().astype(np.uint8)
-    return [Image.fromarray(a) for a in arrays]
-
-
 def _weight_tag(w_p: float, w_t: float) -> str:
     return f"wp{w_p:g}_wt{w_t:g}"
 
 
-def _candidate_conditions(generator, requests, soft_embeddings, ablation, grid):
-    """Per candidate: the conditions [E^p, E^t] and weights [w_p, w_t] of the variant (§3.4).
+def noise_seed(seed: int, draw: int) -> int:
+    """The starting noise of draw `draw` under evaluation seed `seed`; draw 0 is `seed` itself, so
+    a compute-matched control's first candidate equals the one-image baseline's image."""
+    return int(seed) if draw == 0 else int(seed) * 1000 + int(draw)
 
-    E^p = concat(E_m, E_k) (§3.3.1); a variant without keywords drops E_k, one without embeddings
-    drops E_m, one without both has no preference condition (a single target-only candidate).
-    A zero weight drops its condition rather than attending to zero vectors.
+
+def _candidate_plan(ablation: dict[str, Any], params: dict[str, Any]) -> list[tuple]:
+    """(w_p, w_t, draw) per candidate of one (user, seed) for this variant."""
+    grid = weight_grid(params["weight_ratios"], float(params["weight_total"]))
+    has_preference = ablation["keywords"] or ablation["embeddings"]
+    if ablation["grid"]:
+        if not has_preference:
+            raise ValueError(f"variant {ablation['name']}: a weight grid needs a preference part")
+        return [(w_p, w_t, 0) for w_p, w_t in grid]
+    if has_preference:
+        return [(1.0, 1.0, 0)]  # the plain concatenation, no weighting
+    n = ablation.get("candidates", 1)
+    n = len(grid) if n == "grid" else int(n)
+    return [(0.0, 1.0, draw) for draw in range(n)]
+
+
+def _condition_rows(generator, requests, soft_embeddings, ablation, params) -> list[dict]:
+    """Per candidate: its user, seeds, weights and conditions [E^p, E^t] (§3.4).
+
+    E^p = concat(E_m, E_k) (`preference_condition`); a variant without keywords drops E_k, one
+    without embeddings drops E_m. A zero weight drops its condition rather than attending to zero
+    vectors.
     """
     target = generator.encode_text(requests["target_text"].tolist()).split()
     keywords = generator.encode_text(requests["preference_text"].tolist()).split()
+    budget = params.get("max_condition_tokens")
+    plan = _candidate_plan(ablation, params)
     rows = []
-    for i, user in enumerate(requests["user_id"]):
-        parts = []
-        if ablation["embeddings"]:
-            soft = soft_embeddings["tensors"][user].to(generator.dtype)  # (L, dim)
-            parts.append(type(target[i])(soft, torch.ones(soft.shape[0], dtype=torch.long)))
-        if ablation["keywords"]:
-            parts.append(keywords[i])
-        if not parts:
-            rows.append((user, 0.0, 1.0, [target[i]], [1.0]))
-            continue
-        preference = type(target[i]).concat(parts)
-        for w_p, w_t in grid:
-            kept = [(c, w) for c, w in ((preference, w_p), (target[i], w_t)) if w > 0]
-            rows.append((user, w_p, w_t, [c for c, _ in kept], [w for _, w in kept]))
+    for i, (user, item) in enumerate(zip(requests["user_id"], requests["target"], strict=True)):
+        preference = None
+        if ablation["keywords"] or ablation["embeddings"]:
+            soft = soft_embeddings["tensors"][user] if ablation["embeddings"] else None
+            preference = preference_condition(
+                soft, keywords[i] if ablation["keywords"] else None, budget
+            )
+        for seed in params["seeds"]:
+            for w_p, w_t, draw in plan:
+                kept = [(c, w) for c, w in ((preference, w_p), (target[i], w_t)) if w > 0]
+                tag = _weight_tag(w_p, w_t) if draw == 0 else f"draw{draw}"
+                rows.append(
+                    {
+                        "user_id": user,
+                        "target": item,
+                        "seed": int(seed),
+                        "noise_seed": noise_seed(seed, draw),
+                        "w_p": w_p,
+                        "w_t": w_t,
+                        "image_key": f"{user}/s{seed}/{tag}",
+                        "conditions": [c for c, _ in kept],
+                        "weights": [w for _, w in kept],
+                    }
+                )
     return rows
 
 
-def _denoise(generator, rows, params: dict[str, Any], what: str) -> list[Image.Image]:
-    """Images for candidate rows (user, w_p, w_t, conditions, weights), `candidates_per_batch`
-    candidates per denoising call.
-
-    The same seed for every call: all candidates start from the same noise, so the candidates of a
-    user differ by their weights only, and users by their conditions only.
-    """
+def _denoise(generator, rows: list[dict], params: dict[str, Any], what: str) -> list[Image.Image]:
+    """Images for candidate rows, `candidates_per_batch` candidates per denoising call."""
     chunk, steps = int(params["candidates_per_batch"]), int(params["steps"])
     images, start = [], time.perf_counter()
     for begin in range(0, len(rows), chunk):
         part = rows[begin : begin + chunk]
         out = generator.generate(
-            [r[3] for r in part],
-            [r[4] for r in part],
+            [r["conditions"] for r in part],
+            [r["weights"] for r in part],
             mode=params["mode"],
-            seed=int(params["seed"]),
+            noise_seeds=[r["noise_seed"] for r in part],
+            sampler=params["sampler"],
             steps=steps,
             guidance_scale=float(params["guidance_scale"]),
         )
-        images += _to_pil(out)
+        images += to_pil(out)
         logger.info(
-            "%s: %d/%d images (%.2f s/image, batch %d, %d steps)",
+            "%s: %d/%d images (%.3f s/image, batch %d, %d %s steps)",
             what,
             len(images),
             len(rows),
             (time.perf_counter() - start) / len(images),
             len(part),
             steps,
+            params["sampler"],
         )
     return images
+
+
+def _not_applicable_why(ablation: dict[str, Any], soft_embeddings: dict[str, Any]) -> str | None:
+    if ablation["embeddings"] and "not_applicable" in soft_embeddings.get("metadata", {}):
+        return NO_SOFT_EMBEDDINGS.format(why=soft_embeddings["metadata"]["not_applicable"])
+    return None
 
 
 def generate_candidates(
     requests: pd.DataFrame,
     generator,
+    soft_embeddings: dict[str, Any],
     params: dict[str, Any],
     ablation: dict[str, Any],
-    soft_embeddings: dict[str, Any] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Image.Image]]:
-    """Every (w_p, w_t) candidate of every user; all candidates of a chunk of users in one batch.
-
-    Returns the candidates table and the images keyed `<user_id>/<wp.._wt..>`.
+    """Every candidate of every (evaluation user, seed) for one variant, chunked into denoising
+    calls. Returns the candidates table and the images keyed "<user>/s<seed>/<weights or draw>";
+    empty when the variant does not apply to the scene (the report says why).
     """
-    if ablation["embeddings"] and soft_embeddings is None:
-        raise ValueError(f"variant {ablation['name']} needs soft embeddings; none were given")
-    grid = weight_grid(params["weight_ratios"], float(params["weight_total"]))
-    rows = _candidate_conditions(generator, requests, soft_embeddings, ablation, grid)
-    seed, steps = int(params["seed"]), int(params["steps"])
-    images, records = {}, []
-    for (user, w_p, w_t, _, _), image in zip(
-        rows, _denoise(generator, rows, params, ablation["name"]), strict=True
-    ):
-        key = f"{user}/{_weight_tag(w_p, w_t)}"
-        images[key] = image
-        records.append({"user_id": user, "w_p": w_p, "w_t": w_t, "image_key": key})
-    candidates = pd.DataFrame(records).merge(requests[["user_id", "target"]], on="user_id")
-    candidates = candidates.assign(
+    why = _not_applicable_why(ablation, soft_embeddings)
+    if why:
+        logger.info("%s: %s", ablation["name"], why)
+        return pd.DataFrame(columns=SELECTION_COLUMNS[:13]), {}
+    rows = _condition_rows(generator, requests, soft_embeddings, ablation, params)
+    images = _denoise(generator, rows, params, ablation["name"])
+    candidates = pd.DataFrame(
+        [{k: v for k, v in r.items() if k not in ("conditions", "weights")} for r in rows]
+    ).assign(
         variant=ablation["name"],
-        seed=seed,
-        steps=steps,
+        steps=int(params["steps"]),
+        sampler=params["sampler"],
         mode=params["mode"],
         guidance_scale=float(params["guidance_scale"]),
     )
-    return candidates, images
-
-
-def generate_user_images(
-    requests: pd.DataFrame,
-    generator,
-    params: dict[str, Any],
-    soft_embeddings: dict[str, Any] | None = None,
-) -> dict[str, Image.Image]:
-    """One image per user from the preference condition alone, no target (paper §4.5's
-    Generated-user features): E^p = concat(E_m, E_k) where soft embeddings exist, else E_k.
-    """
-    ablation = {"name": "user_only", "keywords": True, "embeddings": soft_embeddings is not None}
-    preference = _candidate_conditions(generator, requests, soft_embeddings, ablation, [(1.0, 0.0)])
-    out = _denoise(generator, preference, params, "user-only")
-    images = {r[0]: im for r, im in zip(preference, out, strict=True)}
-    logger.info(
-        "user-only images: %d users (soft embeddings: %s)", len(images), ablation["embeddings"]
-    )
-    return images
+    return candidates, dict(zip(candidates["image_key"], images, strict=True))
 
 
 def score_candidates(
@@ -177,76 +220,153 @@ def score_candidates(
     requests: pd.DataFrame,
     scorer,
     params: dict[str, Any],
+    ablation: dict[str, Any],
 ) -> tuple[pd.DataFrame, dict[str, Image.Image]]:
-    """d_p, d_t (scorer cosines with k^p and k^t), z and the argmax-z candidate per user (§3.4)."""
+    """d_p (cosine with k^p), d_t (with k^t), z, and the chosen candidate per (user, seed): argmax
+    z, or argmax d_t for target-only variants (§3.4). Chosen images keyed "<user>/s<seed>"."""
+    if candidates.empty:
+        return pd.DataFrame(columns=SELECTION_COLUMNS), {}
     texts = requests.set_index("user_id")
-    images = [candidate_images[k] for k in candidates["image_key"]]
-    pixels = torch.from_numpy(
-        np.stack([np.asarray(im, dtype=np.float32) / 255.0 for im in images]).transpose(0, 3, 1, 2)
-    )
+    pixels = torch.from_numpy(to_array([candidate_images[k] for k in candidates["image_key"]]))
+    users = candidates["user_id"]
+    batch = int(params["score_batch_size"])
     with torch.no_grad():
-        image_emb = scorer.encode_images(pixels)
-        pref_emb = scorer.encode_texts(texts.loc[candidates["user_id"], "preference_text"].tolist())
-        target_emb = scorer.encode_texts(texts.loc[candidates["user_id"], "target_text"].tolist())
+        d_p = scorer.paired_scores(pixels, texts.loc[users, "preference_text"].tolist(), batch)
+        d_t = scorer.paired_scores(pixels, texts.loc[users, "target_text"].tolist(), batch)
     scored = candidates.copy()
-    scored["d_p"] = (image_emb * pref_emb).sum(-1).float().cpu().numpy()
-    scored["d_t"] = (image_emb * target_emb).sum(-1).float().cpu().numpy()
+    scored["d_p"] = d_p.float().cpu().numpy()
+    scored["d_t"] = d_t.float().cpu().numpy()
     alpha, floor = float(params["alpha"]), float(params["cosine_floor"])
     scored["z"] = z_scores(scored["d_p"], scored["d_t"], alpha, floor)
     scored["floored"] = (scored["d_p"] < floor) | (scored["d_t"] < floor)
     scored["alpha"] = alpha
-    scored["chosen"] = choose(scored, ["user_id"])
+    scored["select_by"] = ablation["select_by"]
+    scored["chosen"] = choose(scored.assign(z=scored[ablation["select_by"]]), ["user_id", "seed"])
     chosen = {
-        row.user_id: candidate_images[row.image_key]
+        f"{row.user_id}/s{row.seed}": candidate_images[row.image_key]
         for row in scored[scored["chosen"]].itertuples()
     }
     logger.info(
-        "%s: chose among %d candidates for %d users (%.1f%% of cosines floored at %g before log)",
-        scored["variant"].iat[0],
+        "%s: chose by %s among %d candidates for %d (user, seed) pairs (%.1f%% of cosines floored "
+        "at %g before the log)",
+        ablation["name"],
+        ablation["select_by"],
         len(scored),
         len(chosen),
         100 * scored["floored"].mean(),
         floor,
     )
-    return scored, chosen
+    return scored[SELECTION_COLUMNS], chosen
 
 
-def summarize_personalization(params: dict[str, Any], *selections: pd.DataFrame) -> dict[str, Any]:
-    """Averages over users of the chosen images' d_p and d_t per variant, against the baseline."""
-    table = pd.concat(selections, ignore_index=True)
-    chosen = table[table["chosen"]]
-    per_variant = chosen.groupby("variant").agg(
-        users=("user_id", "nunique"), d_p=("d_p", "mean"), d_t=("d_t", "mean"), z=("z", "mean")
-    )
-    baseline = params["baseline_variant"]
+def generate_user_images(
+    requests: pd.DataFrame,
+    generator,
+    soft_embeddings: dict[str, Any],
+    params: dict[str, Any],
+) -> dict[str, Image.Image]:
+    """One image per evaluation user from the preference condition alone, no target, first seed
+    (paper §4.5's Generated-user): E^p = concat(E_m, E_k) where soft embeddings exist, else E_k."""
+    with_embeddings = "not_applicable" not in soft_embeddings.get("metadata", {})
+    ablation = {"name": "user_only", "keywords": True, "embeddings": with_embeddings}
+    ablation.update(grid=True)
+    only = {**params, "seeds": params["seeds"][:1], "weight_ratios": [[1, 0]], "weight_total": 1}
+    rows = _condition_rows(generator, requests, soft_embeddings, ablation, only)
+    images = _denoise(generator, rows, only, "user-only")
+    logger.info("user-only images: %d users (soft embeddings: %s)", len(images), with_embeddings)
+    return {r["user_id"]: im for r, im in zip(rows, images, strict=True)}
+
+
+def generate_table2_images(
+    requests: pd.DataFrame,
+    generator,
+    soft_embedding_sweep: dict[str, Any],
+    params: dict[str, Any],
+) -> tuple[pd.DataFrame, dict[str, Image.Image]]:
+    """Paper Table 2's images: full PMG at w_p = w_t = 1 with E_m of every trained variant (L, with
+    or without P-Tuning v2), every evaluation user and seed. Empty without soft embeddings."""
+    columns = ["user_id", "seed", "sweep_variant", "n_tokens", "p_tuning", "image_key"]
+    variants = soft_embedding_sweep.get("metadata", {}).get("variants", [])
+    if not variants:
+        return pd.DataFrame(columns=columns), {}
+    ablation = {"name": "table2", "keywords": True, "embeddings": True, "grid": False}
+    records, images = [], {}
+    for variant in variants:
+        tensors = {
+            u: soft_embedding_sweep["tensors"][f"{variant}/{u}"] for u in requests["user_id"]
+        }
+        rows = _condition_rows(generator, requests, {"tensors": tensors}, ablation, params)
+        for row, image in zip(rows, _denoise(generator, rows, params, variant), strict=True):
+            key = f"{variant}/{row['user_id']}/s{row['seed']}"
+            images[key] = image
+            n_tokens = int(tensors[row["user_id"]].shape[0])
+            records.append(
+                (row["user_id"], row["seed"], variant, n_tokens, "no_ptuning" not in variant, key)
+            )
+    return pd.DataFrame(records, columns=columns), images
+
+
+def summarize_personalization(
+    params: dict[str, Any],
+    ablations: dict[str, Any],
+    soft_embeddings: dict[str, Any],
+    **selections: pd.DataFrame,
+) -> dict[str, Any]:
+    """What ran per variant (users, seeds, candidates, selection rule) or why it did not, and the
+    chosen images' mean d_p and d_t — the selection scorer's own terms, not an evaluation."""
     report: dict[str, Any] = {
-        "what": "mean over users of the chosen image's scorer cosines (d_p: with the preference "
-        "keywords, d_t: with the target keywords)",
-        "scorer_note": "the selection scorer; metric_evaluation uses independent metrics",
+        "what": "per variant: evaluation users, noise seeds and candidates per (user, seed); the "
+        "chosen images' mean scorer cosines d_p (with k^p) and d_t (with k^t)",
+        "scorer_note": "d_p and d_t are the SELECTION scorer's terms and favour variants that "
+        "select by them; metric_evaluation reports independent metrics",
         "alpha": float(params["alpha"]),
         "cosine_floor": float(params["cosine_floor"]),
         "mode": params["mode"],
-        "seed": int(params["seed"]),
+        "sampler": params["sampler"],
         "steps": int(params["steps"]),
-        "variants": per_variant.round(5).reset_index().to_dict("records"),
+        "guidance_scale": float(params["guidance_scale"]),
+        "seeds": [int(s) for s in params["seeds"]],
+        "variants": {},
+        "not_applicable": {},
     }
-    if baseline in per_variant.index:
-        base = per_variant.loc[baseline]
-        report["versus_baseline"] = {
-            v: {
-                "d_p_gain": round(float(r["d_p"] - base["d_p"]), 5),
-                "d_t_ratio": round(float(r["d_t"] / base["d_t"]), 4) if base["d_t"] else None,
-            }
-            for v, r in per_variant.iterrows()
-            if v != baseline
+    for name, table in selections.items():
+        ablation = ablations[name]
+        if table.empty:
+            why = _not_applicable_why(ablation, soft_embeddings)
+            report["not_applicable"][name] = why or "no candidates were generated"
+            continue
+        chosen = table[table["chosen"]]
+        report["variants"][name] = {
+            "users": int(table["user_id"].nunique()),
+            "seeds": sorted(int(s) for s in table["seed"].unique()),
+            "candidates_per_user_and_seed": round(len(table) / len(chosen), 3),
+            "select_by": ablation["select_by"],
+            "keywords": bool(ablation["keywords"]),
+            "embeddings": bool(ablation["embeddings"]),
+            "chosen_d_p": round(float(chosen["d_p"].mean()), 5),
+            "chosen_d_t": round(float(chosen["d_t"].mean()), 5),
         }
     return report
 
 
 def plot_weight_strips(
-    selections: pd.DataFrame, candidate_images: dict[str, Image.Image], params: dict[str, Any]
+    ablations: dict[str, Any],
+    params: dict[str, Any],
+    **variants: Any,
 ):
-    """Figure 7 shape: a few users across the weight grid, the chosen candidate framed."""
+    """Figure 7 shape: a few users across the weight grid (first seed), the chosen candidate
+    framed; from the first variant with a weight grid that ran (`pmg` where it applies).
+
+    `variants` holds `<variant>_selections` and `<variant>_candidate_images` pairs.
+    """
+    grid_variants = [v for v, a in ablations.items() if a["grid"]]
+    ran = [v for v in grid_variants if not variants[f"{v}_selections"].empty]
+    if not ran:
+        raise ValueError(f"no variant with a weight grid ran ({grid_variants})")
+    name = ran[0]
+    selections = variants[f"{name}_selections"]
+    images = variants[f"{name}_candidate_images"]
+    selections = selections[selections["seed"] == selections["seed"].min()]
     users = list(dict.fromkeys(selections["user_id"]))[: int(params["figure_users"])]
     grid = weight_grid(params["weight_ratios"], float(params["weight_total"]))
     fig, axes = plt.subplots(
@@ -258,93 +378,18 @@ def plot_weight_strips(
             ax = axes[r][c]
             ax.set_xticks([])
             ax.set_yticks([])
-            if (w_p, w_t) not in rows.index:
-                ax.set_visible(False)
-                continue
             row = rows.loc[(w_p, w_t)]
-            ax.imshow(candidate_images[row["image_key"]])
+            ax.imshow(images[row["image_key"]])
             ax.set_title(f"{w_p:g}:{w_t:g}  z={row['z']:.2f}", fontsize=7)
             if row["chosen"]:
                 for spine in ax.spines.values():
                     spine.set_edgecolor("red")
                     spine.set_linewidth(3)
         axes[r][0].set_ylabel(str(user)[:10], fontsize=7)
-    fig.suptitle(f"w_p : w_t sweep ({params['mode']}); red = argmax z", fontsize=9)
+    fig.suptitle(
+        f"{name}: w_p : w_t sweep ({params['mode']}, seed {int(selections['seed'].min())}); "
+        "red = argmax z",
+        fontsize=9,
+    )
     fig.tight_layout()
     return fig
-
-
-def _pixels(images: list[Image.Image]) -> torch.Tensor:
-    arrays = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0 for im in images])
-    return torch.from_numpy(arrays.transpose(0, 3, 1, 2))
-
-
-def recover_hidden_tastes(
-    users: pd.DataFrame,
-    items: pd.DataFrame,
-    image_index: pd.DataFrame,
-    params: dict[str, Any],
-    **chosen_images: dict[str, Image.Image],
-) -> dict[str, Any]:
-    """SIMULATED users only: how often the chosen image's class (nearest MobileNetV2 class centroid
-    of real item images) is one of the user's hidden favourite classes, per variant.
-
-    The classifier is checked on real items it did not use for its centroids (its accuracy is
-    reported), and the chance level is the share of generated users' taste classes among all.
-    """
-    from ...components.features import MobileNetFeatures
-    from ...components.images import load_image
-
-    cfg = params["taste_recovery"]
-    rng = np.random.default_rng(int(params["seed"]))
-    labelled = items[["item_id", "class_name"]].merge(image_index, on="item_id")
-    per_class = int(cfg["reference_per_class"])
-    shuffled = labelled.iloc[rng.permutation(len(labelled))].reset_index(drop=True)
-    rank = shuffled.groupby("class_name").cumcount()
-    picked = shuffled[rank < 2 * per_class].copy()
-    picked["role"] = np.where(rank[rank < 2 * per_class] < per_class, "ref", "check")
-    features = MobileNetFeatures(input_size=int(cfg["input_size"]))
-    size = int(cfg["image_size"])
-    real = features.pooled(
-        _pixels(
-            [
-                load_image(p, int(o), size)
-                for p, o in zip(picked["image_path"], picked["image_offset"], strict=True)
-            ]
-        )
-    )
-    real = torch.nn.functional.normalize(real, dim=1)
-    classes = sorted(picked["class_name"].unique())
-    ref = picked["role"].to_numpy() == "ref"
-    labels = picked["class_name"].to_numpy()
-    centroids = torch.stack(
-        [torch.nn.functional.normalize(real[ref & (labels == c)].mean(0), dim=0) for c in classes]
-    )
-
-    def classify(x: torch.Tensor) -> list[str]:
-        return [
-            classes[i] for i in (torch.nn.functional.normalize(x, dim=1) @ centroids.T).argmax(1)
-        ]
-
-    check = ~ref
-    check_accuracy = float(np.mean(np.array(classify(real[check])) == labels[check]))
-    tastes = users.set_index("user_id")["taste_classes"]
-    report: dict[str, Any] = {
-        "what": "share of SIMULATED users whose chosen image is classified (nearest MobileNetV2 "
-        "class centroid of real Fashion-MNIST items) as one of their hidden favourite classes",
-        "simulated": True,
-        "classifier_accuracy_on_real_items": round(check_accuracy, 4),
-        "classifier_real_items": {"centroids": int(ref.sum()), "checked": int(check.sum())},
-        "chance": round(len(next(iter(tastes))) / len(classes), 4) if len(tastes) else None,
-        "variants": {},
-    }
-    for variant, images in chosen_images.items():
-        keys = [u for u in images if u in tastes.index]
-        predicted = classify(features.pooled(_pixels([images[u] for u in keys])))
-        hits = [p in list(tastes[u]) for u, p in zip(keys, predicted, strict=True)]
-        report["variants"][variant] = {
-            "users": len(keys),
-            "recovered": round(float(np.mean(hits)), 4) if hits else None,
-        }
-    logger.info("hidden-taste recovery (SIMULATED users): %s", report["variants"])
-    return report

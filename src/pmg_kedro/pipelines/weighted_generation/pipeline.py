@@ -1,47 +1,48 @@
-"""`weighted_generation` per scene; the Table 1 ablation variants are namespaced runs of one template.
+"""`weighted_generation` per scene; paper Table 1's variants and the controls are namespaced runs
+of one template, listed in `conf/base/parameters_scenes.yml` (`ablations`).
 
 Dataset names: `<scene>.generation_requests`, `<scene>.<variant>.candidates`,
-`<scene>.<variant>.candidate_images`, `<scene>.<variant>.selections`, `<scene>.<variant>.chosen_images`,
-`<scene>.personalization_report`, `<scene>.weight_strips`.
+`<scene>.<variant>.candidate_images`, `<scene>.<variant>.selections`,
+`<scene>.<variant>.chosen_images`, `<scene>.user_images`, `<scene>.table2_selections`,
+`<scene>.table2_images`, `<scene>.personalization_report`, `<scene>.weight_strips`.
 """
 
 import warnings
 
 from kedro.pipeline import Node, Pipeline
 
-from ...scenes import SCENES, scenes_with_images
+from ...scenes import GENERATION_VARIANTS, per_scene, scene_conf
 from .nodes import (
     build_generation_requests,
     generate_candidates,
+    generate_table2_images,
     generate_user_images,
     plot_weight_strips,
-    recover_hidden_tastes,
     score_candidates,
     summarize_personalization,
 )
-
-# Paper Table 1: full PMG, without soft embeddings, without keywords, without both (= target only,
-# the no-personalization baseline). Variants that need soft embeddings run only in scenes with images.
-VARIANTS_WITH_EMBEDDINGS = ("pmg", "without_keywords")
-VARIANTS = ("pmg", "without_embeddings", "without_keywords", "without_both")
 
 # The scene-level nodes read the variants' outputs by their namespaced names (`pmg.selections`),
 # which Kedro warns about although it is exactly what namespacing produces.
 warnings.filterwarnings("ignore", message="One or more dataset names contain", category=UserWarning)
 
+SHARED = frozenset({"generator", "scorer"})
 
-def _variant_template(variant: str, with_embeddings: bool) -> Pipeline:
-    """generate -> score for one variant; `soft_embeddings` is an input only where it exists."""
-    shared = {"generation_requests", "generator", "scorer"}
-    inputs = ["generation_requests", "generator", "params:weighted_generation", "params:ablation"]
-    if with_embeddings:
-        inputs.append("soft_embeddings")
-        shared.add("soft_embeddings")
+
+def _variant_template(variant: str) -> Pipeline:
+    """generate -> score for one variant."""
+    ablation = f"params:ablations.{variant}"
     template = Pipeline(
         [
             Node(
                 generate_candidates,
-                inputs=inputs,
+                inputs=[
+                    "generation_requests",
+                    "generator",
+                    "soft_embeddings",
+                    "params:weighted_generation",
+                    ablation,
+                ],
                 outputs=["candidates", "candidate_images"],
                 name="generate_candidates",
             ),
@@ -53,6 +54,7 @@ def _variant_template(variant: str, with_embeddings: bool) -> Pipeline:
                     "generation_requests",
                     "scorer",
                     "params:weighted_generation",
+                    ablation,
                 ],
                 outputs=["selections", "chosen_images"],
                 name="score_candidates",
@@ -62,88 +64,68 @@ def _variant_template(variant: str, with_embeddings: bool) -> Pipeline:
     return Pipeline(
         template,
         namespace=variant,
-        inputs=shared,
-        parameters={
-            "params:weighted_generation": "params:weighted_generation",
-            "params:ablation": f"params:ablations.{variant}",
-        },
+        inputs={"generation_requests", "soft_embeddings", *SHARED},
+        parameters={"params:weighted_generation": "params:weighted_generation", ablation: ablation},
     )
 
 
-def scene_pipeline(with_embeddings: bool, simulated_tastes: bool) -> Pipeline:
-    """The per-scene pipeline: requests, every available variant, the report and the strips;
-    with `simulated_tastes` (costume's simulated users) also the hidden-taste recovery check.
-    """
-    variants = [v for v in VARIANTS if with_embeddings or v not in VARIANTS_WITH_EMBEDDINGS]
-    first = variants[0]
-    taste_check = Node(
-        recover_hidden_tastes,
-        inputs={
-            "users": "users",
-            "items": "items",
-            "image_index": "image_index",
-            "params": "params:weighted_generation",
-            **{v: f"{v}.chosen_images" for v in variants},
-        },
-        outputs="taste_recovery_report",
-        name="recover_hidden_tastes",
-    )
-    return Pipeline(
+def create_pipeline(**kwargs) -> Pipeline:
+    ablations = scene_conf()["ablations"]
+    grid_variants = [v for v in GENERATION_VARIANTS if ablations[v]["grid"]]
+    template = Pipeline(
         [
             Node(
                 build_generation_requests,
-                inputs=[
-                    "histories",
-                    "preference_keywords",
-                    "target_keywords",
-                    "params:weighted_generation",
-                ],
+                inputs=["histories", "user_split", "preference_keywords", "target_keywords"],
                 outputs="generation_requests",
                 name="build_generation_requests",
             ),
-            *[_variant_template(v, with_embeddings) for v in variants],
+            *[_variant_template(v) for v in GENERATION_VARIANTS],
             Node(
                 generate_user_images,
                 inputs=[
                     "generation_requests",
                     "generator",
+                    "soft_embeddings",
                     "params:weighted_generation",
-                    *(["soft_embeddings"] if with_embeddings else []),
                 ],
                 outputs="user_images",
                 name="generate_user_images",
             ),
             Node(
+                generate_table2_images,
+                inputs=[
+                    "generation_requests",
+                    "generator",
+                    "soft_embedding_sweep",
+                    "params:weighted_generation",
+                ],
+                outputs=["table2_selections", "table2_images"],
+                name="generate_table2_images",
+            ),
+            Node(
                 summarize_personalization,
-                inputs=["params:weighted_generation", *[f"{v}.selections" for v in variants]],
+                inputs={
+                    "params": "params:weighted_generation",
+                    "ablations": "params:ablations",
+                    "soft_embeddings": "soft_embeddings",
+                    **{v: f"{v}.selections" for v in GENERATION_VARIANTS},
+                },
                 outputs="personalization_report",
                 name="summarize_personalization",
             ),
             Node(
                 plot_weight_strips,
-                inputs=[
-                    f"{first}.selections",
-                    f"{first}.candidate_images",
-                    "params:weighted_generation",
-                ],
+                inputs={
+                    "ablations": "params:ablations",
+                    "params": "params:weighted_generation",
+                    **{f"{v}_selections": f"{v}.selections" for v in grid_variants},
+                    **{f"{v}_candidate_images": f"{v}.candidate_images" for v in grid_variants},
+                },
                 outputs="weight_strips",
                 name="plot_weight_strips",
             ),
-            *([taste_check] if simulated_tastes else []),
         ]
     )
-
-
-def create_pipeline(**kwargs) -> Pipeline:
-    with_images = set(scenes_with_images())
-    return sum(
-        (
-            Pipeline(
-                scene_pipeline(scene in with_images, simulated_tastes=scene == "costume"),
-                namespace=scene,
-                inputs={"generator", "scorer"},
-            )
-            for scene in SCENES
-        ),
-        start=Pipeline([]),
-    )
+    ablation_params = {"params:ablations", *(f"params:ablations.{v}" for v in GENERATION_VARIANTS)}
+    return per_scene(template, shared=SHARED | ablation_params)

@@ -5,12 +5,12 @@ import pytest
 import torch
 
 from pmg_kedro.components.llm import LLM
-from pmg_kedro.components.soft_prompt import (
-    BiasCorrectionLLM,
+from pmg_kedro.components.soft_embeddings import (
+    SoftPreferenceEmbedder,
     TrainingSettings,
     heldout_losses,
     paired_difference,
-    train_soft_prompt,
+    train_soft_embeddings,
 )
 
 PROMPTS = ["a user who likes cats", "dogs and more dogs", "red dresses in summer", "ghost stories"]
@@ -24,7 +24,7 @@ def llm(tiny_llama):
 
 @pytest.mark.parametrize("n_prefixes", [4, 0])
 def test_output_shape_and_only_adapter_parameters_are_trainable(llm, n_prefixes):
-    model = BiasCorrectionLLM(llm, n_tokens=3, n_prefixes=n_prefixes, out_dim=384)
+    model = SoftPreferenceEmbedder(llm, n_tokens=3, n_prefixes=n_prefixes, out_dim=384)
     soft = model(PROMPTS[:2])
     assert soft.shape == (2, 3, 384)
     names = set(model.trainable_parameters())
@@ -36,12 +36,12 @@ def test_output_shape_and_only_adapter_parameters_are_trainable(llm, n_prefixes)
 
 @pytest.mark.parametrize("n_prefixes", [4, 0])
 def test_training_changes_the_adapter_and_nothing_else(llm, tiny_generator, n_prefixes):
-    model = BiasCorrectionLLM(llm, n_tokens=2, n_prefixes=n_prefixes, out_dim=384)
+    model = SoftPreferenceEmbedder(llm, n_tokens=2, n_prefixes=n_prefixes, out_dim=384)
     frozen_llm = {k: v.clone() for k, v in llm.model.state_dict().items()}
     frozen_unet = {k: v.clone() for k, v in tiny_generator.unet.state_dict().items()}
     before = {k: v.detach().clone() for k, v in model.trainable_parameters().items()}
     images = torch.rand(4, 3, 8, 8)
-    history = train_soft_prompt(
+    history = train_soft_embeddings(
         model,
         tiny_generator,
         PROMPTS,
@@ -61,7 +61,7 @@ def test_training_changes_the_adapter_and_nothing_else(llm, tiny_generator, n_pr
 
 def test_kv_cache_path_matches_a_full_forward(llm):
     """Without prefixes the prompt runs once under no_grad; E_m must equal the plain forward."""
-    model = BiasCorrectionLLM(llm, n_tokens=3, n_prefixes=0, out_dim=16)
+    model = SoftPreferenceEmbedder(llm, n_tokens=3, n_prefixes=0, out_dim=16)
     fast = model(PROMPTS[:3])
     batch = llm.encode([llm.chat_prompt(p) for p in PROMPTS[:3]])
     embeds = llm.model.get_input_embeddings()(batch["input_ids"])
@@ -73,21 +73,21 @@ def test_kv_cache_path_matches_a_full_forward(llm):
     torch.testing.assert_close(fast, model.mapper(hidden[:, -3:]), rtol=1e-4, atol=1e-5)
 
 
-def test_adapter_state_round_trips_and_rejects_another_shape(llm):
-    a = BiasCorrectionLLM(llm, n_tokens=2, n_prefixes=4, out_dim=8, seed=1)
-    b = BiasCorrectionLLM(llm, n_tokens=2, n_prefixes=4, out_dim=8, seed=2)
-    b.load_adapter_state(a.adapter_state())
+def test_trainable_state_round_trips_and_rejects_another_shape(llm):
+    a = SoftPreferenceEmbedder(llm, n_tokens=2, n_prefixes=4, out_dim=8, seed=1)
+    b = SoftPreferenceEmbedder(llm, n_tokens=2, n_prefixes=4, out_dim=8, seed=2)
+    b.load_trainable_state(a.trainable_state())
     torch.testing.assert_close(a(PROMPTS[:2]), b(PROMPTS[:2]))
-    c = BiasCorrectionLLM(llm, n_tokens=4, n_prefixes=4, out_dim=8)
+    c = SoftPreferenceEmbedder(llm, n_tokens=4, n_prefixes=4, out_dim=8)
     with pytest.raises(ValueError, match="mm_tokens"):
-        c.load_adapter_state(a.adapter_state())
-    d = BiasCorrectionLLM(llm, n_tokens=2, n_prefixes=0, out_dim=8)
+        c.load_trainable_state(a.trainable_state())
+    d = SoftPreferenceEmbedder(llm, n_tokens=2, n_prefixes=0, out_dim=8)
     with pytest.raises(ValueError, match="unexpected"):
-        d.load_adapter_state(a.adapter_state())
+        d.load_trainable_state(a.trainable_state())
 
 
 def test_heldout_losses_are_paired_per_user_and_seed(llm, tiny_generator):
-    model = BiasCorrectionLLM(llm, n_tokens=2, n_prefixes=0, out_dim=384)
+    model = SoftPreferenceEmbedder(llm, n_tokens=2, n_prefixes=0, out_dim=384)
     images = torch.rand(4, 3, 8, 8)
     losses = heldout_losses(model, tiny_generator, PROMPTS, KEYWORDS, images, seeds=[0, 1, 2])
     assert set(losses) == {"pmg", "without_embeddings", "without_keywords"}
@@ -110,7 +110,7 @@ def test_paired_difference():
 
 def test_neutral_start_puts_every_soft_token_near_the_given_state(llm):
     neutral = torch.linspace(-1, 1, 384)
-    model = BiasCorrectionLLM(llm, n_tokens=3, n_prefixes=4, out_dim=384, neutral_token=neutral)
+    model = SoftPreferenceEmbedder(llm, n_tokens=3, n_prefixes=4, out_dim=384, neutral_token=neutral)
     soft = model(PROMPTS[:2])
     spread = (soft - neutral).norm(dim=-1) / neutral.norm()
     assert spread.max() < 0.2  # the small initial slope keeps E_m close to where it starts
@@ -118,7 +118,7 @@ def test_neutral_start_puts_every_soft_token_near_the_given_state(llm):
 
 
 def test_noise_repeats_train_on_several_draws_per_image(llm, tiny_generator):
-    model = BiasCorrectionLLM(llm, n_tokens=2, n_prefixes=0, out_dim=384)
+    model = SoftPreferenceEmbedder(llm, n_tokens=2, n_prefixes=0, out_dim=384)
     calls = []
     original = tiny_generator.denoising_loss
 
@@ -129,7 +129,7 @@ def test_noise_repeats_train_on_several_draws_per_image(llm, tiny_generator):
     tiny_generator.denoising_loss = spy
     try:
         settings = TrainingSettings(steps=1, batch_size=2, learning_rate=1e-2, noise_repeats=3)
-        train_soft_prompt(
+        train_soft_embeddings(
             model,
             tiny_generator,
             PROMPTS,

@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class SoftPromptConfig:
+class SoftEmbeddingConfig:
     """Sizes of the trainable parts; `n_prefixes = 0` switches P-Tuning v2 off (paper Table 2)."""
 
     n_tokens: int = 4  # L
@@ -38,11 +38,11 @@ class SoftPromptConfig:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> SoftPromptConfig:
+    def from_json(cls, text: str) -> SoftEmbeddingConfig:
         return cls(**json.loads(text))
 
 
-class BiasCorrectionLLM(nn.Module):
+class SoftPreferenceEmbedder(nn.Module):
     """Frozen LLM + trainable prefixes, multimodal tokens and mapper (paper §3.3.1, Figure 3)."""
 
     def __init__(
@@ -64,7 +64,7 @@ class BiasCorrectionLLM(nn.Module):
         if n_prefixes < 0:
             raise ValueError(f"n_prefixes (S) must be >= 0, got {n_prefixes}")
         self.llm = llm
-        self.config = SoftPromptConfig(n_tokens, n_prefixes, out_dim, llm.hidden_size)
+        self.config = SoftEmbeddingConfig(n_tokens, n_prefixes, out_dim, llm.hidden_size)
         for p in llm.model.parameters():
             p.requires_grad_(False)
         generator = torch.Generator().manual_seed(seed)
@@ -130,31 +130,31 @@ class BiasCorrectionLLM(nn.Module):
             )[:, -n_tokens:]  # left padding: the L tokens are the last positions of every row
         return self.mapper(hidden.float())
 
-    def adapter_state(self) -> dict[str, torch.Tensor]:
+    def trainable_state(self) -> dict[str, torch.Tensor]:
         """The small checkpoint: trainable tensors only, never the frozen LLM."""
         return {k: v.detach().cpu().contiguous() for k, v in self.trainable_parameters().items()}
 
-    def load_adapter_state(self, state: dict[str, torch.Tensor]) -> None:
-        """Restore tensors saved by `adapter_state`; shapes and names must match exactly."""
+    def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore tensors saved by `trainable_state`; shapes and names must match exactly."""
         params = self.trainable_parameters()
         missing, unexpected = set(params) - set(state), set(state) - set(params)
         if missing or unexpected:
             raise ValueError(
-                f"adapter checkpoint does not fit this model (config {self.config}): "
+                f"soft-embedding checkpoint does not fit this model (config {self.config}): "
                 f"missing {sorted(missing)}, unexpected {sorted(unexpected)}"
             )
         with torch.no_grad():
             for name, tensor in state.items():
                 if params[name].shape != tensor.shape:
                     raise ValueError(
-                        f"adapter tensor {name}: checkpoint shape {tuple(tensor.shape)}, "
+                        f"soft-embedding tensor {name}: checkpoint shape {tuple(tensor.shape)}, "
                         f"model expects {tuple(params[name].shape)}"
                     )
                 params[name].copy_(tensor)
 
 
-def read_adapter_file(path: str) -> dict[str, torch.Tensor]:
-    """Tensors of a saved adapter checkpoint (a `soft_prompt_adapter` .safetensors), to resume from."""
+def read_soft_embedding_file(path: str) -> dict[str, torch.Tensor]:
+    """Tensors of a saved `soft_embedding_model` (.safetensors), to resume training from."""
     from safetensors.torch import load_file
 
     return load_file(path)
@@ -195,26 +195,45 @@ class TrainingSettings:
     # Noise/timestep draws per image and step: the LLM runs once per user, the cheap frozen
     # generator several times, which lowers the variance of the gradient (timesteps dominate it).
     noise_repeats: int = 1
+    # The generator's context budget for E^p (None: no cut); see `preference_condition`.
+    max_tokens: int | None = None
 
     @classmethod
     def from_params(cls, params: dict) -> TrainingSettings:
         return cls(**{k: params[k] for k in cls.__dataclass_fields__ if k in params})
 
 
-def preference_condition(soft: torch.Tensor, keywords):
-    """E^p = concat(E_m, E_k) along the token axis, per user: embeddings and mask.
+def preference_condition(soft: torch.Tensor | None, keywords, max_tokens: int | None = None):
+    """E^p = concat(E_m, E_k) along the token axis (§3.3.1): the one builder of the preference
+    condition, for a batch (soft (batch, L, dim), keywords a batched Condition) or one user
+    (soft (L, dim), keywords a single Condition). Either part may be None (the ablations).
 
-    soft: E_m (batch, L, dim); keywords: the generator's Condition of the keyword texts
-    (embeddings (batch, tokens, dim), mask (batch, tokens)).
+    `max_tokens` is the text encoder's context budget (CLIP: 77 in the paper's generator): E_k is
+    cut so that L + |E_k| fits, the trade-off paper §4.4.2 measures when L grows. Returns a
+    Condition (embeddings, mask) of the keywords' type.
     """
-    b, n_tokens, _ = soft.shape
-    emb = torch.cat([soft.to(keywords.embeddings.dtype), keywords.embeddings], dim=1)
-    ones = torch.ones(b, n_tokens, dtype=keywords.mask.dtype, device=keywords.mask.device)
-    return emb, torch.cat([ones, keywords.mask], dim=1)
+    from .generator import Condition
+
+    if soft is None and keywords is None:
+        raise ValueError("a preference condition needs soft embeddings, keywords or both")
+    if keywords is not None and max_tokens is not None:
+        n_soft = 0 if soft is None else soft.shape[-2]
+        keep = max(0, int(max_tokens) - n_soft)
+        keywords = Condition(keywords.embeddings[..., :keep, :], keywords.mask[..., :keep])
+    if soft is None:
+        return keywords
+    ones = torch.ones(soft.shape[:-1], dtype=torch.long, device=soft.device)
+    if keywords is None:
+        return Condition(soft, ones)
+    soft = soft.to(keywords.embeddings.dtype)
+    return Condition(
+        torch.cat([soft, keywords.embeddings], dim=-2),
+        torch.cat([ones.to(keywords.mask.dtype), keywords.mask], dim=-1),
+    )
 
 
-def train_soft_prompt(
-    model: BiasCorrectionLLM,
+def train_soft_embeddings(
+    model: SoftPreferenceEmbedder,
     generator,
     prompts: list[str],
     keyword_texts: list[str],
@@ -246,7 +265,8 @@ def train_soft_prompt(
     for step in bar:
         idx = torch.randperm(len(prompts), generator=sampler)[: settings.batch_size]
         soft = model([prompts[i] for i in idx])
-        emb, mask = preference_condition(soft, _rows(keywords, idx))
+        condition = preference_condition(soft, _rows(keywords, idx), settings.max_tokens)
+        emb, mask = condition.embeddings, condition.mask
         k = settings.noise_repeats
         loss = generator.denoising_loss(
             emb.repeat_interleave(k, dim=0),
@@ -276,13 +296,14 @@ def train_soft_prompt(
 
 @torch.no_grad()
 def heldout_losses(
-    model: BiasCorrectionLLM | None,
+    model: SoftPreferenceEmbedder | None,
     generator,
     prompts: list[str],
     keyword_texts: list[str],
     images: torch.Tensor,
     seeds: list[int],
     batch_size: int = 16,
+    max_tokens: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Denoising losses of held-out users' supervision images under each condition.
 
@@ -303,9 +324,10 @@ def heldout_losses(
         conditions = {"without_embeddings": (keywords.embeddings, keywords.mask)}
         if model is not None:
             soft = model(prompts[sl])
-            conditions["pmg"] = preference_condition(soft, keywords)
-            ones = torch.ones(soft.shape[:2], dtype=keywords.mask.dtype)
-            conditions["without_keywords"] = (soft.to(keywords.embeddings.dtype), ones)
+            pmg = preference_condition(soft, keywords, max_tokens)
+            soft_only = preference_condition(soft.to(keywords.embeddings.dtype), None)
+            conditions["pmg"] = (pmg.embeddings, pmg.mask)
+            conditions["without_keywords"] = (soft_only.embeddings, soft_only.mask)
         for name, (emb, mask) in conditions.items():
             per_seed = [
                 generator.denoising_loss(emb, mask, images[sl], seed=seed, reduction="none")
@@ -315,14 +337,25 @@ def heldout_losses(
     return {name: np.concatenate(chunks) for name, chunks in parts.items()}
 
 
-def paired_difference(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
-    """Mean of a - b over paired (user, seed) losses, its standard error and how often a < b."""
-    diff = (np.asarray(a) - np.asarray(b)).ravel()
-    se = float(diff.std(ddof=1) / np.sqrt(diff.size)) if diff.size > 1 else float("nan")
+def paired_difference(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: int = 0) -> dict:
+    """a - b for paired (user, seed) losses of shape (users, seeds): each user's mean difference
+    over seeds, then the mean over users with its standard error and a 95% bootstrap interval over
+    users (seeded), and the share of (user, seed) pairs where a < b."""
+    diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    if diff.ndim == 1:
+        diff = diff[:, None]
+    per_user = diff.mean(axis=1)
+    n = per_user.size
+    se = float(per_user.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+    rng = np.random.default_rng(seed)
+    boots = per_user[rng.integers(0, n, size=(n_boot, n))].mean(axis=1)
+    low, high = np.percentile(boots, [2.5, 97.5])
     return {
-        "mean_difference": float(diff.mean()),
+        "mean_difference": float(per_user.mean()),
         "standard_error": se,
+        "ci95": [float(low), float(high)],
         "share_lower": float((diff < 0).mean()),
+        "users": int(n),
         "pairs": int(diff.size),
     }
 
