@@ -10,6 +10,7 @@ from pmg_kedro.components.soft_embeddings import (
     TrainingSettings,
     heldout_losses,
     paired_difference,
+    preference_condition,
     train_soft_embeddings,
 )
 
@@ -98,19 +99,47 @@ def test_heldout_losses_are_paired_per_user_and_seed(llm, tiny_generator):
     assert not np.allclose(losses["pmg"], losses["without_embeddings"])
 
 
-def test_paired_difference():
+def test_paired_difference_is_per_user_with_a_bootstrap_interval():
     stats = paired_difference(
-        np.array([[1.0, 2.0], [3.0, 2.0]]), np.array([[2.0, 2.0], [4.0, 1.0]])
+        np.array([[1.0, 2.0], [3.0, 2.0], [0.0, 0.0]]),
+        np.array([[2.0, 2.0], [4.0, 1.0], [1.0, 1.0]]),
     )
-    assert stats["mean_difference"] == pytest.approx(-0.25)
-    assert stats["share_lower"] == pytest.approx(0.5)
-    assert stats["pairs"] == 4
-    assert stats["standard_error"] == pytest.approx(np.std([-1, 0, -1, 1], ddof=1) / 2)
+    per_user = np.array([-0.5, 0.0, -1.0])  # each user's mean difference over its seeds
+    assert stats["mean_difference"] == pytest.approx(per_user.mean())
+    assert stats["standard_error"] == pytest.approx(per_user.std(ddof=1) / np.sqrt(3))
+    assert stats["share_lower"] == pytest.approx(4 / 6)
+    assert (stats["users"], stats["pairs"]) == (3, 6)
+    low, high = stats["ci95"]
+    assert per_user.min() <= low <= stats["mean_difference"] <= high <= per_user.max()
+    # a difference of the same sign for every user: the interval excludes 0
+    clear = paired_difference(np.arange(10.0)[:, None], np.arange(10.0)[:, None] + 1)
+    assert clear["ci95"] == [-1.0, -1.0]
+
+
+def test_preference_condition_is_soft_tokens_then_keywords_within_the_budget():
+    from pmg_kedro.components.generator import Condition
+
+    soft = torch.randn(2, 3, 4)  # (batch, L, dim)
+    keywords = Condition(torch.randn(2, 5, 4), torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]))
+    both = preference_condition(soft, keywords)
+    torch.testing.assert_close(both.embeddings[:, :3], soft)
+    torch.testing.assert_close(both.embeddings[:, 3:], keywords.embeddings)
+    assert both.mask.tolist() == [[1, 1, 1, 1, 1, 1, 0, 0], [1] * 8]
+    cut = preference_condition(soft, keywords, max_tokens=5)
+    assert cut.embeddings.shape == (2, 5, 4)
+    torch.testing.assert_close(cut.embeddings[:, 3:], keywords.embeddings[:, :2])
+    assert preference_condition(None, keywords[1]).embeddings.shape == (5, 4)
+    single = preference_condition(soft[0], None)
+    assert single.mask.tolist() == [1, 1, 1]
+    with pytest.raises(ValueError, match="needs soft embeddings, keywords or both"):
+        preference_condition(None, None)
 
 
 def test_neutral_start_puts_every_soft_token_near_the_given_state(llm):
     neutral = torch.linspace(-1, 1, 384)
-    model = SoftPreferenceEmbedder(llm, n_tokens=3, n_prefixes=4, out_dim=384, neutral_token=neutral)
+    model = SoftPreferenceEmbedder(
+        llm, n_tokens=3, n_prefixes=4, out_dim=384, neutral_token=neutral
+    )
     soft = model(PROMPTS[:2])
     spread = (soft - neutral).norm(dim=-1) / neutral.norm()
     assert spread.max() < 0.2  # the small initial slope keeps E_m close to where it starts

@@ -13,9 +13,8 @@ from tests.components.tiny_llm import ScriptedLLM
 LONG = "word " * 60  # 60 tokens for the scripted LLM: over the budget of 48
 
 PARAMS = {
-    "max_users": 2,
-    "seed": 0,
     "max_text_tokens": 48,
+    "empty_message_text": "a chat message",
     "summary_prompt": "SUMMARISE: {text}",
     "conversation_prompt": "CONVERSATION: {conversation}",
     "generation": {"max_new_tokens": 8, "repetition_penalty": 1.1, "batch_size": 4},
@@ -60,17 +59,75 @@ def histories():
     )
 
 
-def test_select_users_is_seeded_sorted_and_complete_without_a_cap(histories):
-    first = select_users(histories, PARAMS)
-    assert len(first) == 2 and list(first["user_id"]) == sorted(first["user_id"])
-    assert first.equals(select_users(histories, PARAMS))
-    assert list(select_users(histories, {**PARAMS, "max_users": None})["user_id"]) == [
-        "u1",
+SPLIT = pd.DataFrame({"user_id": ["u1", "u2", "u3"], "split": ["evaluation", "train", "train"]})
+IMAGES = pd.DataFrame({"item_id": ["1f642"], "image_path": ["x.png"], "image_offset": [-1]})
+PROTOCOL = {"seed": 0, "max_train_users": 10}
+INGESTION = {"emoticon_map": {":)": "🙂", "XD": "😆", ":3": "😺"}}
+
+
+def _selected(histories, split=SPLIT, images=IMAGES, protocol=PROTOCOL):
+    return select_users(histories, split, images, INGESTION, protocol)
+
+
+def test_evaluation_users_keep_their_history_and_training_rows_end_before_supervision(histories):
+    histories = histories.assign(history=[["1f642", "1f602"], ["1f63a", "1f642"], ["1f642"]])
+    histories["history_message"] = [["hi :)", "x"], ["meow :3", "yo"], ["ok :)"]]
+    selected = _selected(histories).set_index("user_id")
+    assert selected.loc["u1", "purpose"] == "evaluation"
+    assert list(selected.loc["u1", "history"]) == ["1f642", "1f602"]
+    assert selected.loc["u1", "target"] == "1f63a" and selected.loc["u1", "supervision_item"] == ""
+    # u2 trains: the LAST history item supervises and is cut from every history column
+    assert selected.loc["u2", "purpose"] == "training"
+    assert selected.loc["u2", "supervision_item"] == "1f642"
+    assert list(selected.loc["u2", "history"]) == ["1f63a"]
+    assert list(selected.loc["u2", "history_message"]) == ["meow :3"]
+    assert pd.isna(selected.loc["u2", "target"]) and pd.isna(selected.loc["u2", "target_message"])
+    assert "u3" not in selected.index  # one history item: nothing left before a supervision
+
+
+def test_no_item_images_no_training_rows_and_the_cap_is_seeded(histories):
+    assert set(_selected(histories, images=IMAGES[:0])["purpose"]) == {"evaluation"}
+    histories = histories.assign(history=[["1f642", "1f602"], ["1f63a", "1f642"], ["1f642", "a"]])
+    histories["history_message"] = [["1", "2"], ["3", "4"], ["5", "6"]]
+    capped = _selected(histories, protocol={"seed": 0, "max_train_users": 1})
+    assert capped["purpose"].value_counts().to_dict() == {"evaluation": 1, "training": 1}
+    assert capped.equals(_selected(histories, protocol={"seed": 0, "max_train_users": 1}))
+    other = [_selected(histories, protocol={"seed": s, "max_train_users": 1}) for s in range(8)]
+    assert {frame.loc[frame["purpose"] == "training", "user_id"].iat[0] for frame in other} == {
         "u2",
         "u3",
-    ]
-    with pytest.raises(ValueError, match="histories: missing columns \\['target'\\]"):
-        select_users(histories.drop(columns="target"), PARAMS)
+    }
+    with pytest.raises(ValueError, match="user_split: 1 users of histories missing"):
+        _selected(histories, split=SPLIT[:2])
+
+
+def test_the_target_message_and_conversation_lose_the_answer(histories):
+    histories = histories.assign(
+        target_message=["so funny XD", ":):)", "lol😆"], target_context=["hi :3 | x", "", "a XD b"]
+    )
+    split = SPLIT.assign(split="evaluation")
+    selected = _selected(histories, split=split).set_index("user_id")
+    assert selected.loc["u1", "target_message"] == "so funny"
+    assert selected.loc["u2", "target_message"] == ""
+    assert selected.loc["u3", "target_message"] == "lol"
+    assert selected.loc["u1", "target_context"] == "hi | x"
+    assert selected.loc["u3", "target_context"] == "a b"
+    # history messages are behaviour, not the answer: kept
+    assert list(selected.loc["u1", "history_message"]) == ["hi :)", LONG]
+
+
+def test_no_emoticon_of_the_real_table_survives_masking(project_root):
+    import yaml
+
+    from pmg_kedro.components.answer_masking import leaked_emoticons, strip_emoticons
+
+    conf = yaml.safe_load((project_root / "conf/base/parameters_ingestion.yml").read_text())
+    table = conf["emoticon"]["ingestion"]["emoticon_map"]
+    emoticons = list(table)
+    for e in emoticons:
+        for text in (e, f"ok {e}", f"ok{e}", f"{e}{e}!", f"a {e[:1]}{e}{e[1:]} b", table[e]):
+            masked = strip_emoticons(text, emoticons)
+            assert leaked_emoticons(masked, emoticons) == [], (text, masked)
 
 
 def test_caption_items_writes_metadata_text_for_the_items_users_touched(items, histories):
@@ -96,8 +153,13 @@ def test_caption_items_names_unknown_items(items, histories):
         )
 
 
+def _evaluation_rows(histories):
+    return _selected(histories, split=SPLIT.assign(split="evaluation"))
+
+
 def test_summarize_behaviour_summarises_only_long_texts_and_conversations(items, histories):
     llm = ScriptedLLM([("SUMMARISE", "A long message. And more."), ("CONVERSATION", "They greet.")])
+    histories = _evaluation_rows(histories)
     captions = caption_items(items, pd.DataFrame(columns=["item_id"]), histories, PARAMS)
     behaviour, item_texts = summarize_behaviour(histories, captions, llm, PARAMS)
 
@@ -109,7 +171,7 @@ def test_summarize_behaviour_summarises_only_long_texts_and_conversations(items,
         'slightly smiling face emoji (smile) with "hi :)"',
         'face with tears of joy emoji (joy, laugh) with "A long message."',  # first sentence only
     ]
-    assert u1["target_text"] == "so funny XD"  # the message, never the target emoticon
+    assert u1["target_text"] == "so funny"  # the message without its emoticon: the answer
     assert u1["conversation_summary"] == "They greet."
     assert behaviour.set_index("user_id").at["u2", "conversation_summary"] == ""
     assert set(item_texts["text_source"]) == {"metadata"}  # short item texts pass through
@@ -117,6 +179,7 @@ def test_summarize_behaviour_summarises_only_long_texts_and_conversations(items,
 
 def test_empty_summary_keeps_the_text_cut_to_the_budget(items, histories):
     llm = ScriptedLLM([], default="")
+    histories = _evaluation_rows(histories)
     captions = caption_items(items, pd.DataFrame(columns=["item_id"]), histories, PARAMS)
     behaviour, _ = summarize_behaviour(histories, captions, llm, PARAMS)
     text = behaviour.set_index("user_id").at["u1", "history_texts"][1]
@@ -125,7 +188,7 @@ def test_empty_summary_keeps_the_text_cut_to_the_budget(items, histories):
 
 def test_scene_without_messages_passes_item_texts_through(items, histories):
     params = {**PARAMS, "columns": {}, "history_text": "{item}", "target_text": "{item}"}
-    plain = histories[["user_id", "history", "target"]]
+    plain = _evaluation_rows(histories[["user_id", "history", "target"]])
     llm = ScriptedLLM([])
     captions = caption_items(items, pd.DataFrame(columns=["item_id"]), plain, params)
     behaviour, _ = summarize_behaviour(plain, captions, llm, params)
@@ -134,3 +197,16 @@ def test_scene_without_messages_passes_item_texts_through(items, histories):
         behaviour.set_index("user_id").at["u2", "target_text"]
         == "slightly smiling face emoji (smile)"
     )
+
+
+def test_training_rows_never_describe_their_supervision_item(items, histories):
+    histories = histories.assign(history=[["1f642", "1f602"], ["1f63a", "1f602"], ["1f642"]])
+    histories["history_message"] = [["hi :)", "x"], ["meow :3", "SUPERVISION"], ["ok :)"]]
+    selected = _selected(histories)
+    captions = caption_items(items, pd.DataFrame(columns=["item_id"]), selected, PARAMS)
+    behaviour, _ = summarize_behaviour(selected, captions, ScriptedLLM([]), PARAMS)
+    u2 = behaviour.set_index("user_id").loc["u2"]
+    assert u2["purpose"] == "training" and u2["supervision_item"] == "1f602"
+    text = " ".join(u2["history_texts"]) + u2["target_text"] + u2["conversation_summary"]
+    assert "tears of joy" not in text and "SUPERVISION" not in text
+    assert u2["history_texts"] == ['grinning cat emoji (cat, smile) with "meow :3"']

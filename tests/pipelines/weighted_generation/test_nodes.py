@@ -1,4 +1,9 @@
-"""weighted_generation nodes on a tiny random generator and a random-head TinyClip scorer."""
+"""weighted_generation nodes on a tiny random generator and a random-head TinyClip scorer.
+
+Besides the mechanics (one call per chunk, determinism) these pin down what the protocol needs:
+only evaluation users, noise that does not depend on chunking, zero weights dropping their
+condition, d_p scored against k^p and d_t against k^t, the controls' candidate counts.
+"""
 
 import numpy as np
 import pandas as pd
@@ -6,11 +11,12 @@ import pytest
 import torch
 
 from pmg_kedro.pipelines.weighted_generation import nodes
+from pmg_kedro.scenes import scene_conf
 
 PARAMS = {
-    "seed": 3,
-    "max_users": 10,
+    "seeds": [3, 4],
     "mode": "embedding_scale",
+    "sampler": "ddim",
     "steps": 3,
     "guidance_scale": 1.5,
     "weight_ratios": [[0, 4], [1, 3], [2, 2], [3, 1], [4, 0]],
@@ -18,11 +24,11 @@ PARAMS = {
     "alpha": 0.5,
     "cosine_floor": 0.001,
     "candidates_per_batch": 40,
-    "baseline_variant": "without_both",
+    "score_batch_size": 7,
+    "max_condition_tokens": None,
     "figure_users": 2,
 }
-PMG = {"name": "pmg", "keywords": True, "embeddings": True}
-BASELINE = {"name": "without_both", "keywords": False, "embeddings": False}
+ABLATIONS = scene_conf()["ablations"]
 
 
 @pytest.fixture(scope="module")
@@ -37,14 +43,23 @@ def scorer():
 def requests_table():
     histories = pd.DataFrame(
         {
-            "user_id": ["u1", "u2", "u3"],
-            "history": [["a"], ["b"], ["c"]],
-            "target": ["t1", "t2", "t3"],
+            "user_id": ["u1", "u2", "u3", "u4"],
+            "history": [["a"], ["b"], ["c"], ["d"]],
+            "target": ["t1", "t2", "t3", "t4"],
         }
     )
-    k_p = pd.DataFrame({"user_id": ["u1", "u2"], "keywords": [["cat", "cute"], ["ship", "blue"]]})
+    split = pd.DataFrame(
+        {"user_id": ["u1", "u2", "u3", "u4"], "split": ["evaluation"] * 3 + ["train"]}
+    )
+    k_p = pd.DataFrame(
+        {
+            "user_id": ["u1", "u2", "u4"],
+            "purpose": ["evaluation", "evaluation", "training"],
+            "keywords": [["cat", "cute"], ["ship", "blue"], ["train", "only"]],
+        }
+    )
     k_t = pd.DataFrame({"user_id": ["u1", "u2", "u3"], "keywords": [["happy"], ["sad"], ["x"]]})
-    return nodes.build_generation_requests(histories, k_p, k_t, PARAMS)
+    return nodes.build_generation_requests(histories, split, k_p, k_t)
 
 
 @pytest.fixture()
@@ -53,13 +68,24 @@ def soft():
     return {"tensors": {"u1": torch.randn(2, 384), "u2": torch.randn(2, 384)}, "metadata": {}}
 
 
-def test_requests_keep_users_with_both_keyword_sets(requests_table):
-    assert requests_table["user_id"].tolist() == ["u1", "u2"]
+def test_requests_are_the_evaluation_users_with_both_keyword_sets(requests_table):
+    assert requests_table["user_id"].tolist() == ["u1", "u2"]  # u3: no k^p; u4: a train user
     assert requests_table["preference_text"].tolist() == ["cat, cute", "ship, blue"]
     assert requests_table["target_text"].tolist() == ["happy", "sad"]
 
 
-def test_the_whole_grid_of_every_user_is_one_denoising_call(tiny_generator, requests_table, soft):
+def test_keywords_of_a_non_evaluation_user_marked_evaluation_are_refused():
+    histories = pd.DataFrame({"user_id": ["u1"], "history": [["a"]], "target": ["t"]})
+    split = pd.DataFrame({"user_id": ["u1"], "split": ["train"]})
+    k_p = pd.DataFrame({"user_id": ["u1"], "purpose": ["evaluation"], "keywords": [["x"]]})
+    k_t = pd.DataFrame({"user_id": ["u1"], "keywords": [["y"]]})
+    with pytest.raises(ValueError, match="outside the split's evaluation users"):
+        nodes.build_generation_requests(histories, split, k_p, k_t)
+
+
+def test_every_user_and_seed_gets_the_grid_in_one_call_per_chunk(
+    tiny_generator, requests_table, soft
+):
     calls = []
     original = tiny_generator.generate
 
@@ -69,69 +95,200 @@ def test_the_whole_grid_of_every_user_is_one_denoising_call(tiny_generator, requ
 
     tiny_generator.generate = counting
     try:
-        table, images = nodes.generate_candidates(requests_table, tiny_generator, PARAMS, PMG, soft)
+        table, images = nodes.generate_candidates(
+            requests_table, tiny_generator, soft, PARAMS, ABLATIONS["pmg"]
+        )
     finally:
         tiny_generator.generate = original
-    assert calls == [10]  # 2 users x 5 weight pairs, one batch
-    assert len(table) == 10 and set(images) == set(table["image_key"])
-    assert table.groupby("user_id")["w_p"].apply(list).to_dict() == {
-        "u1": [0.0, 0.5, 1.0, 1.5, 2.0],
-        "u2": [0.0, 0.5, 1.0, 1.5, 2.0],
+    assert calls == [20]  # 2 users x 2 seeds x 5 weight pairs, one batch
+    assert set(images) == set(table["image_key"])
+    per_user_seed = table.groupby(["user_id", "seed"])["w_p"].apply(list)
+    assert per_user_seed.to_dict() == {
+        (u, s): [0.0, 0.5, 1.0, 1.5, 2.0] for u in ("u1", "u2") for s in (3, 4)
     }
-    assert images["u1/wp0.5_wt1.5"].size == (8, 8)
+    assert (table["noise_seed"] == table["seed"]).all()
+    assert images["u1/s3/wp0.5_wt1.5"].size == (8, 8)
 
 
-def test_generation_is_deterministic_and_weights_change_the_image(
+def test_images_do_not_depend_on_how_candidates_are_chunked(tiny_generator, requests_table, soft):
+    _, whole = nodes.generate_candidates(
+        requests_table, tiny_generator, soft, PARAMS, ABLATIONS["pmg"]
+    )
+    chunked = {**PARAMS, "candidates_per_batch": 3}
+    _, parts = nodes.generate_candidates(
+        requests_table, tiny_generator, soft, chunked, ABLATIONS["pmg"]
+    )
+    for key in whole:
+        np.testing.assert_array_equal(np.asarray(whole[key]), np.asarray(parts[key]))
+    # seeds differ, weights differ: different images
+    assert not np.array_equal(
+        np.asarray(whole["u1/s3/wp1_wt1"]), np.asarray(whole["u1/s4/wp1_wt1"])
+    )
+    assert not np.array_equal(
+        np.asarray(whole["u1/s3/wp0_wt2"]), np.asarray(whole["u1/s3/wp2_wt0"])
+    )
+
+
+def test_a_zero_weight_drops_its_condition(tiny_generator, requests_table, soft):
+    rows = nodes._condition_rows(tiny_generator, requests_table, soft, ABLATIONS["pmg"], PARAMS)
+    target_only = [r for r in rows if r["w_p"] == 0][0]
+    preference_only = [r for r in rows if r["w_t"] == 0][0]
+    both = [r for r in rows if r["w_p"] == 1.0][0]
+    assert target_only["weights"] == [2.0] and len(target_only["conditions"]) == 1
+    assert preference_only["weights"] == [2.0] and len(preference_only["conditions"]) == 1
+    assert len(both["conditions"]) == 2
+    # the preference condition is concat(E_m, E_k): L soft tokens first
+    n_keywords = int(tiny_generator.encode_text(["cat, cute"]).mask.sum())
+    assert preference_only["conditions"][0].embeddings.shape[0] == 2 + n_keywords
+    torch.testing.assert_close(
+        preference_only["conditions"][0].embeddings[:2], soft["tensors"]["u1"]
+    )
+
+
+def test_the_condition_budget_cuts_the_keywords_not_the_soft_tokens(
     tiny_generator, requests_table, soft
 ):
-    _, first = nodes.generate_candidates(requests_table, tiny_generator, PARAMS, PMG, soft)
-    _, second = nodes.generate_candidates(requests_table, tiny_generator, PARAMS, PMG, soft)
-    for key in first:
-        assert np.array_equal(np.asarray(first[key]), np.asarray(second[key]))
-    assert not np.array_equal(np.asarray(first["u1/wp0_wt2"]), np.asarray(first["u1/wp2_wt0"]))
+    budget = {**PARAMS, "max_condition_tokens": 3}
+    rows = nodes._condition_rows(tiny_generator, requests_table, soft, ABLATIONS["pmg"], budget)
+    preference = [r for r in rows if r["w_t"] == 0][0]["conditions"][0]
+    assert preference.embeddings.shape[0] == 3
+    torch.testing.assert_close(preference.embeddings[:2], soft["tensors"]["u1"])
 
 
-def test_baseline_has_one_target_only_candidate_per_user(tiny_generator, requests_table):
-    table, _ = nodes.generate_candidates(requests_table, tiny_generator, PARAMS, BASELINE)
-    assert table[["user_id", "w_p", "w_t"]].values.tolist() == [["u1", 0.0, 1.0], ["u2", 0.0, 1.0]]
+def test_controls_have_the_planned_candidates(tiny_generator, requests_table, soft):
+    baseline, base_images = nodes.generate_candidates(
+        requests_table, tiny_generator, soft, PARAMS, ABLATIONS["without_both"]
+    )
+    assert baseline[["user_id", "seed", "w_p", "w_t"]].values.tolist() == [
+        ["u1", 3, 0.0, 1.0],
+        ["u1", 4, 0.0, 1.0],
+        ["u2", 3, 0.0, 1.0],
+        ["u2", 4, 0.0, 1.0],
+    ]
+    best_of_n, best_images = nodes.generate_candidates(
+        requests_table, tiny_generator, soft, PARAMS, ABLATIONS["target_best_of_n"]
+    )
+    assert best_of_n.groupby(["user_id", "seed"]).size().eq(5).all()  # as many as the grid
+    assert best_of_n["noise_seed"].nunique() == 2 * 5
+    assert (best_of_n["w_p"] == 0).all()
+    # draw 0 of the compute-matched control is the baseline's image itself
+    np.testing.assert_array_equal(
+        np.asarray(best_images["u1/s3/wp0_wt1"]), np.asarray(base_images["u1/s3/wp0_wt1"])
+    )
+    unweighted, _ = nodes.generate_candidates(
+        requests_table, tiny_generator, soft, PARAMS, ABLATIONS["pmg_unweighted"]
+    )
+    assert unweighted[["w_p", "w_t"]].drop_duplicates().values.tolist() == [[1.0, 1.0]]
 
 
-def test_a_variant_with_embeddings_needs_them(tiny_generator, requests_table):
-    with pytest.raises(ValueError, match="needs soft embeddings"):
-        nodes.generate_candidates(requests_table, tiny_generator, PARAMS, PMG, None)
+def test_a_variant_needing_soft_embeddings_is_not_applicable_without_them(
+    tiny_generator, requests_table
+):
+    missing = {"tensors": {}, "metadata": {"not_applicable": "no images"}}
+    table, images = nodes.generate_candidates(
+        requests_table, tiny_generator, missing, PARAMS, ABLATIONS["pmg"]
+    )
+    assert table.empty and images == {}
+    report = nodes.summarize_personalization(PARAMS, ABLATIONS, missing, pmg=table)
+    assert "no images" in report["not_applicable"]["pmg"]
 
 
-def test_scoring_picks_one_argmax_z_per_user(tiny_generator, requests_table, soft, scorer):
-    table, images = nodes.generate_candidates(requests_table, tiny_generator, PARAMS, PMG, soft)
-    scored, chosen = nodes.score_candidates(table, images, requests_table, scorer, PARAMS)
-    assert scored.groupby("user_id")["chosen"].sum().tolist() == [1, 1]
-    assert set(chosen) == {"u1", "u2"}
+class _TextScorer:
+    """Cosine = 0.9 for the text 'cat, cute', 0.2 for 'happy', 0.1 otherwise, for every image:
+    which text each cosine was computed against is visible in the values."""
+
+    def paired_scores(self, images, texts, batch_size=64):
+        value = {"cat, cute": 0.9, "happy": 0.2}
+        return torch.tensor([value.get(t, 0.1) for t in texts])
+
+
+def test_d_p_is_scored_against_the_preference_and_d_t_against_the_target(
+    tiny_generator, requests_table, soft
+):
+    table, images = nodes.generate_candidates(
+        requests_table, tiny_generator, soft, PARAMS, ABLATIONS["pmg"]
+    )
+    scored, _ = nodes.score_candidates(
+        table, images, requests_table, _TextScorer(), PARAMS, ABLATIONS["pmg"]
+    )
+    u1 = scored[scored["user_id"] == "u1"]
+    assert np.allclose(u1["d_p"], 0.9) and np.allclose(u1["d_t"], 0.2)
+
+
+def test_scoring_picks_one_candidate_per_user_and_seed(
+    tiny_generator, requests_table, soft, scorer
+):
+    table, images = nodes.generate_candidates(
+        requests_table, tiny_generator, soft, PARAMS, ABLATIONS["pmg"]
+    )
+    scored, chosen = nodes.score_candidates(
+        table, images, requests_table, scorer, PARAMS, ABLATIONS["pmg"]
+    )
+    assert scored.groupby(["user_id", "seed"])["chosen"].sum().eq(1).all()
+    assert set(chosen) == {"u1/s3", "u1/s4", "u2/s3", "u2/s4"}
     expected = 0.5 * np.log(np.maximum(scored["d_p"], 1e-3)) + 0.5 * np.log(
         np.maximum(scored["d_t"], 1e-3)
     )
     np.testing.assert_allclose(scored["z"], expected)
-    for user, group in scored.groupby("user_id"):
+    for (user, seed), group in scored.groupby(["user_id", "seed"]):
         best = group.loc[group["z"].idxmax(), "image_key"]
-        assert np.array_equal(np.asarray(chosen[user]), np.asarray(images[best]))
-    assert scored["d_p"].between(-1, 1).all() and scored["d_t"].between(-1, 1).all()
+        np.testing.assert_array_equal(
+            np.asarray(chosen[f"{user}/s{seed}"]), np.asarray(images[best])
+        )
+    # paired cosines equal the full cosine matrix's matching entries
+    pixels = torch.from_numpy(nodes.to_array([images[k] for k in scored["image_key"][:3]]))
+    full = scorer.score(pixels, ["cat, cute"])[:, 0].numpy()
+    np.testing.assert_allclose(scored["d_p"][:3], full, rtol=1e-5, atol=1e-6)
 
-    baseline_table, baseline_images = nodes.generate_candidates(
-        requests_table, tiny_generator, PARAMS, BASELINE
+    best, best_images = nodes.generate_candidates(
+        requests_table, tiny_generator, soft, PARAMS, ABLATIONS["target_best_of_n"]
     )
-    baseline, _ = nodes.score_candidates(
-        baseline_table, baseline_images, requests_table, scorer, PARAMS
+    best_scored, _ = nodes.score_candidates(
+        best, best_images, requests_table, scorer, PARAMS, ABLATIONS["target_best_of_n"]
     )
-    report = nodes.summarize_personalization(PARAMS, scored, baseline)
-    rows = {r["variant"]: r for r in report["variants"]}
-    assert rows["pmg"]["d_p"] == pytest.approx(scored[scored["chosen"]]["d_p"].mean(), abs=1e-5)
-    gain = report["versus_baseline"]["pmg"]["d_p_gain"]
-    assert gain == pytest.approx(rows["pmg"]["d_p"] - rows["without_both"]["d_p"], abs=1e-4)
-    figure = nodes.plot_weight_strips(scored, images, PARAMS)
+    for _, group in best_scored.groupby(["user_id", "seed"]):
+        assert group.loc[group["chosen"], "d_t"].iat[0] == group["d_t"].max()
+
+    report = nodes.summarize_personalization(
+        PARAMS, ABLATIONS, soft, pmg=scored, target_best_of_n=best_scored
+    )
+    assert report["variants"]["pmg"]["candidates_per_user_and_seed"] == 5
+    assert report["variants"]["pmg"]["chosen_d_p"] == pytest.approx(
+        scored.loc[scored["chosen"], "d_p"].mean(), abs=1e-5
+    )
+    figure = nodes.plot_weight_strips(
+        {"pmg": ABLATIONS["pmg"]}, PARAMS, pmg_selections=scored, pmg_candidate_images=images
+    )
     assert len(figure.axes) == 2 * 5
 
 
 def test_user_only_images_use_the_preference_condition(tiny_generator, requests_table, soft):
-    images = nodes.generate_user_images(requests_table, tiny_generator, PARAMS, soft)
+    images = nodes.generate_user_images(requests_table, tiny_generator, soft, PARAMS)
     assert set(images) == {"u1", "u2"}
-    keywords_only = nodes.generate_user_images(requests_table, tiny_generator, PARAMS)
+    none = {"tensors": {}, "metadata": {"not_applicable": "no images"}}
+    keywords_only = nodes.generate_user_images(requests_table, tiny_generator, none, PARAMS)
     assert not np.array_equal(np.asarray(images["u1"]), np.asarray(keywords_only["u1"]))
+
+
+def test_table2_images_per_trained_variant(tiny_generator, requests_table, soft):
+    sweep = {
+        "tensors": {
+            **{f"L2_ptuning/{u}": t for u, t in soft["tensors"].items()},
+            **{f"L4_no_ptuning/{u}": torch.randn(4, 384) for u in soft["tensors"]},
+        },
+        "metadata": {"variants": ["L2_ptuning", "L4_no_ptuning"]},
+    }
+    table, images = nodes.generate_table2_images(requests_table, tiny_generator, sweep, PARAMS)
+    assert len(table) == 2 * 2 * 2 and set(images) == set(table["image_key"])
+    assert table.groupby("sweep_variant")["n_tokens"].first().to_dict() == {
+        "L2_ptuning": 2,
+        "L4_no_ptuning": 4,
+    }
+    assert table.groupby("sweep_variant")["p_tuning"].first().to_dict() == {
+        "L2_ptuning": True,
+        "L4_no_ptuning": False,
+    }
+    empty, none = nodes.generate_table2_images(
+        requests_table, tiny_generator, {"tensors": {}, "metadata": {}}, PARAMS
+    )
+    assert empty.empty and none == {}

@@ -58,6 +58,11 @@ def select_users(
         purpose="evaluation", supervision_item=""
     )
     train = histories[histories["user_id"].map(split).eq("train")]
+    # A training row needs a supervision item and at least one item before it.
+    too_short = train["history"].map(len) < 2
+    if too_short.any():
+        logger.info("%d train users have < 2 history items: no training row", int(too_short.sum()))
+    train = train[~too_short]
     n_train = min(len(train), int(protocol["max_train_users"]))
     if image_index.empty:
         n_train = 0
