@@ -1,18 +1,78 @@
-"""Table validation with pandera: every failure names the source, the row, the field and what was expected."""
+"""Validation of ingested scene data: every defect of a run is collected and raised as ONE error.
+
+Readers (`components.sources`) record what they could not parse as `Defect`s and keep going;
+`validate_scene` adds the schema failures (pandera, lazy), references to unknown ids and image
+files that are missing or do not decode, then raises one `IngestionError` that lists them all.
+"""
 
 from __future__ import annotations
+
+import logging
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import pandera.pandas as pa
 from pandera.errors import SchemaErrors
+from PIL import Image
+from tqdm.auto import tqdm
 
-from .images import STANDALONE, missing_files
+from .images import STANDALONE, read_idx_images
 
-MAX_REPORTED = 20
+if TYPE_CHECKING:
+    from .sources import SceneTables
+
+logger = logging.getLogger(__name__)
+
+MAX_REPORTED = 20  # defects listed in an error message; the total is always given
 
 
-class DataValidationError(ValueError):
-    """Raised when an ingested table breaks its schema; the message lists the failing rows."""
+@dataclass(frozen=True)
+class Defect:
+    """One thing wrong with the input: where (file or table), which row, which field, what was
+    expected and what was found."""
+
+    where: str
+    row: str  # "line 3" (a file), "row 12" (a table), "" (the whole file or table)
+    field: str
+    expected: str
+    got: str
+
+    def __str__(self) -> str:
+        at = f"{self.where} {self.row}" if self.row else self.where
+        return f"{at}, field '{self.field}': expected {self.expected}, got {self.got}"
+
+
+class IngestionError(ValueError):
+    """Bad scene input. The message starts with the count of defects per file or table, then
+    lists the first `MAX_REPORTED` of them; `defects` holds them all."""
+
+    def __init__(self, source: str, defects: list[Defect]):
+        # grouped by file or table (in order of first appearance), then by line or row number
+        first = {where: k for k, where in reversed(list(enumerate(d.where for d in defects)))}
+        defects = sorted(defects, key=lambda d: (first[d.where], _row_number(d.row)))
+        self.source, self.defects = source, defects
+        tally = ", ".join(f"{where}: {n}" for where, n in Counter(d.where for d in defects).items())
+        shown = min(len(defects), MAX_REPORTED)
+        lines = [
+            f"{len(defects)} defect{'s' * (len(defects) != 1)} in {source} ({tally}); "
+            f"the first {shown} follow{'s' * (shown == 1)}.",
+            *(f"  {d}" for d in defects[:MAX_REPORTED]),
+        ]
+        if len(defects) > MAX_REPORTED:
+            lines.append(f"  ... and {len(defects) - MAX_REPORTED} more")
+        super().__init__("\n".join(lines))
+
+    def __reduce__(self):  # picklable (parallel runners) with its defects
+        return type(self), (self.source, self.defects)
+
+
+def _row_number(row: str) -> int:
+    number = re.search(r"\d+", row)
+    return int(number.group()) if number else -1
 
 
 def _str_column(**kwargs) -> pa.Column:
@@ -68,54 +128,148 @@ HISTORIES = pa.DataFrameSchema(
     strict=False,
 )
 
+# pandera check names in words; the check's own name follows in brackets.
+_CHECK_WORDS = {
+    "column_in_dataframe": "the column to exist",
+    "not_nullable": "a value (not null)",
+    "field_uniqueness": "a value no other row has",
+    "str_length(1, None)": "a non-empty string",
+}
 
-def _describe(failures: pd.DataFrame, table: str, source: str) -> str:
-    lines = []
-    for row in failures.head(MAX_REPORTED).itertuples(index=False):
-        where = "table" if pd.isna(row.index) else f"row {row.index}"
-        field = row.column if isinstance(row.column, str) else "(table)"
-        lines.append(
-            f"  {table} ({source}) {where}, field '{field}': expected {row.check}, "
-            f"got {row.failure_case!r}"
-        )
-    more = len(failures) - MAX_REPORTED
-    if more > 0:
-        lines.append(f"  ... and {more} more failures")
-    return "\n".join(lines)
+
+def schema_defects(df: pd.DataFrame, schema: pa.DataFrameSchema) -> list[Defect]:
+    """Every failure of `df` against `schema` (pandera, lazy), one Defect per failing cell."""
+    try:
+        schema.validate(df, lazy=True)
+    except SchemaErrors as err:
+        defects = []
+        for case in err.failure_cases.itertuples(index=False):
+            check = str(case.check)
+            words = _CHECK_WORDS.get(check)
+            defects.append(
+                Defect(
+                    where=schema.name,
+                    row="" if pd.isna(case.index) else f"row {case.index}",
+                    field=case.column if case.column != schema.name else str(case.failure_case),
+                    expected=f"{words} ({check})" if words else check,
+                    got=repr(case.failure_case),
+                )
+            )
+        return defects
+    return []
 
 
 def validate(df: pd.DataFrame, schema: pa.DataFrameSchema, source: str) -> pd.DataFrame:
-    """Validate `df` against `schema` (all failures collected) or raise DataValidationError."""
-    try:
-        return schema.validate(df, lazy=True)
-    except SchemaErrors as err:
-        failures = err.failure_cases
-        raise DataValidationError(
-            f"{schema.name} from {source} failed validation ({len(failures)} failures):\n"
-            + _describe(failures, schema.name, source)
-        ) from None
+    """Validate `df` against `schema` (all failures collected) or raise IngestionError."""
+    defects = schema_defects(df, schema)
+    if defects:
+        raise IngestionError(source, defects)
+    return df
 
 
-def check_references(
-    df: pd.DataFrame, field: str, known: pd.Series, table: str, source: str, known_name: str
-) -> None:
-    """Raise when values of `df[field]` are not in `known` (e.g. interactions naming unknown items)."""
+def reference_defects(
+    df: pd.DataFrame, field: str, known: pd.Series, table: str, known_name: str
+) -> list[Defect]:
+    """One Defect per row whose `field` is not in `known` (e.g. interactions naming unknown items)."""
+    if field not in df.columns:  # reported by the schema check
+        return []
     bad = df.loc[~df[field].isin(set(known)), field]
-    if len(bad):
-        rows = ", ".join(f"row {i} ({v!r})" for i, v in bad.head(MAX_REPORTED).items())
-        raise DataValidationError(
-            f"{table} from {source}: {len(bad)} rows name a {field} not in {known_name}: {rows}"
-        )
+    return [
+        Defect(table, f"row {i}", field, f"an id listed in {known_name}", repr(value))
+        for i, value in bad.items()
+    ]
 
 
-def check_image_files(image_index: pd.DataFrame, source: str) -> None:
-    """Raise listing every image file of the index that does not exist."""
-    missing = missing_files(image_index["image_path"])
-    if missing:
-        listed = "\n".join(f"  {p}" for p in missing[:MAX_REPORTED])
-        more = (
-            f"\n  ... and {len(missing) - MAX_REPORTED} more" if len(missing) > MAX_REPORTED else ""
+def _decode_error(path: str) -> str | None:
+    """Why the image file at `path` cannot be used (missing, not an image, truncated), or None."""
+    try:
+        with Image.open(path) as image:
+            image.load()  # a full decode: verify() passes truncated JPEGs
+    except FileNotFoundError:
+        return "no such file"
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
+def _idx_error(path: str, offset: int) -> str | None:
+    """Why image `offset` of the IDX archive at `path` cannot be used, or None."""
+    try:
+        n_images = read_idx_images(path).shape[0]
+    except (OSError, ValueError, EOFError) as err:
+        return f"{type(err).__name__}: {err}"
+    return None if offset < n_images else f"offset {offset} of an archive of {n_images} images"
+
+
+def image_defects(image_index: pd.DataFrame) -> list[Defect]:
+    """One Defect per image-index row whose image is missing or does not decode.
+
+    Plain files are decoded in full with PIL; IDX archives are read once and each offset is
+    checked against the archive's image count.
+    """
+    if not {"image_path", "image_offset"} <= set(image_index.columns):  # the schema says so
+        return []
+    rows = list(image_index[["image_path", "image_offset"]].itertuples())
+    item_ids = image_index["item_id"] if "item_id" in image_index.columns else image_index.index
+    files = sorted({r.image_path for r in rows if r.image_offset == STANDALONE})
+    started = time.perf_counter()
+    errors = {p: _decode_error(p) for p in tqdm(files, desc="decoding item images", unit="img")}
+    if files:
+        seconds = time.perf_counter() - started
+        logger.info(
+            "decoded %d image files in %.1f s (%.0f images/s)",
+            len(files),
+            seconds,
+            len(files) / max(seconds, 1e-9),
         )
-        raise DataValidationError(
-            f"image_index from {source}: {len(missing)} image files are missing:\n{listed}{more}"
-        )
+    defects = []
+    for row in rows:
+        if row.image_offset == STANDALONE:
+            error = errors[row.image_path]
+            expected = "a readable image file (decoded with PIL)"
+        else:
+            error = _idx_error(row.image_path, int(row.image_offset))
+            expected = "an image inside the IDX archive"
+        if error:
+            defects.append(
+                Defect(
+                    "image_index",
+                    f"row {row.Index} (item {item_ids[row.Index]}: {row.image_path})",
+                    "image_path",
+                    expected,
+                    error,
+                )
+            )
+    return defects
+
+
+def validate_scene(
+    tables: SceneTables,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Check every row and image of a scene; return (items, interactions, image_index, users).
+
+    Raises one IngestionError with the reader's defects, every schema failure, every reference to
+    an unknown item or user and every image that is missing or does not decode.
+    """
+    defects = list(tables.defects)
+    for table, schema in (
+        (tables.items, ITEMS),
+        (tables.interactions, INTERACTIONS),
+        (tables.image_index, IMAGE_INDEX),
+        (tables.users, USERS),
+    ):
+        defects += schema_defects(table, schema)
+    if "item_id" in tables.items.columns:
+        items = tables.items["item_id"]
+        defects += reference_defects(tables.interactions, "item_id", items, "interactions", "items")
+        defects += reference_defects(tables.image_index, "item_id", items, "image_index", "items")
+    if "user_id" in tables.users.columns:
+        users = tables.users["user_id"]
+        defects += reference_defects(tables.interactions, "user_id", users, "interactions", "users")
+    defects += image_defects(tables.image_index)
+    if defects:
+        raise IngestionError(tables.source, defects)
+    return tuple(
+        t.reset_index(drop=True)
+        for t in (tables.items, tables.interactions, tables.image_index, tables.users)
+    )

@@ -56,9 +56,20 @@ class ChitchatSource(_ReadOnly):
 
 
 class CostumeSource(_ReadOnly):
-    """POG files when all three are in `pog_dir`, else Fashion-MNIST (for SIMULATED click histories)."""
+    """POG files when all three are in `pog_dir`, else Fashion-MNIST (for SIMULATED click histories).
+
+    `split` picks the Fashion-MNIST archive: `test` (t10k, 10,000 images) or `train` (60,000).
+    The committed embedded generator and scorer were trained on the train split (icon corpus), so
+    costume items from `test` are images they never saw.
+    """
+
+    SPLITS = {"train": "train", "test": "t10k"}  # split -> file prefix of the archive
 
     def __init__(self, pog_dir: str, fashion_mnist_dir: str, split: str = "train"):
+        if split not in self.SPLITS:
+            raise DatasetError(
+                f"CostumeSource split: expected one of {sorted(self.SPLITS)}, got {split!r}"
+            )
         self._pog_dir, self._fm_dir, self._split = pog_dir, fashion_mnist_dir, split
 
     def load(self) -> dict[str, Any]:
@@ -70,7 +81,7 @@ class CostumeSource(_ReadOnly):
                 "files": pog.read_files(self._pog_dir),
                 "images": pog.find_images(self._pog_dir),
             }
-        prefix = "t10k" if self._split == "test" else "train"
+        prefix = self.SPLITS[self._split]
         images_path = Path(self._fm_dir) / f"{prefix}-images-idx3-ubyte.gz"
         labels_path = Path(self._fm_dir) / f"{prefix}-labels-idx1-ubyte.gz"
         for path in (images_path, labels_path):
@@ -81,7 +92,10 @@ class CostumeSource(_ReadOnly):
                 )
         return {
             "kind": "fashion_mnist",
-            "source": f"Fashion-MNIST {prefix} (Debian dataset-fashion-mnist) in {self._fm_dir}",
+            "source": (
+                f"Fashion-MNIST {self._split} split ({images_path.name}; Debian "
+                f"dataset-fashion-mnist in {self._fm_dir})"
+            ),
             "images": read_idx_images(str(images_path)),
             "labels": read_idx_labels(str(labels_path)),
             "images_path": str(images_path),

@@ -1,6 +1,8 @@
 import numpy as np
+import pytest
 
 from pmg_kedro.components.sources import fashion_mnist as fm
+from pmg_kedro.components.validation import IngestionError
 
 PARAMS = {
     "seed": 7,
@@ -70,3 +72,9 @@ def test_pixel_attributes_tell_dark_from_light_and_plain_from_patterned():
     attrs = fm.pixel_attributes(np.stack([dark, light, striped]))
     assert attrs["brightness"][0] < attrs["brightness"][1]
     assert attrs["texture"][2] > attrs["texture"][1]
+
+
+def test_archives_of_different_lengths_are_rejected():
+    images, labels = _fake_fashion_mnist()
+    with pytest.raises(IngestionError, match=r"/fake/images.gz, field '\(file\)': expected 599"):
+        fm.build_tables(images, labels[:-1], "/fake/images.gz", PARAMS, "fixture")

@@ -4,6 +4,7 @@ rule, target prefix, and the quality report's arithmetic."""
 import pandas as pd
 import pytest
 
+from pmg_kedro.components.keyword_quality import bootstrap_share, fallback_keywords, items_by_id
 from pmg_kedro.pipelines.keyword_extraction.nodes import (
     extract_preference_keywords,
     extract_target_keywords,
@@ -35,7 +36,10 @@ PARAMS = {
     "quality": {
         "threshold": 0.8,
         "text_encoder_path": None,
-        "note": "",
+        "seed": 3,
+        "bootstrap_resamples": 500,
+        "note": "real users",
+        "simulated_note": "SIMULATED users",
         "baseline": [{"column": "genres", "top": 2}],
         "checks": [
             {
@@ -87,6 +91,7 @@ def behaviour():
             "target_text": ["Heat: Crime", "Toy Story: Animation", "Alien: Horror"],
             "conversation": ["", "", "hello"],
             "conversation_summary": ["", "", "They say hello."],
+            "purpose": "evaluation",
         }
     )
 
@@ -148,33 +153,129 @@ def test_target_fallback_uses_message_words_when_no_item_columns(behaviour, item
     assert list(result.at["c", "keywords"]) == ["emoji", "alien", "horror"]
 
 
-def test_quality_report_counts_llm_and_baseline_hits(behaviour, items):
-    preference = pd.DataFrame(
+def _preference(keywords, fallback, purpose=("evaluation",) * 3):
+    return pd.DataFrame(
         {
             "user_id": ["a", "b", "c"],
-            "keywords": [["animated comedy", "pixar"], ["romance"], ["horror"]],
+            "purpose": list(purpose),
+            "keywords": keywords,
             "attributes": [["genre"]] * 3,
             "raw_answers": [["x"]] * 3,
-            "parsed": [[["animated comedy"]], [["romance"]], [[]]],
-            "n_parsed": [2, 1, 0],
-            "fallback": [False, False, True],
+            "parsed": [[k] if not f else [[]] for k, f in zip(keywords, fallback, strict=True)],
+            "n_parsed": [0 if f else len(k) for k, f in zip(keywords, fallback, strict=True)],
+            "fallback": fallback,
         }
     )
-    target = pd.DataFrame(
-        {"user_id": ["a", "b", "c"], "fallback": [False, True, False], "n_parsed": [2, 0, 1]}
+
+
+TARGET = pd.DataFrame(
+    {"user_id": ["a", "b", "c"], "fallback": [False, True, False], "n_parsed": [2, 0, 1]}
+)
+REAL_USERS = pd.DataFrame({"user_id": ["a", "b", "c"], "simulated": False})
+
+
+def test_quality_report_counts_llm_and_baseline_hits(behaviour, items):
+    preference = _preference(
+        [["animated comedy", "pixar"], ["romance"], ["horror"]], [False, False, True]
     )
-    users = pd.DataFrame({"user_id": ["a", "b", "c"]})
-    report, markdown = report_keyword_quality(preference, target, behaviour, items, users, PARAMS)
+    report, markdown = report_keyword_quality(
+        preference, TARGET, behaviour, items, REAL_USERS, PARAMS
+    )
 
     history = report["checks"]["history_genres"]
     # a names "comedy" (in "animated comedy"); b's "romance" is no crime/thriller/drama; c: horror.
     assert history["llm_share_exact"] == pytest.approx(2 / 3, abs=1e-3)
     assert history["llm_share_without_fallback_users"] == pytest.approx(0.5)
     assert history["baseline_share"] == 1.0  # the baseline is the history genres themselves
+    assert history["baseline_share_ci95"] == [1.0, 1.0]
     target_check = report["checks"]["target_genres"]
     # Targets: a -> Heat (crime, thriller), b -> Toy Story, c -> Alien (horror, sci-fi).
     assert target_check["baseline_share_exact"] == pytest.approx(1 / 3, abs=1e-3)
     assert target_check["llm_share_exact"] == pytest.approx(1 / 3, abs=1e-3)
+    # three users, one hit: a resample holds 0, 1, 2 or 3 hits
+    assert target_check["llm_share_exact_ci95"] == [0.0, 1.0]
     assert report["preference_keywords"]["n_fallback_users"] == 1
+    assert report["preference_keywords"]["empty_answer_share_per_attribute"] == {
+        "genre": pytest.approx(1 / 3, abs=1e-3)
+    }
     assert report["target_keywords"]["n_fallback_users"] == 1
-    assert "| history_genres: top-2 history genres | 3 |" in markdown
+    assert report["scene_note"] == "real users" and report["not_applicable"] == {}
+    assert "| history_genres: top-2 history genres | 3 | 0.67 [" in markdown
+    assert "1.00 [1.00, 1.00] |" in markdown
+
+
+def test_quality_report_measures_evaluation_users_only(behaviour, items):
+    preference = _preference(
+        [["comedy"], ["crime"], ["drama"]],
+        [False, False, False],
+        purpose=("evaluation", "training", "evaluation"),
+    )
+    behaviour = behaviour.assign(purpose=["evaluation", "training", "evaluation"])
+    report, _ = report_keyword_quality(preference, TARGET, behaviour, items, REAL_USERS, PARAMS)
+    assert report["n_users"] == 2
+    # a: comedy is a top-2 history genre; c: drama is not Alien's horror / sci-fi
+    assert report["checks"]["history_genres"]["llm_share_exact"] == 0.5
+
+
+def test_checks_without_their_reference_are_not_applicable(behaviour, items):
+    """POG-shaped data: items without the baseline column, real users without a hidden taste."""
+    params = {
+        **PARAMS,
+        "quality": {
+            **PARAMS["quality"],
+            "baseline": [{"column": "class_name", "top": 2}],
+            "checks": [
+                {"name": "taste", "description": "d", "source": "user", "column": "taste"},
+                {
+                    "name": "hidden",
+                    "description": "d",
+                    "source": "user",
+                    "column": "user_id",
+                    "hidden_taste": True,
+                },
+                {"name": "kind", "description": "d", "source": "target", "column": "class_name"},
+            ],
+        },
+    }
+    preference = _preference([["a"], ["b"], ["c"]], [False] * 3)
+    report, markdown = report_keyword_quality(
+        preference, TARGET, behaviour, items, REAL_USERS, params
+    )
+    assert report["checks"] == {}
+    assert set(report["not_applicable"]) == {"baseline:class_name", "taste", "hidden", "kind"}
+    assert report["not_applicable"]["hidden"].startswith("users are real, not simulated")
+    assert report["not_applicable"]["taste"].startswith("the users table has no column 'taste'")
+    assert "- kind: not applicable: the items table has no column 'class_name'" in markdown
+    simulated = REAL_USERS.assign(simulated=True)
+    report, _ = report_keyword_quality(preference, TARGET, behaviour, items, simulated, params)
+    assert "hidden" not in report["not_applicable"] and report["scene_note"] == "SIMULATED users"
+
+
+def test_bootstrap_interval_matches_the_normal_approximation():
+    values = [True] * 160 + [False] * 240
+    result = bootstrap_share(values, n_resamples=4000, seed=0)
+    half_width = 1.96 * (0.4 * 0.6 / 400) ** 0.5  # 0.048; a 90% interval would be 0.040
+    assert result["share"] == 0.4
+    assert result["ci95"] == pytest.approx([0.4 - half_width, 0.4 + half_width], abs=0.004)
+    assert bootstrap_share(values, n_resamples=4000, seed=0) == result  # seeded
+    assert bootstrap_share([True], 100, 0) == {"share": 1.0, "ci95": None}
+    assert bootstrap_share([], 100, 0) == {"share": None, "ci95": None}
+
+
+def test_fallback_reads_only_the_columns_the_items_have(behaviour, items):
+    """POG items have no genres: the fallback is the content words of the history texts."""
+    pog_items = items.drop(columns="genres")
+    llm = ScriptedLLM([], default="")
+    preference = extract_preference_keywords(behaviour, pog_items, llm, PARAMS)
+    c = preference.set_index("user_id").loc["c"]
+    assert c["fallback"] and list(c["keywords"]) == ["alien", "horror"]
+    target = extract_target_keywords(behaviour, pog_items, llm, PARAMS).set_index("user_id")
+    assert list(target.at["b", "keywords"]) == ["movie poster", "Toy Story", "toy", "story"]
+
+
+def test_fallback_to_titles_when_the_texts_have_no_latin_words(items):
+    by_id = items_by_id(items.assign(title=["连衣裙", "衬衫", "连衣裙", "外套"]))
+    assert fallback_keywords(["1", "2", "3"], ["连衣裙", "衬衫"], by_id, [], 2) == [
+        "连衣裙",
+        "衬衫",
+    ]

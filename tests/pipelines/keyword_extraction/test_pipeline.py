@@ -8,12 +8,13 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
 from pmg_kedro.components.llm import load_llm
+from pmg_kedro.components.splits import split_users
 from pmg_kedro.pipelines.behavior_summarization import create_pipeline as behaviour_pipeline
 from pmg_kedro.pipelines.keyword_extraction import create_pipeline as keyword_pipeline
 from pmg_kedro.scenes import SCENES
 from tests.components.tiny_llm import build_tiny_chat_llama
 
-N_USERS = 5  # the test env keeps 3 of them
+N_USERS = 5  # the test env's protocol evaluates 3 of them
 
 
 class KeptDataset(MemoryDataset):
@@ -66,7 +67,8 @@ def _emoticon():
             "target": ["1f622"] * N_USERS,
             "history_message": [["hi :)", "so funny XD " + "ha " * 60]] * N_USERS,
             "target_message": [f"my cat is sick :'( {u}" for u in range(N_USERS)],
-            "target_context": ["how is your cat | not good", ""] + ["hey | hi"] * (N_USERS - 2),
+            # e0 and e1 have no conversation (one of them is an evaluation user)
+            "target_context": ["", ""] + ["how is your cat | not good"] * (N_USERS - 2),
         }
     )
     users = pd.DataFrame({"user_id": histories["user_id"], "simulated": False})
@@ -125,6 +127,12 @@ def test_pipelines_run_for_every_scene_on_a_tiny_llama(tmp_path, test_params):
         catalog[f"{scene}.items"] = items
         catalog[f"{scene}.histories"] = histories
         catalog[f"{scene}.users"] = users
+        protocol = test_params[scene]["protocol"]
+        catalog[f"{scene}.user_split"] = split_users(
+            histories["user_id"], int(protocol["n_evaluation"]), int(protocol["seed"])
+        )
+        catalog[f"params:{scene}.protocol"] = protocol
+        catalog[f"params:{scene}.ingestion"] = test_params[scene]["ingestion"]
         catalog[f"{scene}.image_index"] = pd.DataFrame(
             columns=["item_id", "image_path", "image_offset"]
         )
@@ -163,7 +171,11 @@ def test_pipelines_run_for_every_scene_on_a_tiny_llama(tmp_path, test_params):
     assert list(catalog.load("movie.target_keywords")["keywords"].iloc[0][:1]) == ["movie poster"]
     emoticon = catalog.load("emoticon.behavior_texts")
     assert emoticon["target_text"].str.startswith("my cat is sick").all()  # message, not the emoji
-    assert (emoticon["conversation_summary"] != "").sum() == 2  # one user has no conversation
+    # a user without conversation keeps an empty summary, every other one is summarised
+    has_conversation = emoticon["user_id"].isin(["e2", "e3", "e4"])
+    assert set(has_conversation) == {True, False}
+    assert (emoticon["conversation_summary"] != "").tolist() == has_conversation.tolist()
     costume = catalog.load("costume.keyword_quality")
     assert set(costume["checks"]) == {"taste_class", "taste_brightness", "taste_texture"}
-    assert "SIMULATED" in costume["scene_note"]
+    assert costume["not_applicable"] == {}
+    assert costume["scene_note"].startswith("SIMULATED users")

@@ -6,14 +6,24 @@ ingestion pipeline serves every scene.
 
 from __future__ import annotations
 
+import logging
+from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
+
+from ..validation import Defect
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
 class SceneTables:
-    """The validated tables of one scene and the counts of what was read and filtered."""
+    """The tables of one scene, the counts of what was read and filtered, and the defects the
+    reader found (rows it could not use: `validation.validate_scene` raises them with the rest)."""
 
     items: pd.DataFrame
     interactions: pd.DataFrame
@@ -22,6 +32,7 @@ class SceneTables:
     source: str
     counts: dict[str, int] = field(default_factory=dict)
     simulated: bool = False
+    defects: list[Defect] = field(default_factory=list)
 
 
 def empty_image_index() -> pd.DataFrame:
@@ -33,3 +44,29 @@ def empty_image_index() -> pd.DataFrame:
             "image_offset": pd.Series(dtype="int64"),
         }
     )
+
+
+def image_files(folder: str | Path | None) -> dict[str, list[str]]:
+    """Image files of a folder by stem (`<item_id>.<ext>`, ext in IMAGE_SUFFIXES), paths sorted.
+
+    Files with another suffix are not images of the scene: they are counted and logged, not read.
+    A stem with several files is returned with all of them (the reader reports it as a defect).
+    """
+    found: dict[str, list[str]] = defaultdict(list)
+    if not folder or not Path(folder).is_dir():
+        return {}
+    ignored = []
+    for path in sorted(Path(folder).iterdir()):
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            found[path.stem].append(str(path))
+        else:
+            ignored.append(path.name)
+    if ignored:
+        logger.warning(
+            "%s: %d files ignored (not %s): %s",
+            folder,
+            len(ignored),
+            "/".join(IMAGE_SUFFIXES),
+            ", ".join(ignored[:10]),
+        )
+    return dict(found)

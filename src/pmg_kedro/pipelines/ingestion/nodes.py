@@ -37,19 +37,8 @@ def build_scene_tables(
     """Raw source -> validated items, interactions, image_index, users and the counts read/filtered."""
     tables = _tables_from_source(raw_source, params)
     src = tables.source
-    items, interactions, image_index, users = (
-        v.validate(table, schema, src).reset_index(drop=True)
-        for table, schema in (
-            (tables.items, v.ITEMS),
-            (tables.interactions, v.INTERACTIONS),
-            (tables.image_index, v.IMAGE_INDEX),
-            (tables.users, v.USERS),
-        )
-    )
-    v.check_references(interactions, "item_id", items["item_id"], "interactions", src, "items")
-    v.check_references(interactions, "user_id", users["user_id"], "interactions", src, "users")
-    v.check_references(image_index, "item_id", items["item_id"], "image_index", src, "items")
-    v.check_image_files(image_index, src)
+    # Every row and every indexed image is checked; all defects come back as one IngestionError.
+    items, interactions, image_index, users = v.validate_scene(tables)
     note = f" [{fashion_mnist.SIMULATED_NOTE}]" if tables.simulated else ""
     logger.info("%s%s: %s", src, note, ", ".join(f"{k}={n:,}" for k, n in tables.counts.items()))
     report = {"source": src, "simulated": tables.simulated, "counts": tables.counts}
