@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from .images import resize_normalise
+
 MOBILENET_FILE = "mobilenet_v2-b0353104.pth"
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
 # Outputs of these `features` blocks (strides 2, 4, 8, 16, 32) feed the distance.
@@ -32,12 +32,7 @@ def mobilenet_weights_path() -> Path:
 
 
 def _normalise(images: Tensor, size: int) -> Tensor:
-    x = images.float()
-    if x.shape[-1] != size or x.shape[-2] != size:
-        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device)[:, None, None]
-    std = torch.tensor(IMAGENET_STD, device=x.device)[:, None, None]
-    return (x - mean) / std
+    return resize_normalise(images, size, mode="bilinear")
 
 
 class MobileNetFeatures:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .images import load_image, read_idx_images, read_idx_labels
+from .images import load_image, read_idx_images, read_idx_labels, uint8_to_float
 from .sources import emoji_images, fashion_mnist
 
 SKIN_TONE = re.compile(r":?\s*(light|medium-light|medium|medium-dark|dark) skin tones?,?")
@@ -48,7 +48,7 @@ class IconCorpus:
 
     def as_float(self) -> np.ndarray:
         """float32 (n, 3, size, size) in [0, 1], the layout every model component takes."""
-        return self.images.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+        return uint8_to_float(self.images)
 
 
 def base_concept(name: str) -> str:

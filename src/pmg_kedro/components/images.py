@@ -14,6 +14,8 @@ import numpy as np
 from PIL import Image
 
 STANDALONE = -1  # image_offset of a plain image file
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _read_idx(path: str, magic: int, what: str) -> tuple[bytes, list[int]]:
@@ -71,14 +73,12 @@ def load_images(index_rows, size: int) -> np.ndarray:
 
     Returns float32 (n, 3, size, size) in [0, 1].
     """
-    arrays = []
+    images = []
     for row in index_rows:
         path = row["image_path"] if isinstance(row, dict) else row.image_path
         offset = row["image_offset"] if isinstance(row, dict) else row.image_offset
-        arrays.append(np.asarray(load_image(path, int(offset), size), dtype=np.float32) / 255.0)
-    if not arrays:
-        return np.zeros((0, 3, size, size), dtype=np.float32)
-    return np.stack(arrays).transpose(0, 3, 1, 2)
+        images.append(load_image(path, int(offset), size))
+    return to_array(images, size)
 
 
 def missing_files(paths) -> list[str]:
@@ -97,6 +97,11 @@ def to_pil(images) -> list[Image.Image]:
     return [Image.fromarray(a) for a in arrays.transpose(0, 2, 3, 1)]
 
 
+def uint8_to_float(pixels: np.ndarray) -> np.ndarray:
+    """uint8 (n, H, W, 3) pixels -> float32 (n, 3, H, W) in [0, 1], the layout models take."""
+    return np.ascontiguousarray(np.asarray(pixels).transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
+
+
 def to_array(images, size: int | None = None) -> np.ndarray:
     """PIL images -> float32 (n, 3, H, W) in [0, 1], resized to `size` when given."""
     arrays = []
@@ -104,7 +109,25 @@ def to_array(images, size: int | None = None) -> np.ndarray:
         image = image.convert("RGB")
         if size is not None and image.size != (size, size):
             image = image.resize((size, size), Image.Resampling.BICUBIC)
-        arrays.append(np.asarray(image, dtype=np.float32) / 255.0)
+        arrays.append(np.asarray(image))
     if not arrays:
         return np.zeros((0, 3, size or 0, size or 0), dtype=np.float32)
-    return np.stack(arrays).transpose(0, 3, 1, 2)
+    return uint8_to_float(np.stack(arrays))
+
+
+def resize_normalise(
+    images, size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD, mode: str = "bilinear"
+):
+    """Model input from (n, 3, H, W) in [0, 1]: resized to `size` (when it differs) and normalised
+    per channel (ImageNet statistics by default). Bicubic output is clamped back to [0, 1]."""
+    import torch
+    import torch.nn.functional as F
+
+    x = images.float()
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(x, size=(size, size), mode=mode, align_corners=False)
+        if mode == "bicubic":
+            x = x.clamp(0, 1)
+    mean = torch.tensor(mean, device=x.device)[:, None, None]
+    std = torch.tensor(std, device=x.device)[:, None, None]
+    return (x - mean) / std

@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .images import resize_normalise
+
 CONFIG_NAME = "pmg_scorer.json"
 HEADS_NAME = "heads.safetensors"
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 # EfficientNet-Lite0 blocks per stage; the checkpoint numbers its blocks 0..15 across stages.
 LITE0_BLOCKS = (1, 2, 2, 3, 3, 4, 1)
 
@@ -71,15 +71,6 @@ class ScorerBase:
         return torch.cat(out)
 
 
-def _resize_normalise(images: Tensor, size: int, mean, std) -> Tensor:
-    x = images.float()
-    if x.shape[-1] != size or x.shape[-2] != size:
-        x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
-    mean = torch.tensor(mean, device=x.device)[:, None, None]
-    std = torch.tensor(std, device=x.device)[:, None, None]
-    return (x - mean) / std
-
-
 # -- open_clip (paper) ---------------------------------------------------------------------------
 class OpenClipScorer(ScorerBase):
     """CLIP through open_clip, from a local folder or (architecture name, checkpoint file)."""
@@ -118,7 +109,7 @@ class OpenClipScorer(ScorerBase):
     @torch.no_grad()
     def encode_images(self, images: Tensor) -> Tensor:
         device = next(self.model.parameters()).device
-        x = _resize_normalise(images.to(device), self.image_size, self.mean, self.std)
+        x = resize_normalise(images.to(device), self.image_size, self.mean, self.std, "bicubic")
         return F.normalize(self.model.encode_image(x).float(), dim=-1)
 
     @torch.no_grad()
@@ -195,7 +186,7 @@ class TinyClip(nn.Module, ScorerBase):
     @torch.no_grad()
     def image_features(self, images: Tensor) -> Tensor:
         """Frozen tower features (n, 1280) of images (n, 3, H, W) in [0, 1]."""
-        x = _resize_normalise(images, self.config["image_size"], IMAGENET_MEAN, IMAGENET_STD)
+        x = resize_normalise(images, self.config["image_size"], mode="bicubic")
         return self.image_tower(x)
 
     @torch.no_grad()

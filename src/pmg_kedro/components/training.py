@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from .generator import Generator, TextEncoder, latent_denoising_loss, minilm_encoder
 from .icon_corpus import IconCorpus
+from .images import uint8_to_float
 from .scorer import TinyClip, contrastive_loss
 
 log = logging.getLogger(__name__)
@@ -67,8 +68,7 @@ def _batches(n: int, size: int):
 
 
 def _images_tensor(corpus: IconCorpus, rows: np.ndarray) -> torch.Tensor:
-    x = torch.from_numpy(corpus.images[rows]).permute(0, 3, 1, 2).float() / 255.0
-    return x * 2 - 1
+    return torch.from_numpy(uint8_to_float(corpus.images[rows])) * 2 - 1
 
 
 def _optimise(name: str, opt, params: dict, batch: int, loss_fn) -> tuple[list[dict], int]:
@@ -326,7 +326,7 @@ def train_generator(
 def _image_features(scorer: TinyClip, corpus: IconCorpus, rows: np.ndarray, batch: int = 128):
     feats = []
     for sl in tqdm(list(_batches(len(rows), batch)), desc="image features", mininterval=5):
-        x = torch.from_numpy(corpus.images[rows[sl]]).permute(0, 3, 1, 2).float() / 255.0
+        x = torch.from_numpy(uint8_to_float(corpus.images[rows[sl]]))
         feats.append(scorer.image_features(x))
     return torch.cat(feats) if feats else torch.zeros(0, scorer.image_tower.num_features)
 
