@@ -63,7 +63,10 @@ class MobileNetFeatures:
         """ImageNet class logits (n, 1000), to check the weights on real photographs."""
         return self.model(_normalise(images, self.input_size))
 
-    def _activations(self, x: Tensor) -> list[Tensor]:
+    @torch.no_grad()
+    def activations(self, images: Tensor) -> list[Tensor]:
+        """Outputs of the DISTANCE_LAYERS blocks for images (n, 3, H, W) in [0, 1]."""
+        x = _normalise(images, self.input_size)
         acts = []
         for i, block in enumerate(self.model.features):
             x = block(x)
@@ -79,8 +82,7 @@ class MobileNetFeatures:
         """
         if a.shape != b.shape:
             raise ValueError(f"paired images must have equal shapes, got {a.shape} and {b.shape}")
-        fa = self._activations(_normalise(a, self.input_size))
-        fb = self._activations(_normalise(b, self.input_size))
+        fa, fb = self.activations(a), self.activations(b)
         total = torch.zeros(a.shape[0])
         for xa, xb in zip(fa, fb, strict=True):
             diff = F.normalize(xa, dim=1, eps=1e-10) - F.normalize(xb, dim=1, eps=1e-10)
