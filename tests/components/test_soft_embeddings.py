@@ -170,3 +170,50 @@ def test_noise_repeats_train_on_several_draws_per_image(llm, tiny_generator):
     finally:
         tiny_generator.denoising_loss = original
     assert calls == [6]
+
+
+@pytest.mark.parametrize("n_prefixes", [4, 0])
+def test_training_loop_is_the_plain_seeded_loop(llm, tiny_generator, n_prefixes):
+    """The shared training loop computes what the plain loop written here computes: AdamW on the
+    trainable tensors, a seeded batch sampler, one noise seed per step, noise repeats; the same
+    losses and tensors bit for bit, one {"step", "loss", "seconds"} record per step."""
+    settings = TrainingSettings(
+        steps=3, batch_size=3, learning_rate=1e-2, weight_decay=0.1, seed=5, noise_repeats=2
+    )
+    images = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    reference = SoftPreferenceEmbedder(llm, n_tokens=2, n_prefixes=n_prefixes, out_dim=384)
+    model = SoftPreferenceEmbedder(llm, n_tokens=2, n_prefixes=n_prefixes, out_dim=384)
+    model.load_trainable_state(reference.trainable_state())
+
+    params = list(reference.trainable_parameters().values())
+    optimizer = torch.optim.AdamW(params, lr=1e-2, weight_decay=0.1)
+    sampler = torch.Generator().manual_seed(5)
+    keywords = tiny_generator.encode_text(KEYWORDS)
+    expected = []
+    for step in range(3):
+        idx = torch.randperm(4, generator=sampler)[:3]
+        condition = preference_condition(
+            reference([PROMPTS[i] for i in idx]),
+            type(keywords)(keywords.embeddings[idx], keywords.mask[idx]),
+        )
+        loss = tiny_generator.denoising_loss(
+            condition.embeddings.repeat_interleave(2, dim=0),
+            condition.mask.repeat_interleave(2, dim=0),
+            images[idx].repeat_interleave(2, dim=0),
+            seed=5 * 1_000_003 + step,
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        expected.append(loss.item())
+
+    seen = []
+    history = train_soft_embeddings(
+        model, tiny_generator, PROMPTS, KEYWORDS, images, settings, seen.append, progress=False
+    )
+    assert [h["loss"] for h in history] == expected
+    assert [h["step"] for h in history] == [0, 1, 2]
+    assert all(set(h) == {"step", "loss", "seconds"} for h in history)
+    assert seen == history
+    for name, value in reference.trainable_state().items():
+        assert torch.equal(model.trainable_state()[name], value), name

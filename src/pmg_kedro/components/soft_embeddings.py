@@ -15,14 +15,12 @@ without resizing (and copying) the LLM's embedding table.
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -248,49 +246,47 @@ def train_soft_embeddings(
     of that user's last history item (the supervision, §3.3.2); keyword_texts[i]: the preference
     keywords (E_k). Returns one record per step (step, loss, seconds).
     """
-    import time
-
-    from tqdm.auto import tqdm
+    from .training_loop import LoopSettings, run_training
 
     if not prompts:
         raise ValueError("no training examples: every user lacks a supervision image")
-    params = list(model.trainable_parameters().values())
-    optimizer = torch.optim.AdamW(
-        params, lr=settings.learning_rate, weight_decay=settings.weight_decay
-    )
     sampler = torch.Generator().manual_seed(settings.seed)
     keywords = generator.encode_text(keyword_texts)  # frozen: encoded once
-    history, start = [], time.perf_counter()
-    bar = tqdm(range(settings.steps), desc="soft embeddings", disable=not progress)
-    for step in bar:
+    k = settings.noise_repeats
+
+    def loss_fn(step: int) -> torch.Tensor:
         idx = torch.randperm(len(prompts), generator=sampler)[: settings.batch_size]
         soft = model([prompts[i] for i in idx])
         condition = preference_condition(soft, _rows(keywords, idx), settings.max_tokens)
-        emb, mask = condition.embeddings, condition.mask
-        k = settings.noise_repeats
-        loss = generator.denoising_loss(
-            emb.repeat_interleave(k, dim=0),
-            mask.repeat_interleave(k, dim=0),
+        return generator.denoising_loss(
+            condition.embeddings.repeat_interleave(k, dim=0),
+            condition.mask.repeat_interleave(k, dim=0),
             images[idx].repeat_interleave(k, dim=0),
             seed=settings.seed * 1_000_003 + step,
         )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        record = {"step": step, "loss": loss.item(), "seconds": time.perf_counter() - start}
-        history.append(record)
-        bar.set_postfix(loss=f"{record['loss']:.4f}")
+
+    history = []
+
+    def keep(record: dict) -> None:
+        history.append({key: record[key] for key in ("step", "loss", "seconds")})
         if on_step is not None:
-            on_step(record)
-        if settings.log_every and (step + 1) % settings.log_every == 0:
-            logger.info(
-                "soft embeddings step %d/%d loss %.4f (%.2f s/step, batch %d)",
-                step + 1,
-                settings.steps,
-                record["loss"],
-                record["seconds"] / (step + 1),
-                len(idx),
-            )
+            on_step(history[-1])
+
+    loop = LoopSettings(
+        steps=settings.steps,
+        lr=settings.learning_rate,
+        weight_decay=settings.weight_decay,
+        log_every=settings.log_every,
+    )
+    run_training(
+        "soft embeddings",
+        model.trainable_parameters().values(),
+        loss_fn,
+        loop,
+        batch_size=min(settings.batch_size, len(prompts)),
+        hooks=[keep],
+        progress=progress,
+    )
     return history
 
 

@@ -10,7 +10,6 @@ unit-variance inputs as Stable Diffusion's does.
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from pathlib import Path
@@ -23,43 +22,9 @@ from .generator import Generator, TextEncoder, latent_denoising_loss, minilm_enc
 from .icon_corpus import IconCorpus
 from .images import uint8_to_float
 from .scorer import TinyClip, contrastive_loss
+from .training_loop import LoopSettings, WeightEma, run_training
 
 log = logging.getLogger(__name__)
-
-
-class Budget:
-    """Stops a loop at `steps` or after `minutes` of wall time, whichever comes first."""
-
-    def __init__(self, steps: int, minutes: float | None):
-        self.steps, self.seconds = int(steps), None if minutes is None else 60.0 * minutes
-        self.start = time.perf_counter()
-
-    @property
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.start
-
-    def done(self, step: int) -> bool:
-        return step >= self.steps or (self.seconds is not None and self.elapsed > self.seconds)
-
-
-class Throughput:
-    """Logs samples/s every `every` steps next to the running mean loss."""
-
-    def __init__(self, name: str, every: int):
-        self.name, self.every = name, max(1, int(every))
-        self.t0, self.samples, self.losses = time.perf_counter(), 0, []
-
-    def update(self, step: int, total: int, batch: int, loss: float, bar) -> float | None:
-        self.samples += batch
-        self.losses.append(loss)
-        if step % self.every:
-            return None
-        rate = self.samples / (time.perf_counter() - self.t0)
-        mean = float(np.mean(self.losses))
-        log.info("%s step %d/%d loss %.4f, %.1f samples/s", self.name, step, total, mean, rate)
-        bar.set_postfix(loss=f"{mean:.4f}", samples_per_s=f"{rate:.0f}")
-        self.t0, self.samples, self.losses = time.perf_counter(), 0, []
-        return mean
 
 
 def _batches(n: int, size: int):
@@ -71,24 +36,16 @@ def _images_tensor(corpus: IconCorpus, rows: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(uint8_to_float(corpus.images[rows])) * 2 - 1
 
 
-def _optimise(name: str, opt, params: dict, batch: int, loss_fn) -> tuple[list[dict], int]:
-    """Step `opt` on `loss_fn()` until the step/time budget of `params` ends, with a progress bar
-    and throughput log. Returns (logged mean losses, steps done)."""
-    budget = Budget(params["steps"], params.get("time_limit_minutes"))
-    meter = Throughput(name, params.get("log_every", 100))
-    history, step = [], 0
-    with tqdm(total=budget.steps, desc=name, mininterval=5) as bar:
-        while not budget.done(step):
-            loss = loss_fn()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            bar.update(1)
-            mean = meter.update(step, budget.steps, batch, loss.item(), bar)
-            if mean is not None:
-                history.append({"step": step, "loss": mean})
-    return history, step
+def _settings(params: dict, **fixed) -> LoopSettings:
+    """The step/time budget, learning rate and log interval of a model_preparation block, plus
+    what the model fixes (weight decay, clipping, schedule)."""
+    return LoopSettings(
+        steps=int(params["steps"]),
+        lr=float(params["lr"]),
+        time_limit_minutes=params.get("time_limit_minutes"),
+        log_every=int(params.get("log_every", 100)),
+        **fixed,
+    )
 
 
 def train_vae(corpus: IconCorpus, rows: np.ndarray, params: dict, seed: int):
@@ -112,19 +69,18 @@ def train_vae(corpus: IconCorpus, rows: np.ndarray, params: dict, seed: int):
         sample_size=int(corpus.images.shape[1]),
         mid_block_add_attention=False,
     )
-    opt = torch.optim.AdamW(vae.parameters(), lr=float(params["lr"]))
     rng = np.random.default_rng(seed)
     batch = int(params["batch_size"])
 
-    def loss_fn() -> torch.Tensor:
+    def loss_fn(step: int) -> torch.Tensor:
         x = _images_tensor(corpus, rng.choice(rows, batch))
         dist = vae.encode(x).latent_dist
         recon = vae.decode(dist.sample()).sample
         kl = dist.kl().mean() / x[0].numel()
         return (recon - x).abs().mean() + float(params["kl_weight"]) * kl
 
-    history, step = _optimise("vae", opt, params, batch, loss_fn)
-    return vae.eval().requires_grad_(False), history, step
+    run = run_training("vae", vae.parameters(), loss_fn, _settings(params), batch)
+    return vae.eval().requires_grad_(False), run.history, run.steps
 
 
 def _mixed_rows(rng, rows: dict[str, np.ndarray], batch: int, emoji_fraction: float) -> np.ndarray:
@@ -147,20 +103,19 @@ def finetune_decoder(vae, corpus: IconCorpus, rows: dict[str, np.ndarray], param
     decoder = [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
     for p in decoder:
         p.requires_grad_(True)
-    opt = torch.optim.AdamW(decoder, lr=float(params["lr"]))
     rng = np.random.default_rng(seed + 1)
     batch = int(params["batch_size"])
     vae.decoder.train()
 
-    def loss_fn() -> torch.Tensor:
+    def loss_fn(step: int) -> torch.Tensor:
         x = _images_tensor(corpus, _mixed_rows(rng, rows, batch, float(params["emoji_fraction"])))
         with torch.no_grad():
             z = vae.encode(x).latent_dist.sample()
         return (vae.decode(z).sample - x).abs().mean()
 
-    history, step = _optimise("vae decoder", opt, params, batch, loss_fn)
+    run = run_training("vae decoder", decoder, loss_fn, _settings(params), batch)
     vae.eval().requires_grad_(False)
-    return history, step
+    return run.history, run.steps
 
 
 @torch.no_grad()
@@ -210,12 +165,6 @@ def build_unet(params: dict, sample_size: int, in_channels: int, cross_attention
     )
 
 
-def _ema_update(ema, model, decay: float) -> None:
-    ema_params = [p for p in ema.parameters()]
-    params = [p.detach() for p in model.parameters()]
-    torch._foreach_lerp_(ema_params, params, 1.0 - decay)
-
-
 def train_generator(
     corpus: IconCorpus, params: dict, checkpoint_dir: str | None = None
 ) -> tuple[Generator, dict]:
@@ -256,62 +205,56 @@ def train_generator(
     cfg = params["training"]
     torch.manual_seed(seed)
     unet = build_unet(params["unet"], lat_mean.shape[-1], lat_mean.shape[1], encoder.dim)
-    ema = copy.deepcopy(unet).requires_grad_(False)
+    ema = WeightEma(unet, float(cfg["ema_decay"]))
     scheduler = DDPMScheduler(**params["noise_schedule"])
-    opt = torch.optim.AdamW(unet.parameters(), lr=float(cfg["lr"]), weight_decay=0.0)
-    warmup = int(cfg["warmup_steps"])
-    lr_at = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, warmup)))
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     batch = int(cfg["batch_size"])
     emoji_fraction = float(cfg["emoji_fraction"]) if len(rows["twemoji"]) else 0.0
-    budget = Budget(cfg["steps"], cfg.get("time_limit_minutes"))
-    meter = Throughput("unet", cfg["log_every"])
-    history, step = [], 0
     info = {"resolution": int(corpus.images.shape[1]), "recipe": "pmg_kedro model_preparation"}
 
     def snapshot() -> Generator:
-        return Generator(copy.deepcopy(ema), encoder, scheduler.config, vae, info)
+        return Generator(ema.averaged(), encoder, scheduler.config, vae, info)
 
+    def loss_fn(step: int) -> torch.Tensor:
+        idx = _mixed_rows(rng, rows, batch, emoji_fraction)
+        use_concept = rng.random(batch) < float(cfg["concept_caption_prob"])
+        tix = np.where(use_concept, concept_ix[idx], caption_ix[idx])
+        tix[rng.random(batch) < float(cfg["cond_dropout"])] = text_index[""]
+        tix_t, idx_t = torch.from_numpy(tix), torch.from_numpy(idx)
+        noise = torch.randn(lat_mean[idx_t].shape, generator=gen)
+        x0 = (lat_mean[idx_t] + lat_std[idx_t] * noise - shift) * scale
+        return latent_denoising_loss(
+            unet, scheduler, x0, text_emb[tix_t], text_mask[tix_t], gen
+        ).mean()
+
+    def checkpoint(record: dict) -> None:
+        done = record["step"] + 1
+        if checkpoint_dir and done % int(cfg["checkpoint_every"]) == 0:
+            snapshot().save_pretrained(Path(checkpoint_dir))
+            log.info("checkpoint at step %d -> %s", done, checkpoint_dir)
+
+    settings = _settings(
+        cfg,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        schedule="constant_with_warmup",
+        warmup_steps=int(cfg["warmup_steps"]),
+    )
     unet.train()
-    with tqdm(total=budget.steps, desc="unet", mininterval=10) as bar:
-        while not budget.done(step):
-            idx = _mixed_rows(rng, rows, batch, emoji_fraction)
-            use_concept = rng.random(batch) < float(cfg["concept_caption_prob"])
-            tix = np.where(use_concept, concept_ix[idx], caption_ix[idx])
-            tix[rng.random(batch) < float(cfg["cond_dropout"])] = text_index[""]
-            tix_t, idx_t = torch.from_numpy(tix), torch.from_numpy(idx)
-            noise = torch.randn(lat_mean[idx_t].shape, generator=gen)
-            x0 = (lat_mean[idx_t] + lat_std[idx_t] * noise - shift) * scale
-            loss = latent_denoising_loss(
-                unet, scheduler, x0, text_emb[tix_t], text_mask[tix_t], gen
-            ).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-            opt.step()
-            lr_at.step()
-            step += 1
-            _ema_update(ema, unet, min(float(cfg["ema_decay"]), (1 + step) / (10 + step)))
-            bar.update(1)
-            mean = meter.update(step, budget.steps, batch, loss.item(), bar)
-            if mean is not None:
-                history.append({"step": step, "loss": mean})
-            if checkpoint_dir and step % int(cfg["checkpoint_every"]) == 0:
-                snapshot().save_pretrained(Path(checkpoint_dir))
-                log.info("checkpoint at step %d -> %s", step, checkpoint_dir)
+    run = run_training("unet", unet.parameters(), loss_fn, settings, batch, [ema, checkpoint])
     wall = time.perf_counter() - started
     generator = snapshot()
     summary = {
         "vae_loss": vae_history,
-        "unet_loss": history,
+        "unet_loss": run.history,
         "vae_steps": vae_steps,
         "vae_samples": vae_steps * int(params["vae"]["batch_size"]),
         "vae_decoder_loss": decoder_history,
         "vae_decoder_steps": decoder_steps,
-        "unet_steps": step,
-        "unet_samples": step * batch,
-        "unet_seconds": round(budget.elapsed, 1),
+        "unet_steps": run.steps,
+        "unet_samples": run.steps * batch,
+        "unet_seconds": round(run.seconds, 1),
         "wall_seconds": round(wall, 1),
         "latent_shift": shift,
         "latent_scale": scale,
@@ -364,14 +307,11 @@ def train_scorer(corpus: IconCorpus, params: dict) -> tuple[TinyClip, dict]:
     features_seconds = time.perf_counter() - started
 
     heads = [p for p in scorer.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(
-        heads, lr=float(params["lr"]), weight_decay=float(params["weight_decay"])
-    )
     rng = np.random.default_rng(seed)
     batch = min(int(params["batch_size"]), len(train_rows))
     scorer.train()
 
-    def loss_fn() -> torch.Tensor:
+    def loss_fn(step: int) -> torch.Tensor:
         # emoji and garments in equal measure, else the 10 garment classes dominate
         pick = rng.choice(len(train_rows), batch, p=_balance(table["source"].iloc[train_rows]))
         use_concept = rng.random(batch) < float(params["concept_caption_prob"])
@@ -383,11 +323,12 @@ def train_scorer(corpus: IconCorpus, params: dict) -> tuple[TinyClip, dict]:
             scorer.logit_scale,
         )
 
-    history, step = _optimise("scorer", opt, params, batch, loss_fn)
+    settings = _settings(params, weight_decay=float(params["weight_decay"]))
+    run = run_training("scorer", heads, loss_fn, settings, batch)
     scorer.eval()
     summary = {
-        "loss": history,
-        "steps": step,
+        "loss": run.history,
+        "steps": run.steps,
         "train_images": len(train_rows),
         "features_seconds": round(features_seconds, 1),
         "wall_seconds": round(time.perf_counter() - started, 1),
