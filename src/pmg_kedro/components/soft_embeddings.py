@@ -22,7 +22,6 @@ import torch
 from torch import nn
 
 
-
 @dataclass(frozen=True)
 class SoftEmbeddingConfig:
     """Sizes of the trainable parts; `n_prefixes = 0` switches P-Tuning v2 off (paper Table 2)."""
