@@ -54,21 +54,29 @@ class ScorerBase:
         return self.cosine(embs, self.encode_texts(texts))
 
     @torch.no_grad()
-    def paired_scores(self, images: Tensor, texts: list[str], batch_size: int = 64) -> Tensor:
-        """Cosine of images[i] with texts[i]: (n,). Images in batches; each distinct text once."""
-        if len(images) != len(texts):
-            raise ValueError(f"{len(images)} images but {len(texts)} texts")
-        if not texts:
-            return torch.zeros(0)
-        unique = list(dict.fromkeys(texts))
-        text_embs = self.encode_texts(unique)
+    def paired_scores(
+        self, images: Tensor, text_lists: list[list[str]], batch_size: int = 64
+    ) -> Tensor:
+        """Cosine of images[i] with text_lists[j][i] for every list j: (len(text_lists), n).
+
+        One pass over the images (in batches) serves every list; each distinct text is encoded once.
+        """
+        if any(len(texts) != len(images) for texts in text_lists):
+            raise ValueError(
+                f"{len(images)} images but text lists of {[len(t) for t in text_lists]}"
+            )
+        if not len(images):
+            return torch.zeros(len(text_lists), 0)
+        unique = list(dict.fromkeys(t for texts in text_lists for t in texts))
         position = {t: i for i, t in enumerate(unique)}
-        index = torch.tensor([position[t] for t in texts])
+        text_embs = self.encode_texts(unique)
+        index = torch.tensor([[position[t] for t in texts] for texts in text_lists])
         out = []
         for i in range(0, len(images), batch_size):
-            embs = self.encode_images(images[i : i + batch_size])
-            out.append((embs * text_embs[index[i : i + batch_size]].to(embs)).sum(-1))
-        return torch.cat(out)
+            embs = self.encode_images(images[i : i + batch_size])  # (b, d)
+            rows = text_embs[index[:, i : i + batch_size]].to(embs)  # (lists, b, d)
+            out.append((rows * embs[None]).sum(-1))
+        return torch.cat(out, dim=1)
 
 
 # -- open_clip (paper) ---------------------------------------------------------------------------

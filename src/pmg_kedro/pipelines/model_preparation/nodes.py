@@ -1,8 +1,9 @@
 """Nodes of `model_preparation`: corpus, training of the embedded defaults, and their checks.
 
-Parameters (`model_preparation`): `enabled` (false in `paper`: every node returns a placeholder),
-`train` (false in `base`: the committed weights are kept and only measured), `torch_threads`,
-and one block per step (`icon_corpus`, `scorer`, `generator`, `checks`).
+Parameters (`model_preparation`): `enabled` (false in `paper` and `paper_random*`: the first node
+stops the run with a message, before anything is read or written), `train` (false in `base`: the
+committed weights are kept and only measured), `torch_threads`, and one block per step
+(`icon_corpus`, `scorer`, `generator`, `checks`).
 """
 
 from __future__ import annotations
@@ -21,19 +22,22 @@ from ...components.sources.fashion_mnist import CLASS_NAMES
 from ...datasets.model_folder import KEEP_EXISTING
 
 log = logging.getLogger(__name__)
-SKIPPED_PAPER = (
-    "model_preparation is disabled in this environment (paper models load from local paths)"
+DISABLED = (
+    "model_preparation does not run in this environment (parameter model_preparation.enabled is "
+    "false): its generator and scorer are the paper's models, loaded from local folders or built "
+    "at random initialisation by their catalog entries, so there is nothing to train or measure "
+    "here. It runs in base (checks of the committed embedded weights), test and reference."
 )
 KEPT = "training disabled in this environment: the committed weights are kept (see MODEL_CARD.md)"
 
 
-def _setup(params: dict) -> bool:
-    """Applies the thread count; False when the environment disables the pipeline."""
-    if not params.get("enabled", True):
-        log.info(SKIPPED_PAPER)
-        return False
+class ModelPreparationDisabled(RuntimeError):
+    """Raised by the first node where the environment has nothing to prepare."""
+
+
+def _setup(params: dict) -> None:
+    """Applies the thread count."""
     torch.set_num_threads(int(params.get("torch_threads", torch.get_num_threads())))
-    return True
 
 
 def _text_figure(message: str):
@@ -44,10 +48,13 @@ def _text_figure(message: str):
 
 
 def build_corpus(params: dict) -> tuple[IconCorpus, dict]:
-    """The captioned icon corpus (emoji + Fashion-MNIST, held-out emoji concepts) and its counts."""
-    if not _setup(params):
-        empty = IconCorpus(np.zeros((0, 1, 1, 3), np.uint8), _empty_table())
-        return empty, {"skipped": SKIPPED_PAPER}
+    """The captioned icon corpus (emoji + Fashion-MNIST, held-out emoji concepts) and its counts.
+
+    Every other node depends on it, so where `enabled` is false the run stops here, untouched.
+    """
+    if not params.get("enabled", True):
+        raise ModelPreparationDisabled(DISABLED)
+    _setup(params)
     c = params["icon_corpus"]
     corpus, counts = build_icon_corpus(
         int(c["resolution"]),
@@ -62,16 +69,9 @@ def build_corpus(params: dict) -> tuple[IconCorpus, dict]:
     return corpus, counts
 
 
-def _empty_table():
-    import pandas as pd
-
-    return pd.DataFrame(columns=["source", "item_ref", "concept", "caption", "split"])
-
-
 def train_tiny_scorer(corpus: IconCorpus, params: dict) -> tuple[Any, dict]:
     """The tiny CLIP's projection heads trained contrastively; (scorer, training history)."""
-    if not _setup(params):
-        return KEEP_EXISTING, {"skipped": SKIPPED_PAPER}
+    _setup(params)
     if not params.get("train", False):
         return KEEP_EXISTING, {"skipped": KEPT}
     from ...components.training import train_scorer
@@ -81,8 +81,7 @@ def train_tiny_scorer(corpus: IconCorpus, params: dict) -> tuple[Any, dict]:
 
 def train_tiny_generator(corpus: IconCorpus, params: dict) -> tuple[Any, dict]:
     """VAE then latent UNet with CFG dropout and EMA; (generator, training history)."""
-    if not _setup(params):
-        return KEEP_EXISTING, {"skipped": SKIPPED_PAPER}
+    _setup(params)
     if not params.get("train", False):
         return KEEP_EXISTING, {"skipped": KEPT}
     from ...components.training import train_generator
@@ -152,8 +151,6 @@ def _generate(generator, captions: list[str], seeds: int, cfg: dict) -> np.ndarr
 
 def render_sample_grids(generator, corpus: IconCorpus, params: dict) -> dict:
     """Sample grids: held-out emoji captions (real first), showcase emoji, Fashion-MNIST classes."""
-    if not params.get("enabled", True):
-        return {"skipped.png": _text_figure(SKIPPED_PAPER)}
     _setup(params)
     cfg = params["checks"]
     seeds = int(cfg["grid_seeds"])
@@ -221,8 +218,7 @@ def check_generator(generator, params: dict) -> dict:
     sees generated ones) classifies images generated from the ten class captions; chance is 10%.
     Also times one denoising call for 1 and for `batch_candidates` candidates.
     """
-    if not _setup(params):
-        return {"skipped": SKIPPED_PAPER}
+    _setup(params)
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import cross_val_score
 
@@ -293,8 +289,7 @@ def batch_cost(generator, cfg: dict) -> dict:
 
 def check_scorer(scorer, corpus: IconCorpus, params: dict) -> dict:
     """Text-to-image top-k retrieval on the held-out emoji concepts, with its chance level."""
-    if not _setup(params):
-        return {"skipped": SKIPPED_PAPER}
+    _setup(params)
     from ...components.scorer import heldout_retrieval
 
     held = corpus.table["split"].to_numpy() == "heldout"
@@ -325,7 +320,7 @@ def summarize_preparation(
         return {k: v for k, v in history.items() if not k.endswith("loss")}
 
     return {
-        "environment_trains": bool(params.get("enabled", True) and params.get("train", False)),
+        "environment_trains": bool(params.get("train", False)),
         "icon_corpus": corpus_counts,
         "scorer_training": brief(scorer_history),
         "generator_training": brief(generator_history),

@@ -2,7 +2,9 @@
 
 Not in `__default__` (see pipeline_registry): the committed weights in `models/embedded/` are
 retrained only by `kedro run --pipeline model_preparation --env reference`. In `base` the training
-nodes keep the committed weights and the checks measure them; in `paper` everything is skipped.
+nodes keep the committed weights and the checks measure them; in `paper` and `paper_random*` the
+first node stops the run with a message (`model_preparation.enabled: false`): those environments'
+models come from local folders or random initialisation, with nothing to train or measure here.
 """
 
 from kedro.pipeline import Node, Pipeline

@@ -226,16 +226,18 @@ def score_candidates(
     z, or argmax d_t for target-only variants (§3.4). Chosen images keyed "<user>/s<seed>"."""
     if candidates.empty:
         return pd.DataFrame(columns=SELECTION_COLUMNS), {}
-    texts = requests.set_index("user_id")
-    pixels = torch.from_numpy(to_array([candidate_images[k] for k in candidates["image_key"]]))
-    users = candidates["user_id"]
-    batch = int(params["score_batch_size"])
-    with torch.no_grad():
-        d_p = scorer.paired_scores(pixels, texts.loc[users, "preference_text"].tolist(), batch)
-        d_t = scorer.paired_scores(pixels, texts.loc[users, "target_text"].tolist(), batch)
+    texts = requests.set_index("user_id").loc[candidates["user_id"]]
+    preference, target = texts["preference_text"].tolist(), texts["target_text"].tolist()
+    keys, batch = candidates["image_key"].tolist(), int(params["score_batch_size"])
+    cosines = []
+    for i in range(0, len(keys), batch):  # at most `batch` decoded images in memory at a time
+        pixels = torch.from_numpy(to_array([candidate_images[k] for k in keys[i : i + batch]]))
+        cosines.append(
+            scorer.paired_scores(pixels, [preference[i : i + batch], target[i : i + batch]], batch)
+        )
+    d_p, d_t = torch.cat(cosines, dim=1).float().cpu().numpy()
     scored = candidates.copy()
-    scored["d_p"] = d_p.float().cpu().numpy()
-    scored["d_t"] = d_t.float().cpu().numpy()
+    scored["d_p"], scored["d_t"] = d_p, d_t
     alpha, floor = float(params["alpha"]), float(params["cosine_floor"])
     scored["z"] = z_scores(scored["d_p"], scored["d_t"], alpha, floor)
     scored["floored"] = (scored["d_p"] < floor) | (scored["d_t"] < floor)
