@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.pmg-installed
+NOTEBOOK_STAMP := $(VENV)/.pmg-notebook-installed
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
 # Never wait on the network: no telemetry, no model hub.
@@ -61,3 +62,24 @@ viz: setup
 
 clean-data:
 	find data -type f ! -name .gitkeep -delete
+
+.PHONY: notebook mlflow-ui
+
+# JupyterLab (the `notebook` extra) in .venv, and a `pmg-kedro` kernel (this .venv's Python) for
+# Jupyter front ends started elsewhere (VS Code, a system Jupyter).
+$(NOTEBOOK_STAMP): pyproject.toml | $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,notebook]'
+	$(BIN)/python -m ipykernel install --user --name pmg-kedro --display-name "pmg-kedro (.venv)"
+	touch $(NOTEBOOK_STAMP)
+
+# JupyterLab on 127.0.0.1, no browser opened; nothing fetched (no update check, news or
+# extension index). As root (this project's machines) Jupyter needs --allow-root.
+notebook: setup $(NOTEBOOK_STAMP)
+	$(BIN)/jupyter lab --ip=127.0.0.1 --no-browser $(if $(filter 0,$(shell id -u)),--allow-root) \
+	  --LabApp.news_url=None --LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate \
+	  --LabApp.extension_manager=readonly notebooks/pmg_analysis.ipynb
+
+# MLflow's UI over the tracked runs on 127.0.0.1:5000 (conf/<env>/mlflow.yml; `make mlflow-ui ENV=test`),
+# one server worker (MLflow starts 4 by default; this is a 2-core machine).
+mlflow-ui: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" MLFLOW_WORKERS=1 $(BIN)/kedro mlflow ui $(if $(ENV),--env $(ENV))

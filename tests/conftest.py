@@ -38,6 +38,12 @@ def run_pipeline():
 
 
 @pytest.fixture(scope="session")
+def test_env_default_run(run_pipeline):
+    """One `__default__` run in the `test` environment per session, for every module reading it."""
+    return run_pipeline("__default__")
+
+
+@pytest.fixture(scope="session")
 def test_catalog():
     """The `test` environment's catalog (fresh per call, to load what a run saved)."""
     from kedro.framework.session import KedroSession

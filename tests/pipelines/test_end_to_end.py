@@ -13,8 +13,7 @@ from pmg_kedro.scenes import GENERATION_VARIANTS, SCENES, scene_conf
 
 
 @pytest.fixture(scope="module")
-def catalog(run_pipeline, test_catalog):
-    run_pipeline("__default__")
+def catalog(test_env_default_run, test_catalog):
     return test_catalog()
 
 

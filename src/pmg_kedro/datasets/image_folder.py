@@ -7,19 +7,32 @@ Kedro's PartitionedDataset cannot be versioned; this keeps every run's images si
 
 from __future__ import annotations
 
+import base64
 import glob
+import io
+import math
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from kedro.io import AbstractVersionedDataset, DatasetError, Version
 from kedro.io.core import VersionNotFoundError, get_filepath_str, get_protocol_and_path
+from kedro_datasets._typing import ImagePreview
 from PIL import Image
 
 
 class ImageFolderDataset(AbstractVersionedDataset[dict[str, Image.Image], dict[str, Any]]):
-    """Saves {key: PIL image} as PNGs; loads {key: PIL image} (lazily opened, fully read)."""
+    """Saves {key: PIL image} as PNGs; loads {key: PIL image} (lazily opened, fully read).
 
-    def __init__(self, filepath: str, version: Version | None = None):
+    `metadata` is kept for Kedro-Viz (`{"kedro-viz": {"layer": ..., "preview_args": {...}}}`).
+    """
+
+    def __init__(
+        self,
+        filepath: str,
+        version: Version | None = None,
+        metadata: dict[str, Any] | None = None,
+    ):
+        self.metadata = metadata
         protocol, path = get_protocol_and_path(filepath, version)
         if protocol != "file":
             raise DatasetError(f"ImageFolderDataset supports local folders only, got {filepath}")
@@ -38,6 +51,28 @@ class ImageFolderDataset(AbstractVersionedDataset[dict[str, Image.Image], dict[s
             with Image.open(path) as im:
                 images[path.relative_to(root).with_suffix("").as_posix()] = im.convert("RGB")
         return images
+
+    def preview(self, n_images: int = 16, size: int = 64) -> ImagePreview:
+        """Kedro-Viz preview: the first `n_images` images (key order) as one PNG grid, base64.
+
+        Only those files are read (a candidate folder holds thousands); each is resized to
+        `size` px, the grid is as square as the count allows.
+        """
+        from torchvision.transforms.functional import pil_to_tensor, to_pil_image
+        from torchvision.utils import make_grid
+
+        root = Path(get_filepath_str(self._get_load_path(), self._protocol))
+        paths = sorted(root.rglob("*.png"))[:n_images]
+        if not paths:
+            raise DatasetError(f"{root}: no PNG images to preview")
+        tiles = []
+        for path in paths:
+            with Image.open(path) as im:
+                tiles.append(pil_to_tensor(im.convert("RGB").resize((size, size))))
+        grid = make_grid(tiles, nrow=math.ceil(math.sqrt(len(tiles))), padding=2, pad_value=255)
+        buffer = io.BytesIO()
+        to_pil_image(grid).save(buffer, format="PNG")
+        return ImagePreview(base64.b64encode(buffer.getvalue()).decode("ascii"))
 
     def save(self, data: dict[str, Any]) -> None:
         root = Path(get_filepath_str(self._get_save_path(), self._protocol))

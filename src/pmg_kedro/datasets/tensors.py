@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import PurePosixPath
 from typing import Any
 
 import fsspec
 from kedro.io import AbstractVersionedDataset, Version
 from kedro.io.core import VersionNotFoundError, get_filepath_str, get_protocol_and_path
+from kedro_datasets._typing import TablePreview
 
 METADATA_KEY = "pmg_metadata"
 
@@ -17,10 +19,17 @@ class TensorsDataset(AbstractVersionedDataset[dict[str, Any], dict[str, Any]]):
     """Saves `{"tensors": {name: Tensor}, "metadata": {...}}` as one .safetensors file.
 
     The metadata (a JSON-serialisable dict: config, seed, model names) travels in the file's
-    header, so a checkpoint says what produced it.
+    header, so a checkpoint says what produced it. The constructor's `metadata` is the catalog
+    entry's (Kedro-Viz: `{"kedro-viz": {"layer": ..., "preview_args": {...}}}`), not the file's.
     """
 
-    def __init__(self, filepath: str, version: Version | None = None):
+    def __init__(
+        self,
+        filepath: str,
+        version: Version | None = None,
+        metadata: dict[str, Any] | None = None,
+    ):
+        self.metadata = metadata
         protocol, path = get_protocol_and_path(filepath, version)
         self._protocol = protocol
         self._fs = fsspec.filesystem(protocol)
@@ -39,6 +48,26 @@ class TensorsDataset(AbstractVersionedDataset[dict[str, Any], dict[str, Any]]):
             tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 (not a dict)
             header = fh.metadata() or {}
         return {"tensors": tensors, "metadata": json.loads(header.get(METADATA_KEY, "{}"))}
+
+    def preview(self, nrows: int = 20) -> TablePreview:
+        """Kedro-Viz preview: one row per tensor (name, shape, dtype, numel), from the header only.
+
+        At most `nrows` tensors (name order); a last row counts the ones left out.
+        """
+        from safetensors import safe_open
+
+        path = get_filepath_str(self._get_load_path(), self._protocol)
+        with safe_open(path, framework="pt") as fh:
+            names = sorted(fh.keys())
+            rows = []
+            for name in names[:nrows]:
+                tensor = fh.get_slice(name)
+                shape = tensor.get_shape()
+                rows.append([name, "x".join(map(str, shape)), tensor.get_dtype(), math.prod(shape)])
+        if len(names) > nrows:
+            rows.append([f"... {len(names) - nrows} more tensors", "", "", None])
+        columns = ["tensor", "shape", "dtype", "numel"]
+        return TablePreview({"index": list(range(len(rows))), "columns": columns, "data": rows})
 
     def save(self, data: dict[str, Any]) -> None:
         from safetensors.torch import save_file
