@@ -1,0 +1,121 @@
+"""`recommendation` (paper §4.5, Table 3): one template per scene whose conf says
+`recommendation: true` (parameters_scenes.yml: movie, the paper's setting, and costume, SIMULATED
+users with real item images). Emoticon has no item catalogue to rank and is not instantiated.
+
+Tags: `recommendation_images` = the expensive image stages (LLM keywords, user images, item
+images); `recommendation_experiment` = features, MMGCN runs and the report, reading the images
+the catalog holds: `kedro run --pipeline recommendation --tags recommendation_experiment`.
+"""
+
+from kedro.pipeline import Node, Pipeline
+
+from ...scenes import per_scene, scenes_where
+from .nodes import (
+    build_recommendation_user_features,
+    extract_recommendation_item_features,
+    extract_recommendation_keywords,
+    generate_recommendation_item_images,
+    generate_recommendation_user_images,
+    report_recommendation,
+    run_recommendation_experiment,
+    split_recommendation_interactions,
+)
+
+IMAGES = "recommendation_images"
+EXPERIMENT = "recommendation_experiment"
+PARAMS = "params:recommendation"
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    template = Pipeline(
+        [
+            Node(
+                split_recommendation_interactions,
+                inputs=["interactions", PARAMS],
+                outputs=["recommendation_split", "recommendation_split_stats"],
+                name="split_recommendation_interactions",
+                tags=[IMAGES, EXPERIMENT],
+            ),
+            Node(
+                extract_recommendation_keywords,
+                inputs=["recommendation_split", "items", "llm", PARAMS],
+                outputs="recommendation_user_keywords",
+                name="extract_recommendation_keywords",
+                tags=[IMAGES],
+            ),
+            Node(
+                generate_recommendation_user_images,
+                inputs=["recommendation_user_keywords", "generator", PARAMS],
+                outputs=["recommendation_user_images", "recommendation_user_image_log"],
+                name="generate_recommendation_user_images",
+                tags=[IMAGES],
+            ),
+            Node(
+                generate_recommendation_item_images,
+                inputs=["recommendation_split", "items", "image_index", "generator", PARAMS],
+                outputs=["recommendation_item_images", "recommendation_item_image_log"],
+                name="generate_recommendation_item_images",
+                tags=[IMAGES],
+            ),
+            Node(
+                extract_recommendation_item_features,
+                inputs=[
+                    "recommendation_split",
+                    "image_index",
+                    "recommendation_item_images",
+                    PARAMS,
+                ],
+                outputs="recommendation_item_features",
+                name="extract_recommendation_item_features",
+                tags=[EXPERIMENT],
+            ),
+            Node(
+                build_recommendation_user_features,
+                inputs=[
+                    "recommendation_split",
+                    "recommendation_item_features",
+                    "recommendation_user_keywords",
+                    "recommendation_user_images",
+                    PARAMS,
+                ],
+                outputs="recommendation_user_features",
+                name="build_recommendation_user_features",
+                tags=[EXPERIMENT],
+            ),
+            Node(
+                run_recommendation_experiment,
+                inputs=[
+                    "recommendation_split",
+                    "recommendation_item_features",
+                    "recommendation_user_features",
+                    PARAMS,
+                ],
+                outputs="recommendation_results",
+                name="run_recommendation_experiment",
+                tags=[EXPERIMENT],
+            ),
+            Node(
+                report_recommendation,
+                inputs=[
+                    "recommendation_results",
+                    "recommendation_split",
+                    "recommendation_split_stats",
+                    "recommendation_item_features",
+                    "recommendation_item_image_log",
+                    "recommendation_user_keywords",
+                    "recommendation_user_image_log",
+                    PARAMS,
+                ],
+                outputs=[
+                    "recommendation_report",
+                    "recommendation_report_markdown",
+                    "recommendation_chart",
+                ],
+                name="report_recommendation",
+                tags=[EXPERIMENT],
+            ),
+        ]
+    )
+    return per_scene(
+        template, scenes=scenes_where("recommendation"), shared=frozenset({"generator", "llm"})
+    )

@@ -1,0 +1,288 @@
+"""recommendation nodes: the chronological split, no leakage into user images and averaged
+features, stale images refused, item images only where needed, and the whole pipeline on an
+in-memory catalog (test parameters, a fake LLM, the tiny random generator)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
+from PIL import Image
+
+from pmg_kedro.pipelines.recommendation import nodes
+from pmg_kedro.pipelines.recommendation.pipeline import create_pipeline
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+N_USERS, N_ITEMS, N_LIKED = 4, 12, 10
+
+
+def _caption(m: int) -> str:
+    return f"[film{m:02d}]"
+
+
+@pytest.fixture()
+def items():
+    return pd.DataFrame(
+        {
+            "item_id": [f"i{m:02d}" for m in range(N_ITEMS)],
+            "title": [f"Film {m}" for m in range(N_ITEMS)],
+            "caption": [_caption(m) for m in range(N_ITEMS)],
+            "genres": [["Drama", "Comedy"] if m % 2 else ["Western"] for m in range(N_ITEMS)],
+        }
+    )
+
+
+def _liked(user: int) -> list[int]:
+    """User k's positives, oldest first: items (k + j) % 12, j = 0..9."""
+    return [(user + j) % N_ITEMS for j in range(N_LIKED)]
+
+
+@pytest.fixture()
+def interactions():
+    rows = []
+    for k in range(N_USERS):
+        for j, m in enumerate(_liked(k)):
+            rows.append((f"u{k}", f"i{m:02d}", 1000 + 10 * j, True))
+        # disliked items, latest of all: never positives, never in the split
+        rows.append((f"u{k}", f"i{(k + 10) % N_ITEMS:02d}", 5000, False))
+    table = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp", "positive"])
+    table["simulated"] = False
+    return table.sample(frac=1.0, random_state=0).reset_index(drop=True)  # order must not matter
+
+
+PARAMS = {
+    "interactions": {
+        "positive_column": "positive",
+        "order_columns": ["timestamp", "item_id"],
+        "max_users": None,
+        "k_core": {"user_min": 3, "item_min": 2},
+        "split": {"validation": 0.1, "test": 0.1},
+    },
+    "user_images": {
+        "n_history": 5,
+        "k_p": 10,
+        "max_keyword_words": 4,
+        "history_line": "- {text}",
+        "item_text": "{caption}",
+        "prompt_template": "Movies:\n{history}\nWhich genres?",
+        "answer_prefix": "Keywords:",
+        "fallback_columns": ["genres"],
+        "generation": {"max_new_tokens": 4, "batch_size": 2},
+    },
+    "features": {"image_size": 32, "input_size": 32, "batch_size": 8},
+}
+
+
+class FakeLLM:
+    """Records the prompts; answers "space opera, noir" except for user u1's prompt (nothing)."""
+
+    name = "fake-llm"
+
+    def __init__(self):
+        self.prompts: list[str] = []
+        self.last_finished: list[bool] = []
+
+    def generate(self, prompts, settings, answer_prefix="", desc=""):
+        self.prompts += list(prompts)
+        self.last_finished = [True] * len(prompts)
+        return ["" if _caption(_liked(1)[7]) in p else "space opera, noir" for p in prompts]
+
+
+def test_split_is_chronological_per_user_and_keeps_only_positives(interactions):
+    split, counts = nodes.split_recommendation_interactions(interactions, PARAMS)
+    assert counts["positives"] == N_USERS * N_LIKED
+    for k in range(N_USERS):
+        rows = split[split["user_id"] == f"u{k}"].sort_values("position")
+        liked = [f"i{m:02d}" for m in _liked(k)]
+        assert rows["item_id"].tolist() == liked  # oldest first, disliked item absent
+        assert rows["split"].tolist() == ["train"] * 8 + ["validation", "test"]
+
+
+def test_k_core_removes_rare_items_then_users_that_fall_short():
+    rows = [("a", "x", 1), ("a", "y", 2), ("a", "z", 3), ("b", "x", 1), ("b", "y", 2)]
+    rows += [("b", "rare", 3), ("c", "x", 1), ("c", "y", 2), ("c", "z", 3)]
+    table = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"]).assign(simulated=True)
+    params = {
+        "interactions": {
+            **PARAMS["interactions"],
+            "positive_column": None,
+            "k_core": {"user_min": 3, "item_min": 2},
+        }
+    }
+    split, counts = nodes.split_recommendation_interactions(table, params)
+    # "rare" has one positive -> gone; b is left with 2 < 3 -> gone
+    assert sorted(split["user_id"].unique()) == ["a", "c"]
+    assert sorted(split["item_id"].unique()) == ["x", "y", "z"]
+    assert counts["positives_after_k_core"] == 6
+    assert bool(split["simulated"].all())
+
+
+def test_user_keywords_see_only_the_last_training_items(interactions, items):
+    split, _ = nodes.split_recommendation_interactions(interactions, PARAMS)
+    llm = FakeLLM()
+    table = nodes.extract_recommendation_keywords(split, items, llm, PARAMS).set_index("user_id")
+    assert len(llm.prompts) == N_USERS  # one prompt per user
+    for k in range(N_USERS):
+        liked = _liked(k)
+        train, held_out = liked[:8], liked[8:]
+        prompt = table.loc[f"u{k}", "prompt"]
+        assert list(table.loc[f"u{k}", "source_items"]) == [f"i{m:02d}" for m in train[-5:]]
+        assert [_caption(m) in prompt for m in liked] == [False] * 3 + [True] * 5 + [False] * 2
+        for m in held_out:
+            assert _caption(m) not in prompt
+    assert list(table.loc["u0", "keywords"]) == ["space opera", "noir"]
+
+
+def test_fallback_keywords_come_from_the_training_items_only(interactions, items):
+    # u1 gets an empty answer; its last five training items are 4..8: genres of 5, 7 = Drama,
+    # Comedy (twice each), of 4, 6, 8 = Western (three times). Held-out items 9, 10 never count.
+    items = items.copy()
+    items.loc[[9, 10], "genres"] = pd.Series([["Leaky"], ["Leaky"]], index=[9, 10])
+    split, _ = nodes.split_recommendation_interactions(interactions, PARAMS)
+    table = nodes.extract_recommendation_keywords(split, items, FakeLLM(), PARAMS).set_index(
+        "user_id"
+    )
+    assert bool(table.loc["u1", "fallback"])
+    assert list(table.loc["u1", "keywords"]) == ["western", "drama", "comedy"]
+
+
+def _planted_item_features(split):
+    """Item m's features: 1 at coordinate m, 0 elsewhere (1280 wide)."""
+    ids = sorted(split["item_id"].unique())
+    features = [np.eye(1280, dtype=np.float32)[int(i[1:])] for i in ids]
+    return pd.DataFrame({"item_id": ids, "image_source": "generated", "features": features})
+
+
+def _user_images():
+    rng = np.random.default_rng(0)
+    return {
+        f"u{k}": Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+        for k in range(N_USERS)
+    }
+
+
+def test_averaged_user_features_are_the_mean_of_training_items_only(interactions, items):
+    split, _ = nodes.split_recommendation_interactions(interactions, PARAMS)
+    keywords = nodes.extract_recommendation_keywords(split, items, FakeLLM(), PARAMS)
+    images = _user_images()
+    table = nodes.build_recommendation_user_features(
+        split, _planted_item_features(split), keywords, images, PARAMS
+    )
+    averaged = table[table["setting"] == "averaged_user"].set_index("user_id")["features"]
+    for k in range(N_USERS):
+        expected = np.zeros(1280, dtype=np.float32)
+        expected[_liked(k)[:8]] = 1 / 8  # the eight training items, not validation or test
+        np.testing.assert_allclose(averaged[f"u{k}"], expected, atol=1e-7)
+    # generated_user: each user's own image through the same extractor, in the users' order
+    generated = table[table["setting"] == "generated_user"].set_index("user_id")["features"]
+    direct = nodes._pooled(nodes._extractor(PARAMS), [images["u2"], images["u0"]], PARAMS)
+    np.testing.assert_allclose(generated["u2"], direct[0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(generated["u0"], direct[1], rtol=1e-4, atol=1e-5)
+
+
+def test_images_made_from_other_items_are_refused(interactions, items):
+    split, _ = nodes.split_recommendation_interactions(interactions, PARAMS)
+    keywords = nodes.extract_recommendation_keywords(split, items, FakeLLM(), PARAMS)
+    # the same user images, but the split now holds out two items per user more
+    shifted = split.copy()
+    shifted.loc[shifted["position"] == 7, "split"] = "validation"
+    with pytest.raises(ValueError, match="last 5 training items"):
+        nodes.build_recommendation_user_features(
+            shifted, _planted_item_features(split), keywords, _user_images(), PARAMS
+        )
+
+
+def test_item_images_are_generated_only_for_items_without_one(
+    interactions, items, tiny_generator, tmp_path
+):
+    split, _ = nodes.split_recommendation_interactions(interactions, PARAMS)
+    path = tmp_path / "poster.png"
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(path)
+    index = pd.DataFrame({"item_id": ["i03"], "image_path": [str(path)], "image_offset": [-1]})
+    params = {
+        **PARAMS,
+        "item_images": {"prompt_template": "movie poster, {title}, {genres}"},
+        "image_generation": {
+            "seed": 0,
+            "mode": "embedding_scale",
+            "sampler": "ddim",
+            "steps": 2,
+            "guidance_scale": 1.5,
+            "batch_size": 5,
+        },
+    }
+    images, log = nodes.generate_recommendation_item_images(
+        split, items, index, tiny_generator, params
+    )
+    expected = sorted(set(split["item_id"]) - {"i03"})
+    assert sorted(images) == expected == log["key"].tolist()
+    assert log.set_index("key").loc["i04", "condition_text"] == "movie poster, Film 4, Western"
+    assert (
+        log.set_index("key").loc["i05", "condition_text"] == "movie poster, Film 5, Drama, Comedy"
+    )
+    features = nodes.extract_recommendation_item_features(split, index, images, params)
+    sources = features.set_index("item_id")["image_source"]
+    assert sources["i03"] == "item image" and (sources.drop("i03") == "generated").all()
+
+
+def _test_params(project_root, scene: str) -> dict:
+    """The scene's recommendation parameters of the `test` environment (base merged with test)."""
+    from kedro.config import OmegaConfigLoader
+
+    from pmg_kedro.settings import CONFIG_LOADER_ARGS
+
+    loader = OmegaConfigLoader(str(project_root / "conf"), env="test", **CONFIG_LOADER_ARGS)
+    return loader["parameters"][scene]["recommendation"]
+
+
+def test_pipeline_runs_every_setting_and_seed_and_labels_what_it_reports(
+    interactions, items, tiny_generator, tmp_path, project_root
+):
+    paths = []
+    for m in range(N_ITEMS):  # costume: real item images on disk
+        paths.append(tmp_path / f"i{m:02d}.png")
+        Image.new("RGB", (28, 28), (20 * m, 0, 255 - 20 * m)).save(paths[-1])
+    datasets = {
+        "llm": FakeLLM(),
+        "generator": tiny_generator,
+        "movie.interactions": interactions,
+        "movie.items": items,
+        "movie.image_index": pd.DataFrame(columns=["item_id", "image_path", "image_offset"]),
+        "costume.interactions": interactions.drop(columns="positive").assign(simulated=True),
+        "costume.items": items.assign(
+            class_name="coat", brightness_level="dark", texture_level="plain"
+        ),
+        "costume.image_index": pd.DataFrame(
+            {"item_id": items["item_id"], "image_path": map(str, paths), "image_offset": -1}
+        ),
+    }
+    params = {scene: _test_params(project_root, scene) for scene in ("movie", "costume")}
+    catalog = DataCatalog({name: MemoryDataset(data) for name, data in datasets.items()})
+    for scene in params:
+        catalog[f"params:{scene}.recommendation"] = MemoryDataset(params[scene])
+        catalog[f"{scene}.recommendation_report"] = MemoryDataset()
+    pipeline = create_pipeline()
+    assert {n.namespace for n in pipeline.nodes} == {"movie", "costume"}  # emoticon: no task
+    SequentialRunner().run(pipeline, catalog)
+    for scene in ("movie", "costume"):
+        report = catalog.load(f"{scene}.recommendation_report")
+        results = pd.DataFrame(report["results"])
+        seeds = [int(s) for s in params[scene]["seeds"]]
+        assert len(seeds) == 2
+        assert sorted(zip(results["setting"], results["seed"], strict=True)) == sorted(
+            (s, seed) for s in params[scene]["settings"] for seed in seeds
+        )
+        assert (results["ranked_known"] == 0).all()
+        assert (results["simulated_users"] == (scene == "costume")).all()
+        paired = report["paired_difference"]["metrics"]["recall@20"]
+        by = results.pivot(index="seed", columns="setting", values="recall@20")
+        expected = (by["generated_user"] - by["averaged_user"]).tolist()
+        assert list(paired["per_seed"].values()) == pytest.approx(expected)
+    movie = catalog.load("movie.recommendation_report")
+    costume = catalog.load("costume.recommendation_report")
+    assert movie["item_features"]["image_sources"] == {"generated": N_ITEMS}
+    assert any("GENERATED" in label for label in movie["labels"])
+    assert not movie["simulated_users"]
+    assert costume["item_features"]["image_sources"] == {"item image": N_ITEMS}
+    assert costume["simulated_users"] and any("SIMULATED" in label for label in costume["labels"])
