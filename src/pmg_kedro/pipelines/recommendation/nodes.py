@@ -182,11 +182,15 @@ def extract_recommendation_keywords(
     the same items (flagged, counted).
     """
     p = params["user_images"]
-    absent = [c for c in p["fallback_columns"] if c not in items.columns]
-    if absent:
-        raise ValueError(
-            f"items: no columns {absent} (recommendation.user_images.fallback_columns); "
-            f"columns are {list(items.columns)}"
+    # The fallback reads what the items have (POG items have no class): the configured columns
+    # that exist, else the item titles.
+    fallback_columns = [c for c in p["fallback_columns"] if c in items.columns] or ["title"]
+    if fallback_columns != list(p["fallback_columns"]):
+        logger.info(
+            "fallback columns %s not all in items (%s): using %s",
+            p["fallback_columns"],
+            list(items.columns),
+            fallback_columns,
         )
     by_id = items.drop_duplicates("item_id").set_index("item_id")
     sources = _training_items(split).map(lambda s: s[-int(p["n_history"]) :])
@@ -220,7 +224,7 @@ def extract_recommendation_keywords(
             values = [
                 str(v).lower()
                 for i in source
-                for c in p["fallback_columns"]
+                for c in fallback_columns
                 for v in np.atleast_1d(by_id.loc[i, c])
                 if v == v
             ]
