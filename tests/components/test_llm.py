@@ -163,3 +163,41 @@ def test_llm_folder_dataset_takes_the_path_from_an_environment_variable(
     assert again.num_threads == 1
     settings = GenerationSettings(max_new_tokens=4)
     assert again.generate(PROMPTS[:2], settings) == llm.generate(PROMPTS[:2], settings)
+
+
+def _lora(llm, seed: int = 0):
+    """A LoRA adapter on `llm` with random (non-zero) A and B: (peft model, tensors, config)."""
+    import copy
+
+    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
+
+    config = {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj", "down_proj"]}
+    model = get_peft_model(copy.deepcopy(llm.model), LoraConfig(**config))
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_" in name:
+                p.normal_(0, 0.5)
+    return model.eval(), get_peft_model_state_dict(model), config
+
+
+def test_with_lora_merges_the_adapter_into_a_copy(llm):
+    before = {k: v.clone() for k, v in llm.model.state_dict().items()}
+    peft_model, tensors, config = _lora(llm)
+    merged = llm.with_lora(tensors, config)
+    ids = llm.encode(PROMPTS)
+    with torch.no_grad():
+        expected = peft_model(**ids).logits  # the adapter unmerged
+        got = merged.model(**ids).logits
+        base = llm.model(**ids).logits
+    assert torch.allclose(got, expected, atol=1e-4)
+    assert not torch.allclose(base, expected, atol=1e-2)  # the adapter changes the answers
+    assert all(torch.equal(before[k], v) for k, v in llm.model.state_dict().items())
+    assert merged.name == f"{llm.name}+lora" and merged.tokenizer is llm.tokenizer
+    assert not any("lora_" in k for k in merged.model.state_dict())  # merged: plain weights
+
+
+def test_with_lora_refuses_an_adapter_of_other_modules(llm):
+    _, tensors, config = _lora(llm)
+    with pytest.raises(ValueError, match=r"LoRA adapter does not fit .*LoRA weights missing"):
+        llm.with_lora(tensors, {**config, "target_modules": ["q_proj", "k_proj"]})

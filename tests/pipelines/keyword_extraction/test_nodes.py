@@ -4,8 +4,10 @@ rule, target prefix, and the quality report's arithmetic."""
 import pandas as pd
 import pytest
 
+from pmg_kedro.components.keyword_adapter import AdapterLeakError
 from pmg_kedro.components.keyword_quality import bootstrap_share, fallback_keywords, items_by_id
 from pmg_kedro.pipelines.keyword_extraction.nodes import (
+    extract_comparison_keywords,
     extract_preference_keywords,
     extract_target_keywords,
     report_keyword_quality,
@@ -13,7 +15,30 @@ from pmg_kedro.pipelines.keyword_extraction.nodes import (
 from tests.components.tiny_llm import ScriptedLLM
 
 GEN = {"max_new_tokens": 8, "repetition_penalty": 1.1, "batch_size": 8}
+CHECKS = [
+    {
+        "name": "history_genres",
+        "description": "top-2 history genres",
+        "source": "history",
+        "column": "genres",
+        "top": 2,
+        "attribute": "genre",
+        "budget": 2,
+        "baseline": {"column": "genres"},
+    },
+    {
+        "name": "target_genres",
+        "description": "target genres",
+        "source": "target",
+        "column": "genres",
+        "attribute": "genre",
+        "budget": 2,
+        "baseline": {"column": "genres"},
+    },
+]
+NO_ADAPTER = {"tensors": {}, "metadata": {}}  # llm_adapter: none never reads it
 PARAMS = {
+    "llm_adapter": "none",
     "scene": "movie",
     "k_p": 4,
     "k_t": 2,
@@ -38,24 +63,10 @@ PARAMS = {
         "text_encoder_path": None,
         "seed": 3,
         "bootstrap_resamples": 500,
+        "compare_llm_adapter": "none",
         "note": "real users",
         "simulated_note": "SIMULATED users",
-        "baseline": [{"column": "genres", "top": 2}],
-        "checks": [
-            {
-                "name": "history_genres",
-                "description": "top-2 history genres",
-                "source": "history",
-                "column": "genres",
-                "top": 2,
-            },
-            {
-                "name": "target_genres",
-                "description": "target genres",
-                "source": "target",
-                "column": "genres",
-            },
-        ],
+        "checks": CHECKS,
     },
 }
 
@@ -107,7 +118,9 @@ LLM_RULES = [
 
 def test_preference_keywords_merge_dedupe_cut_and_fallback(behaviour, items):
     llm = ScriptedLLM(LLM_RULES, default="I cannot answer that question about this user, sorry.")
-    result = extract_preference_keywords(behaviour, items, llm, PARAMS).set_index("user_id")
+    result = extract_preference_keywords(behaviour, items, llm, NO_ADAPTER, PARAMS).set_index(
+        "user_id"
+    )
 
     # One batched call per distinct answer prefix (one per attribute), every user in each.
     assert [(len(p), prefix) for p, _, prefix in llm.calls] == [
@@ -120,6 +133,7 @@ def test_preference_keywords_merge_dedupe_cut_and_fallback(behaviour, items):
     # Round robin over attributes, "comedies" = "comedy", the echo "who directed" dropped, K_p=4.
     assert list(a["keywords"]) == ["animation", "john lasseter", "comedies", "family"]
     assert a["n_parsed"] == 4 and not a["fallback"]
+    assert set(result["llm_adapter"]) == {"none"}  # zero-shot: the adapter is never read
     assert list(a["raw_answers"])[1] == "John Lasseter, Who directed"
     assert [list(p) for p in a["parsed"]] == [
         ["animation", "comedies", "family"],
@@ -153,102 +167,212 @@ def test_target_fallback_uses_message_words_when_no_item_columns(behaviour, item
     assert list(result.at["c", "keywords"]) == ["emoji", "alien", "horror"]
 
 
-def _preference(keywords, fallback, purpose=("evaluation",) * 3):
+def _preference(adapter, genre, age, keywords, fallback, purpose=("evaluation",) * 3):
+    """A preference-keyword table of users a, b, c: parsed genre and age answers per user."""
     return pd.DataFrame(
         {
             "user_id": ["a", "b", "c"],
             "purpose": list(purpose),
             "keywords": keywords,
-            "attributes": [["genre"]] * 3,
-            "raw_answers": [["x"]] * 3,
-            "parsed": [[k] if not f else [[]] for k, f in zip(keywords, fallback, strict=True)],
-            "n_parsed": [0 if f else len(k) for k, f in zip(keywords, fallback, strict=True)],
+            "attributes": [["genre", "age"]] * 3,
+            "raw_answers": [["x", "y"]] * 3,
+            "parsed": [[g, a] for g, a in zip(genre, age, strict=True)],
+            "n_parsed": [len(k) for k in keywords],
             "fallback": fallback,
+            "llm_adapter": adapter,
         }
     )
 
 
+# Zero-shot: a names "animated comedy"; b "romance"; c parsed nothing (fallback keywords).
+ZERO_SHOT = _preference(
+    "none",
+    genre=[["pixar", "animated comedy"], ["romance"], []],
+    age=[["90s"], [], ["1970s"]],
+    keywords=[["pixar", "animated comedy", "90s"], ["romance"], ["horror"]],
+    fallback=[False, False, True],
+)
+LORA = _preference(
+    "lora",
+    genre=[["comedy", "drama", "crime"], ["crime", "drama"], ["drama", "horror"]],
+    age=[["1990s"], ["1980s"], ["1970s"]],
+    keywords=[["comedy", "1990s", "drama"], ["crime", "1980s"], ["drama", "1970s"]],
+    fallback=[False, False, False],
+)
 TARGET = pd.DataFrame(
     {"user_id": ["a", "b", "c"], "fallback": [False, True, False], "n_parsed": [2, 0, 1]}
 )
 REAL_USERS = pd.DataFrame({"user_id": ["a", "b", "c"], "simulated": False})
+DECADE = {
+    "name": "target_decade",
+    "description": "target decade",
+    "source": "target",
+    "column": "year",
+    "transform": "decade",
+    "match": "exact",
+    "attribute": "age",
+    "budget": 1,
+    "baseline": {"column": "year", "transform": "decade"},
+}
+QUALITY_PARAMS = {**PARAMS, "quality": {**PARAMS["quality"], "checks": [*CHECKS, DECADE]}}
 
 
-def test_quality_report_counts_llm_and_baseline_hits(behaviour, items):
-    preference = _preference(
-        [["animated comedy", "pixar"], ["romance"], ["horror"]], [False, False, True]
-    )
+def _years(items):
+    return items.assign(year=[1995, 1995, 1979, 1995])
+
+
+def test_quality_report_compares_methods_at_an_equal_budget(behaviour, items):
     report, markdown = report_keyword_quality(
-        preference, TARGET, behaviour, items, REAL_USERS, PARAMS
+        LORA, ZERO_SHOT, TARGET, behaviour, _years(items), REAL_USERS, QUALITY_PARAMS
     )
+    assert report["methods"] == {
+        "llm_zero_shot": "zero-shot LLM",
+        "llm_lora": "LoRA LLM",
+        "baseline": "no-LLM baseline",
+    }
+    history = report["checks"]["history_genres"]["methods"]
+    # top-2 history genres: a animation, comedy; b crime, thriller; c horror, sci-fi.
+    # zero-shot B=2: a "animated comedy" names comedy; b romance; c nothing parsed.
+    assert history["llm_zero_shot"]["share_exact"] == pytest.approx(1 / 3, abs=1e-3)
+    assert history["llm_lora"]["share_exact"] == 1.0
+    assert history["baseline"]["share"] == 1.0  # the baseline is the history genres themselves
+    assert history["baseline"]["share_ci95"] == [1.0, 1.0]
+    # the whole k^p (unequal budget): a and c (c by the fallback rule); without fallback a of a, b
+    assert history["llm_zero_shot"]["share_all_keywords"] == pytest.approx(2 / 3, abs=1e-3)
+    assert history["llm_zero_shot"]["share_all_keywords_without_fallback_users"] == 0.5
 
-    history = report["checks"]["history_genres"]
-    # a names "comedy" (in "animated comedy"); b's "romance" is no crime/thriller/drama; c: horror.
-    assert history["llm_share_exact"] == pytest.approx(2 / 3, abs=1e-3)
-    assert history["llm_share_without_fallback_users"] == pytest.approx(0.5)
-    assert history["baseline_share"] == 1.0  # the baseline is the history genres themselves
-    assert history["baseline_share_ci95"] == [1.0, 1.0]
-    target_check = report["checks"]["target_genres"]
-    # Targets: a -> Heat (crime, thriller), b -> Toy Story, c -> Alien (horror, sci-fi).
-    assert target_check["baseline_share_exact"] == pytest.approx(1 / 3, abs=1e-3)
-    assert target_check["llm_share_exact"] == pytest.approx(1 / 3, abs=1e-3)
+    target = report["checks"]["target_genres"]
+    # Targets: a -> Heat (crime, thriller), b -> Toy Story, c -> Alien (horror, sci-fi). LoRA's
+    # third genre for a is "crime": cut by B = 2, so only c names its target.
+    assert target["methods"]["llm_lora"]["share_exact"] == pytest.approx(1 / 3, abs=1e-3)
+    assert target["methods"]["baseline"]["share_exact"] == pytest.approx(1 / 3, abs=1e-3)
     # three users, one hit: a resample holds 0, 1, 2 or 3 hits
-    assert target_check["llm_share_exact_ci95"] == [0.0, 1.0]
-    assert report["preference_keywords"]["n_fallback_users"] == 1
-    assert report["preference_keywords"]["empty_answer_share_per_attribute"] == {
-        "genre": pytest.approx(1 / 3, abs=1e-3)
+    assert target["methods"]["baseline"]["share_exact_ci95"] == [0.0, 1.0]
+    assert target["budget"] == 2 and target["attribute"] == "genre"
+
+    decade = report["checks"]["target_decade"]
+    # targets' decades 1990s, 1990s, 1970s; LoRA a and c; zero-shot only c ("90s" is not
+    # "1990s", and exact match only); baseline: most frequent history decade, all three.
+    assert decade["methods"]["llm_lora"]["share"] == pytest.approx(2 / 3, abs=1e-3)
+    assert decade["methods"]["llm_zero_shot"]["share"] == pytest.approx(1 / 3, abs=1e-3)
+    assert decade["methods"]["baseline"]["share"] == 1.0
+    differences = decade["paired_differences"]
+    assert differences["llm_lora - baseline"]["mean"] == pytest.approx(-1 / 3, abs=1e-3)
+    assert differences["llm_lora - llm_zero_shot"]["mean"] == pytest.approx(1 / 3, abs=1e-3)
+    assert decade["match"] == "exact"
+
+    assert report["preference_keywords"]["llm_zero_shot"]["n_fallback_users"] == 1
+    assert report["preference_keywords"]["llm_lora"]["empty_answer_share_per_attribute"] == {
+        "genre": 0.0,
+        "age": 0.0,
+    }
+    assert report["preference_keywords"]["llm_zero_shot"]["empty_answer_share_per_attribute"] == {
+        "genre": pytest.approx(1 / 3, abs=1e-3),
+        "age": pytest.approx(1 / 3, abs=1e-3),
     }
     assert report["target_keywords"]["n_fallback_users"] == 1
     assert report["scene_note"] == "real users" and report["not_applicable"] == {}
-    assert "| history_genres: top-2 history genres | 3 | 0.67 [" in markdown
-    assert "1.00 [1.00, 1.00] |" in markdown
+    assert "| zero-shot LLM | LoRA LLM | no-LLM baseline |" in markdown
+    assert "| target_decade: target decade | 3 | age, 1 | 0.33 [" in markdown
 
 
 def test_quality_report_measures_evaluation_users_only(behaviour, items):
-    preference = _preference(
-        [["comedy"], ["crime"], ["drama"]],
-        [False, False, False],
-        purpose=("evaluation", "training", "evaluation"),
+    purpose = ("evaluation", "training", "evaluation")
+    lora = LORA.assign(purpose=list(purpose))
+    behaviour = behaviour.assign(purpose=list(purpose))
+    empty = ZERO_SHOT[:0]  # no comparison run
+    report, markdown = report_keyword_quality(
+        lora, empty, TARGET, behaviour, items, REAL_USERS, PARAMS
     )
-    behaviour = behaviour.assign(purpose=["evaluation", "training", "evaluation"])
-    report, _ = report_keyword_quality(preference, TARGET, behaviour, items, REAL_USERS, PARAMS)
-    assert report["n_users"] == 2
-    # a: comedy is a top-2 history genre; c: drama is not Alien's horror / sci-fi
-    assert report["checks"]["history_genres"]["llm_share_exact"] == 0.5
+    assert report["n_users"] == 2 and set(report["methods"]) == {"llm_lora", "baseline"}
+    # a: comedy is a top-2 history genre; c: drama, horror names horror
+    history = report["checks"]["history_genres"]
+    assert history["n_users"] == 2 and history["methods"]["llm_lora"]["share_exact"] == 1.0
+    assert "zero-shot" not in markdown
 
 
 def test_checks_without_their_reference_are_not_applicable(behaviour, items):
     """POG-shaped data: items without the baseline column, real users without a hidden taste."""
+    check = {"description": "d", "attribute": "genre", "budget": 1}
     params = {
         **PARAMS,
         "quality": {
             **PARAMS["quality"],
-            "baseline": [{"column": "class_name", "top": 2}],
             "checks": [
-                {"name": "taste", "description": "d", "source": "user", "column": "taste"},
+                {**check, "name": "taste", "source": "user", "column": "taste"},
                 {
+                    **check,
                     "name": "hidden",
-                    "description": "d",
                     "source": "user",
                     "column": "user_id",
                     "hidden_taste": True,
                 },
-                {"name": "kind", "description": "d", "source": "target", "column": "class_name"},
+                {**check, "name": "kind", "source": "target", "column": "class_name"},
+                {**check, "name": "era", "source": "target", "column": "title", "attribute": "era"},
+                {
+                    **check,
+                    "name": "genres",
+                    "source": "target",
+                    "column": "genres",
+                    "baseline": {"column": "class_name"},
+                },
             ],
         },
     }
-    preference = _preference([["a"], ["b"], ["c"]], [False] * 3)
     report, markdown = report_keyword_quality(
-        preference, TARGET, behaviour, items, REAL_USERS, params
+        LORA, ZERO_SHOT, TARGET, behaviour, items, REAL_USERS, params
     )
-    assert report["checks"] == {}
-    assert set(report["not_applicable"]) == {"baseline:class_name", "taste", "hidden", "kind"}
+    assert set(report["checks"]) == {"genres"}
+    assert set(report["checks"]["genres"]["methods"]) == {"llm_lora", "llm_zero_shot"}
+    assert set(report["not_applicable"]) == {
+        "taste",
+        "hidden",
+        "kind",
+        "era",
+        "baseline:class_name",
+    }
     assert report["not_applicable"]["hidden"].startswith("users are real, not simulated")
     assert report["not_applicable"]["taste"].startswith("the users table has no column 'taste'")
+    assert report["not_applicable"]["era"].startswith("the LLM is not asked the attribute 'era'")
     assert "- kind: not applicable: the items table has no column 'class_name'" in markdown
     simulated = REAL_USERS.assign(simulated=True)
-    report, _ = report_keyword_quality(preference, TARGET, behaviour, items, simulated, params)
+    report, _ = report_keyword_quality(LORA, ZERO_SHOT, TARGET, behaviour, items, simulated, params)
     assert "hidden" not in report["not_applicable"] and report["scene_note"] == "SIMULATED users"
+
+
+def test_two_tables_of_one_llm_setting_are_an_error(behaviour, items):
+    with pytest.raises(ValueError, match="unknown or repeated llm_adapter"):
+        report_keyword_quality(LORA, LORA, TARGET, behaviour, items, REAL_USERS, PARAMS)
+
+
+def test_lora_refuses_an_evaluation_user_the_adapter_trained_on(behaviour, items):
+    llm = ScriptedLLM(LLM_RULES)
+    adapter = {"tensors": {}, "metadata": {"trained_users": {"movie": ["b", "z"]}}}
+    with pytest.raises(AdapterLeakError, match=r"movie.*trained on 1 of these users .*\['b'\]"):
+        extract_preference_keywords(
+            behaviour, items, llm, adapter, {**PARAMS, "llm_adapter": "lora"}
+        )
+    assert llm.calls == []  # refused before any answer
+    # training rows of those users are no evaluation: they pass the check (then merge fails here)
+    training = behaviour.assign(purpose="training")
+    with pytest.raises(ValueError, match="not a trained keyword adapter"):
+        extract_preference_keywords(
+            training, items, llm, adapter, {**PARAMS, "llm_adapter": "lora"}
+        )
+    with pytest.raises(ValueError, match="llm_adapter: expected lora or none, got 'qlora'"):
+        extract_preference_keywords(
+            behaviour, items, llm, adapter, {**PARAMS, "llm_adapter": "qlora"}
+        )
+
+
+def test_comparison_keywords_run_the_other_setting_on_evaluation_users_only(behaviour, items):
+    behaviour = behaviour.assign(purpose=["evaluation", "training", "evaluation"])
+    llm = ScriptedLLM(LLM_RULES, default="comedy")
+    result = extract_comparison_keywords(behaviour, items, llm, NO_ADAPTER, PARAMS)
+    assert result["user_id"].tolist() == ["a", "c"] and set(result["llm_adapter"]) == {"none"}
+    params = {**PARAMS, "quality": {**PARAMS["quality"], "compare_llm_adapter": None}}
+    empty = extract_comparison_keywords(behaviour, items, llm, NO_ADAPTER, params)
+    assert empty.empty and list(empty.columns) == list(result.columns)
 
 
 def test_bootstrap_interval_matches_the_normal_approximation():
@@ -266,7 +390,7 @@ def test_fallback_reads_only_the_columns_the_items_have(behaviour, items):
     """POG items have no genres: the fallback is the content words of the history texts."""
     pog_items = items.drop(columns="genres")
     llm = ScriptedLLM([], default="")
-    preference = extract_preference_keywords(behaviour, pog_items, llm, PARAMS)
+    preference = extract_preference_keywords(behaviour, pog_items, llm, NO_ADAPTER, PARAMS)
     c = preference.set_index("user_id").loc["c"]
     assert c["fallback"] and list(c["keywords"]) == ["alien", "horror"]
     target = extract_target_keywords(behaviour, pog_items, llm, PARAMS).set_index("user_id")
@@ -279,3 +403,20 @@ def test_fallback_to_titles_when_the_texts_have_no_latin_words(items):
         "连衣裙",
         "衬衫",
     ]
+
+
+def test_the_adapters_decoding_overrides_apply_to_lora_only(behaviour, items, monkeypatch):
+    from pmg_kedro.pipelines.keyword_extraction import nodes
+
+    llm, merged = ScriptedLLM(LLM_RULES), ScriptedLLM(LLM_RULES)
+    llm.name, merged.name = "scripted", "scripted+lora"
+    monkeypatch.setattr(nodes, "adapted_llm", lambda base, adapter, where: merged)
+    params = {**PARAMS, "lora_generation": {"repetition_penalty": 1.0}}
+    extract_preference_keywords(behaviour, items, llm, NO_ADAPTER, params)
+    lora = extract_preference_keywords(
+        behaviour, items, llm, NO_ADAPTER, {**params, "llm_adapter": "lora"}
+    )
+    assert [c[1].repetition_penalty for c in llm.calls] == [1.1, 1.1]  # zero-shot: `generation`
+    assert [c[1].repetition_penalty for c in merged.calls] == [1.0, 1.0]  # the merged LLM answers
+    assert [c[1].max_new_tokens for c in merged.calls] == [8, 8]  # the rest from `generation`
+    assert set(lora["llm_adapter"]) == {"lora"} and set(lora["llm"]) == {"scripted+lora"}

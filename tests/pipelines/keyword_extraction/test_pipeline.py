@@ -137,6 +137,7 @@ def test_pipelines_run_for_every_scene_on_a_tiny_llama(tmp_path, test_params):
             columns=["item_id", "image_path", "image_offset"]
         )
         catalog["llm"] = MemoryDataset(llm, copy_mode="assign")
+        catalog["keyword_adapter"] = {"tensors": {}, "metadata": {}}  # test: zero-shot
         keyword_params = dict(test_params[scene]["keyword_extraction"])
         keyword_params["max_keyword_words"] = 8  # random words rarely hit a comma: keep them
         catalog[f"params:{scene}.behavior_summarization"] = test_params[scene][
@@ -164,6 +165,8 @@ def test_pipelines_run_for_every_scene_on_a_tiny_llama(tmp_path, test_params):
         for row in target.itertuples():
             n_prefix = len(params["target_prefix"])
             assert n_prefix < len(row.keywords) <= n_prefix + params["k_t"]
+        assert set(preference["llm_adapter"]) == {"none"}
+        assert catalog.load(f"{scene}.comparison_keywords").empty  # test: no comparison run
         report = catalog.load(f"{scene}.keyword_quality")
         assert report["n_users"] == 3
         assert f"Keyword quality ({scene})" in catalog.load(f"{scene}.keyword_quality_report")
@@ -176,6 +179,82 @@ def test_pipelines_run_for_every_scene_on_a_tiny_llama(tmp_path, test_params):
     assert set(has_conversation) == {True, False}
     assert (emoticon["conversation_summary"] != "").tolist() == has_conversation.tolist()
     costume = catalog.load("costume.keyword_quality")
-    assert set(costume["checks"]) == {"taste_class", "taste_brightness", "taste_texture"}
+    assert set(costume["checks"]) == {
+        "taste_class",
+        "taste_brightness",
+        "taste_texture",
+        "target_class",
+    }
+    assert set(costume["checks"]["taste_class"]["methods"]) == {"llm_zero_shot", "baseline"}
     assert costume["not_applicable"] == {}
     assert costume["scene_note"].startswith("SIMULATED users")
+
+
+def test_lora_keywords_come_from_the_merged_adapter_and_are_compared(tmp_path, test_params):
+    """llm_adapter: lora with a (random) adapter for the tiny Llama, zero-shot as the comparison:
+    the two settings answer differently, and the report holds both beside the baseline."""
+    import copy
+
+    import torch
+    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
+
+    from pmg_kedro.components.keyword_adapter import ADAPTER_KIND
+
+    llm = load_llm(build_tiny_chat_llama(tmp_path / "llama"))
+    config = {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj", "down_proj"]}
+    peft_model = get_peft_model(copy.deepcopy(llm.model), LoraConfig(**config))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_" in name:
+                p.normal_(0, 1.0)
+    items, histories, users = _costume()
+    split = split_users(histories["user_id"], 3, 0)
+    trained = sorted(split.loc[split["split"] == "train", "user_id"])
+    adapter = {
+        "tensors": get_peft_model_state_dict(peft_model),
+        "metadata": {
+            "kind": ADAPTER_KIND,
+            "lora_config": config,
+            "base_model": {"name": llm.name, "hidden_size": 32, "num_layers": 2},
+            "trained_users": {"costume": trained},
+        },
+    }
+    params = dict(test_params["costume"]["keyword_extraction"])
+    params["max_keyword_words"] = 8
+    params["llm_adapter"] = "lora"
+    params["quality"] = {**params["quality"], "compare_llm_adapter": "none"}
+    catalog = DataCatalog()
+    catalog["costume.items"] = items
+    catalog["costume.histories"] = histories
+    catalog["costume.users"] = users
+    catalog["costume.user_split"] = split
+    catalog["costume.image_index"] = pd.DataFrame(columns=["item_id", "image_path", "image_offset"])
+    catalog["params:costume.protocol"] = test_params["costume"]["protocol"]
+    catalog["params:costume.ingestion"] = test_params["costume"]["ingestion"]
+    catalog["params:costume.behavior_summarization"] = test_params["costume"][
+        "behavior_summarization"
+    ]
+    catalog["params:costume.keyword_extraction"] = params
+    catalog["llm"] = MemoryDataset(llm, copy_mode="assign")
+    catalog["keyword_adapter"] = MemoryDataset(adapter, copy_mode="assign")
+    pipeline = (behaviour_pipeline() + keyword_pipeline()).only_nodes_with_namespaces(["costume"])
+    for name in pipeline.all_outputs():
+        catalog[name] = KeptDataset()
+    SequentialRunner().run(pipeline, catalog)
+
+    lora = catalog.load("costume.preference_keywords")
+    zero_shot = catalog.load("costume.comparison_keywords")
+    assert set(lora["llm_adapter"]) == {"lora"} and set(zero_shot["llm_adapter"]) == {"none"}
+    evaluation = lora[lora["purpose"] == "evaluation"].set_index("user_id")
+    assert set(zero_shot["user_id"]) == set(evaluation.index)
+    answers = evaluation.loc[zero_shot["user_id"], "raw_answers"]
+    pairs = zip(answers, zero_shot["raw_answers"], strict=True)
+    assert any(list(a) != list(b) for a, b in pairs), "the merged adapter changes the answers"
+    report = catalog.load("costume.keyword_quality")
+    assert set(report["checks"]["taste_class"]["methods"]) == {
+        "llm_lora",
+        "llm_zero_shot",
+        "baseline",
+    }
+    assert "llm_lora - llm_zero_shot" in report["checks"]["taste_class"]["paired_differences"]

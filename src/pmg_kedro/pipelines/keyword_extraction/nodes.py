@@ -7,16 +7,29 @@ Rule for a user for whom nothing parses (documented in conf): the keywords fall 
 most frequent metadata values of their history items (those of `fallback_columns` the items
 have: genres, class, ...; POG items have none, then the content words of the history texts)
 and the row is flagged `fallback = True`; such users are counted and logged, never dropped.
+
+`llm_adapter` (ours, issue 12): `lora` answers the preference prompts with the keyword adapter
+trained by model_preparation on train users' behaviour (`components.keyword_adapter`), merged into
+a copy of LLM_g; `none` prompts LLM_g zero-shot, as the paper does. An evaluation user the adapter
+was trained on stops the run. Target keywords stay zero-shot: the adapter learnt preference
+prompts only, and no behaviour supervises a description of one item.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import pandas as pd
 
+from ...components.keyword_adapter import (
+    adapted_llm,
+    check_not_trained_on,
+    preference_messages,
+)
 from ...components.keyword_quality import (
+    adapter_label,
     fallback_keywords,
     item_values,
     items_by_id,
@@ -26,47 +39,111 @@ from ...components.keyword_quality import (
 from ...components.llm import LLM, GenerationSettings
 from ...components.prompts import (
     content_words,
-    format_behaviour,
     merge_keywords,
     parse_keywords,
-    preference_prompt,
     render,
     target_condition,
     target_prompt,
 )
 
 logger = logging.getLogger(__name__)
+PREFERENCE_COLUMNS = [
+    "user_id",
+    "purpose",
+    "keywords",
+    "attributes",
+    "raw_answers",
+    "parsed",
+    "n_parsed",
+    "fallback",
+    "llm_adapter",
+    "llm",
+]
 
 
 def extract_preference_keywords(
-    behavior_texts: pd.DataFrame, items: pd.DataFrame, llm: LLM, params: dict[str, Any]
+    behavior_texts: pd.DataFrame,
+    items: pd.DataFrame,
+    llm: LLM,
+    keyword_adapter: dict[str, Any],
+    params: dict[str, Any],
 ) -> pd.DataFrame:
     """k^p per user: one prompt per attribute, parsed, merged, de-duplicated, cut to K_p.
 
     Returns user_id, purpose (evaluation | training), keywords, attributes, raw_answers (one per
-    attribute), parsed (per attribute), n_parsed (distinct keywords before the cut) and fallback.
-    Training rows' behaviour ends before their supervision item, so their keywords never see it.
+    attribute), parsed (per attribute), n_parsed (distinct keywords before the cut), fallback,
+    llm_adapter (`lora` | `none`, from params) and llm (the model that answered). Training rows'
+    behaviour ends before their supervision item, so their keywords never see it.
     """
+    return _preference_keywords(
+        behavior_texts, items, llm, keyword_adapter, params, params.get("llm_adapter", "none")
+    )
+
+
+def extract_comparison_keywords(
+    behavior_texts: pd.DataFrame,
+    items: pd.DataFrame,
+    llm: LLM,
+    keyword_adapter: dict[str, Any],
+    params: dict[str, Any],
+) -> pd.DataFrame:
+    """k^p of the evaluation users under `quality.compare_llm_adapter` (the other LLM setting,
+    for the quality report); the columns of `extract_preference_keywords`, no row when null."""
+    adapter = params["quality"].get("compare_llm_adapter")
+    evaluation = behavior_texts[behavior_texts["purpose"] == "evaluation"]
+    if not adapter:
+        return _preference_keywords(evaluation[:0], items, llm, keyword_adapter, params, "none")
+    return _preference_keywords(evaluation, items, llm, keyword_adapter, params, adapter)
+
+
+def _keyword_llm(
+    llm: LLM, keyword_adapter: dict[str, Any], adapter: str, behavior_texts, scene: str
+) -> LLM:
+    """LLM_g for the preference prompts: as it is (`none`) or with the LoRA adapter merged in
+    (`lora`), after refusing evaluation users the adapter was trained on."""
+    if adapter == "none":
+        return llm
+    if adapter != "lora":
+        raise ValueError(f"keyword_extraction.llm_adapter: expected lora or none, got {adapter!r}")
+    evaluation = behavior_texts.loc[behavior_texts["purpose"] == "evaluation", "user_id"]
+    where = f"keyword_extraction ({scene}, catalog entry keyword_adapter)"
+    check_not_trained_on(keyword_adapter.get("metadata") or {}, scene, list(evaluation), where)
+    start = time.perf_counter()
+    adapted = adapted_llm(llm, keyword_adapter, where)
+    logger.info(
+        "keyword adapter merged into a copy of %s in %.1f s", llm.name, time.perf_counter() - start
+    )
+    return adapted
+
+
+def _preference_keywords(
+    behavior_texts: pd.DataFrame,
+    items: pd.DataFrame,
+    llm: LLM,
+    keyword_adapter: dict[str, Any],
+    params: dict[str, Any],
+    adapter: str,
+) -> pd.DataFrame:
     attributes: dict[str, str] = params["attributes"]
-    settings = GenerationSettings.from_params(params["generation"])
+    generation = dict(params["generation"])
+    if adapter == "lora":  # the adapter's own decoding overrides (`lora_generation`)
+        generation.update(params.get("lora_generation") or {})
+    settings = GenerationSettings.from_params(generation)
     prompts, prefixes = [], []
     for row in behavior_texts.itertuples(index=False):
-        history = format_behaviour(list(row.history_texts), params["history_line"])
-        for attribute, examples in attributes.items():
-            prompts.append(
-                preference_prompt(
-                    params["preference_template"],
-                    principle=params["principle"],
-                    attribute=attribute,
-                    examples=examples,
-                    history=history,
-                    conversation=row.conversation_summary,
-                    conversation_template=params["conversation_template"],
-                    n_keywords=int(params["keywords_per_attribute"]),
-                )
-            )
-            prefixes.append(render(params["answer_prefix"], attribute=attribute))
-    answers, finished = _generate(llm, prompts, prefixes, settings, "preference keywords")
+        for _, message, prefix in preference_messages(
+            list(row.history_texts), row.conversation_summary, params
+        ):
+            prompts.append(message)
+            prefixes.append(prefix)
+    llm_g = (
+        _keyword_llm(llm, keyword_adapter, adapter, behavior_texts, params.get("scene", ""))
+        if prompts
+        else llm
+    )
+    answers, finished = _generate(
+        llm_g, prompts, prefixes, settings, f"preference keywords ({adapter_label(adapter)})"
+    )
 
     by_id = items_by_id(items)
     fallback_columns = present_columns(params["fallback_columns"], items)
@@ -104,13 +181,16 @@ def extract_preference_keywords(
                 "parsed": parsed,
                 "n_parsed": n_parsed,
                 "fallback": fallback,
+                "llm_adapter": adapter,
+                "llm": getattr(llm_g, "name", type(llm_g).__name__),
             }
         )
-    result = pd.DataFrame(records)
+    result = pd.DataFrame(records, columns=PREFERENCE_COLUMNS)
     n_fallback = int(result["fallback"].sum()) if len(result) else 0
     logger.info(
-        "preference keywords: %d users, %d with nothing parsed (fallback to history metadata "
-        "%s), empty answers per attribute %s",
+        "preference keywords (%s): %d users, %d with nothing parsed (fallback to history "
+        "metadata %s), empty answers per attribute %s",
+        adapter_label(adapter),
         len(result),
         n_fallback,
         fallback_columns or "(none present): content words of the history texts",
@@ -212,16 +292,18 @@ def _generate(llm, prompts, prefixes, settings, desc) -> tuple[list[str], list[b
 
 def report_keyword_quality(
     preference_keywords: pd.DataFrame,
+    comparison_keywords: pd.DataFrame,
     target_keywords: pd.DataFrame,
     behavior_texts: pd.DataFrame,
     items: pd.DataFrame,
     users: pd.DataFrame,
     params: dict[str, Any],
 ) -> tuple[dict[str, Any], str]:
-    """Share of evaluation users whose k^p names a reference term (LLM and no-LLM baseline, 95%
-    bootstrap intervals); checks the data cannot support are "not applicable". Returns JSON, Markdown."""
+    """Share of evaluation users whose keywords name a reference term, at an equal keyword budget:
+    zero-shot LLM, LoRA LLM (whichever were run) and the no-LLM baseline, 95% bootstrap intervals;
+    checks the data cannot support are "not applicable". Returns JSON, Markdown."""
     return keyword_quality_report(
-        preference_keywords,
+        [preference_keywords, comparison_keywords],
         target_keywords,
         behavior_texts,
         items,

@@ -3,17 +3,30 @@
 from kedro.pipeline import Node, Pipeline
 
 from ...scenes import per_scene
-from .nodes import extract_preference_keywords, extract_target_keywords, report_keyword_quality
+from .nodes import (
+    extract_comparison_keywords,
+    extract_preference_keywords,
+    extract_target_keywords,
+    report_keyword_quality,
+)
 
 
 def create_pipeline(**kwargs) -> Pipeline:
+    keyword_inputs = ["behavior_texts", "items", "llm", "keyword_adapter"]
     template = Pipeline(
         [
             Node(
                 extract_preference_keywords,
-                inputs=["behavior_texts", "items", "llm", "params:keyword_extraction"],
+                inputs=[*keyword_inputs, "params:keyword_extraction"],
                 outputs="preference_keywords",
                 name="extract_preference_keywords",
+            ),
+            # The other LLM setting (zero-shot vs LoRA) on the evaluation users, for the report.
+            Node(
+                extract_comparison_keywords,
+                inputs=[*keyword_inputs, "params:keyword_extraction"],
+                outputs="comparison_keywords",
+                name="extract_comparison_keywords",
             ),
             Node(
                 extract_target_keywords,
@@ -25,6 +38,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 report_keyword_quality,
                 inputs=[
                     "preference_keywords",
+                    "comparison_keywords",
                     "target_keywords",
                     "behavior_texts",
                     "items",
@@ -36,4 +50,4 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
         ]
     )
-    return per_scene(template, shared=frozenset({"llm"}))
+    return per_scene(template, shared=frozenset({"llm", "keyword_adapter"}))

@@ -1,0 +1,838 @@
+"""A LoRA adapter for LLM_g's keyword prompts, supervised by behaviour alone (ours, issue 12).
+
+The paper (§3.2.2) prompts a frozen Llama-2-7B for keywords; the embedded 135M model, prompted
+zero-shot, names a user's taste less often than counting their history's metadata does. So LLM_g
+gets a LoRA adapter (`peft`) trained on examples that come from the behaviour itself:
+
+- a *window* is a train user's history up to some point (at most `n_history` items, oldest first);
+- its *prompt* is the §3.2.2 keyword prompt for one attribute over that window, rendered exactly
+  as `keyword_extraction` renders it (`preference_messages`);
+- its *answer* is the attribute's values over the items the user chose next (the `n_next` items
+  after the window, most frequent first), as a short keyword list.
+
+Only train users of the protocol's split give windows; each user's held-out target (the last
+qualifying interaction) and anything after it are cut off first; no users table is read, so no
+hidden taste of a simulated user can reach training. Attributes whose values the data does not
+hold (a movie's country, actors, director) are left out and listed in the adapter's header,
+together with the users it was trained on. Training updates LoRA matrices only, on the answer
+tokens only; for inference the adapter is merged into a copy of LLM_g (`LLM.with_lora`), so
+decoding costs what it costs without it. No Kedro imports here.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import platform
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from .captioner import metadata_captions
+from .keyword_quality import item_terms, items_by_id
+from .llm import LLM
+from .prompts import format_behaviour, most_frequent, preference_prompt, render
+
+logger = logging.getLogger(__name__)
+
+ADAPTER_KIND = "pmg_keyword_lora"
+EXAMPLE_COLUMNS = [
+    "scene",
+    "user_id",
+    "window_end",
+    "attribute",
+    "history",
+    "next_items",
+    "message",
+    "answer_prefix",
+    "answer",
+    "system_prompt",
+]
+
+
+class AdapterLeakError(ValueError):
+    """An evaluation user is among the users the keyword adapter was trained on."""
+
+
+# -- prompts shared with keyword_extraction -------------------------------------------------------
+
+
+def preference_messages(
+    history_texts: Sequence[str],
+    conversation: str,
+    params: Mapping[str, Any],
+    attributes: Sequence[str] | None = None,
+) -> list[tuple[str, str, str]]:
+    """(attribute, user message, answer prefix) of the §3.2.2 preference prompt per attribute.
+
+    `params` is a scene's `keyword_extraction` block; `attributes` (default: all of them, in conf
+    order) picks some. The keyword nodes and the adapter's examples both build prompts here, so
+    the adapter learns on exactly the prompts it answers.
+    """
+    history = format_behaviour(list(history_texts), params["history_line"])
+    names = list(params["attributes"]) if attributes is None else list(attributes)
+    out = []
+    for attribute in names:
+        message = preference_prompt(
+            params["preference_template"],
+            principle=params["principle"],
+            attribute=attribute,
+            examples=params["attributes"][attribute],
+            history=history,
+            conversation=conversation,
+            conversation_template=params["conversation_template"],
+            n_keywords=int(params["keywords_per_attribute"]),
+        )
+        out.append((attribute, message, render(params["answer_prefix"], attribute=attribute)))
+    return out
+
+
+# -- behaviour windows ----------------------------------------------------------------------------
+
+
+def train_sequences(
+    interactions: pd.DataFrame,
+    histories: pd.DataFrame,
+    user_split: pd.DataFrame,
+    filter_column: str | None,
+    order_columns: Sequence[str],
+) -> dict[str, pd.DataFrame]:
+    """Per train user: their qualifying interactions in ingestion's order, held-out target cut off.
+
+    The order and filter are ingestion's (`split_histories`): the last qualifying interaction is
+    the user's target, so it is dropped, and a check that it is the target `histories` holds makes
+    sure the two agree (else the split came from other data). Evaluation users give nothing.
+    """
+    split = user_split.set_index(user_split["user_id"].astype(str))["split"]
+    train_users = set(split.index[split.eq("train")])
+    targets = histories.set_index(histories["user_id"].astype(str))["target"].astype(str)
+    qualifying = interactions
+    if filter_column:
+        qualifying = interactions[interactions[filter_column].astype(bool)]
+    qualifying = qualifying[qualifying["user_id"].astype(str).isin(train_users)]
+    ordered = qualifying.sort_values(["user_id", *order_columns], kind="stable")
+    sequences: dict[str, pd.DataFrame] = {}
+    for user_id, group in ordered.groupby("user_id", sort=True):
+        user_id = str(user_id)
+        if user_id not in targets.index:  # filtered out by ingestion (too short, max_users)
+            continue
+        held_out = str(group["item_id"].iloc[-1])
+        if held_out != targets[user_id]:
+            raise ValueError(
+                f"histories: user {user_id}: target {targets[user_id]!r} is not the last "
+                f"qualifying interaction ({held_out!r}, field item_id of interactions ordered by "
+                f"{list(order_columns)}); the split must come from these interactions"
+            )
+        sequences[user_id] = group.iloc[:-1].reset_index(drop=True)
+    return sequences
+
+
+@dataclass(frozen=True)
+class WindowSettings:
+    """Which windows a scene's train users give (parameters `windows`)."""
+
+    min_history: int = 3  # items before a window's end, at least
+    n_history: int = 10  # items shown, at most (the paper's n = 10)
+    n_next: int = 3  # items after the window whose values answer
+    max_windows_per_user: int | None = 8  # a seeded draw; heavy users do not dominate
+    seed: int = 0
+
+    @classmethod
+    def from_params(cls, params: Mapping | None) -> WindowSettings:
+        return cls(**_known(cls, params, "windows"))
+
+
+def behaviour_windows(
+    sequences: Mapping[str, pd.DataFrame],
+    settings: WindowSettings,
+    message_column: str | None = None,
+) -> pd.DataFrame:
+    """Windows of every user: user_id, window_end, history, history_messages, next_items.
+
+    A window ending at position t shows items [t - n_history, t) and is answered by the items
+    [t, t + n_next); every t from `min_history` on qualifies, `max_windows_per_user` of them are
+    drawn (seeded, users in sorted order, so the same data and seed give the same windows).
+    """
+    rng = np.random.default_rng(settings.seed)
+    rows = []
+    for user_id in sorted(sequences):
+        seq = sequences[user_id]
+        items = seq["item_id"].astype(str).tolist()
+        messages = (
+            seq[message_column].fillna("").astype(str).tolist()
+            if message_column
+            else [""] * len(items)
+        )
+        ends = list(range(settings.min_history, len(items)))
+        if settings.max_windows_per_user is not None and len(ends) > settings.max_windows_per_user:
+            ends = sorted(rng.choice(ends, size=settings.max_windows_per_user, replace=False))
+        for t in ends:
+            start = max(0, t - settings.n_history)
+            rows.append(
+                {
+                    "user_id": user_id,
+                    "window_end": int(t),
+                    "history": items[start:t],
+                    "history_messages": messages[start:t],
+                    "next_items": items[t : t + settings.n_next],
+                }
+            )
+    columns = ["user_id", "window_end", "history", "history_messages", "next_items"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def answer_terms(
+    next_items: Sequence[str],
+    by_id: pd.DataFrame,
+    column: str,
+    transform: str | None,
+    k: int,
+    ignore: Sequence[str] = (),
+) -> list[str]:
+    """The `k` most frequent values of `column` over the next items (ties: first seen)."""
+    skip = {v.lower() for v in ignore}
+    values = [
+        v
+        for item_id in next_items
+        for v in item_terms(by_id.loc[str(item_id)], column, transform)
+        if v not in skip
+    ]
+    return most_frequent(values, k)
+
+
+def build_examples(
+    scene: str,
+    windows: pd.DataFrame,
+    items: pd.DataFrame,
+    supervision: Mapping[str, Mapping[str, Any]],
+    keyword_params: Mapping[str, Any],
+    behaviour_params: Mapping[str, Any],
+    max_message_words: int = 30,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """One example per (window, supervised attribute); returns (examples, counts).
+
+    `supervision` maps an attribute of the scene's keyword prompt to the item column that answers
+    it (`column`, optional `transform` such as `decade`, `ignore` values, `top`: how many values
+    answer, default keywords_per_attribute). History texts are the
+    items' metadata captions through behaviour summarization's templates (x_i of §3.2.1); messages
+    are cut to `max_message_words` words (summarization shortens long ones with LLM_g, which
+    training does not run). Training windows carry no conversation y.
+    """
+    unknown = set(supervision) - set(keyword_params["attributes"])
+    if unknown:
+        raise ValueError(
+            f"keyword_adapter.{scene}.supervision: attributes {sorted(unknown)} are not asked by "
+            f"keyword_extraction (attributes {list(keyword_params['attributes'])})"
+        )
+    supervised = {a: s for a, s in supervision.items() if s["column"] in items.columns}
+    missing = sorted(set(supervision) - set(supervised))
+    if missing:
+        logger.info(
+            "%s: items lack the columns of attributes %s: no examples for them", scene, missing
+        )
+    by_id = items_by_id(items)
+    captions = dict(
+        zip(
+            by_id.index,
+            metadata_captions(by_id.to_dict("records"), behaviour_params["captioner"]["template"]),
+            strict=True,
+        )
+    )
+    k = int(keyword_params["keywords_per_attribute"])
+    system_prompt = (keyword_params.get("generation") or {}).get("system_prompt") or ""
+    rows, empty = [], dict.fromkeys(supervised, 0)
+    for window in tqdm(
+        windows.itertuples(index=False),
+        total=len(windows),
+        desc=f"adapter examples ({scene})",
+        disable=len(windows) < 1000,
+    ):
+        texts = [
+            render(
+                behaviour_params["history_text"],
+                item=captions[i],
+                message=" ".join(m.split()[:max_message_words]),
+            )
+            for i, m in zip(window.history, window.history_messages, strict=True)
+        ]
+        answers = {
+            a: answer_terms(
+                window.next_items,
+                by_id,
+                s["column"],
+                s.get("transform"),
+                min(k, int(s.get("top", k))),
+                s.get("ignore", ()),
+            )
+            for a, s in supervised.items()
+        }
+        asked = [a for a in supervised if answers[a]]
+        for a in supervised:
+            empty[a] += not answers[a]
+        for attribute, message, prefix in preference_messages(texts, "", keyword_params, asked):
+            rows.append(
+                {
+                    "scene": scene,
+                    "user_id": window.user_id,
+                    "window_end": window.window_end,
+                    "attribute": attribute,
+                    "history": list(window.history),
+                    "next_items": list(window.next_items),
+                    "message": message,
+                    "answer_prefix": prefix,
+                    "answer": ", ".join(answers[attribute]),
+                    "system_prompt": system_prompt,
+                }
+            )
+    examples = pd.DataFrame(rows, columns=EXAMPLE_COLUMNS)
+    counts = {
+        "windows": len(windows),
+        "users": int(windows["user_id"].nunique()) if len(windows) else 0,
+        "examples": len(examples),
+        "examples_per_attribute": examples["attribute"].value_counts().to_dict(),
+        "windows_without_answer_per_attribute": empty,
+        "supervised": {a: dict(s) for a, s in supervised.items()},
+        "left_out": [a for a in keyword_params["attributes"] if a not in supervised],
+    }
+    logger.info("%s: keyword adapter examples %s", scene, counts)
+    return examples, counts
+
+
+# -- training -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AdapterTraining:
+    """LoRA shape and training budget of the keyword adapter (parameters `training`)."""
+
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: tuple[str, ...] = (
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    )
+    last_layers: int | None = 12  # LoRA in the top layers only: backward stops below them
+    steps: int = 200
+    batch_size: int = 8
+    lr: float = 1.0e-3
+    warmup_steps: int = 10
+    weight_decay: float = 0.0
+    time_limit_minutes: float = 38.0
+    max_tokens: int = 512  # longer examples are dropped (counted)
+    scene_weights: Mapping[str, float] | None = None  # share of the sampled examples per scene
+    validation_users_per_scene: int = 8  # train users held out of training to measure the loss
+    validation_examples_per_scene: int = 24
+    log_every: int = 10
+    seed: int = 0
+    torch_threads: int | None = 1
+    save_dtype: str = "bfloat16"
+
+    @classmethod
+    def from_params(cls, params: Mapping | None) -> AdapterTraining:
+        values = _known(cls, params, "training")
+        if "target_modules" in values:
+            values["target_modules"] = tuple(values["target_modules"])
+        return cls(**values)
+
+    def lora_config(self, num_layers: int) -> dict[str, Any]:
+        """`peft.LoraConfig` keyword arguments (JSON-able: they travel in the adapter's header)."""
+        config: dict[str, Any] = {
+            "r": self.r,
+            "lora_alpha": self.alpha,
+            "lora_dropout": self.dropout,
+            "target_modules": list(self.target_modules),
+            "bias": "none",
+        }
+        if self.last_layers is not None and self.last_layers < num_layers:
+            config["layers_to_transform"] = list(range(num_layers - self.last_layers, num_layers))
+        return config
+
+
+def split_validation_users(
+    examples: pd.DataFrame, n_users: int, seed: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train, validation) examples: per scene, `n_users` train users (seeded) only validate."""
+    rng = np.random.default_rng(seed)
+    held: set[tuple[str, str]] = set()
+    for scene, group in examples.groupby("scene", sort=True):
+        users = sorted(group["user_id"].unique())
+        n = min(n_users, max(0, len(users) - 1))  # at least one user still trains
+        held |= {(scene, u) for u in rng.choice(users, size=n, replace=False)} if n else set()
+    is_held = [(s, u) in held for s, u in zip(examples["scene"], examples["user_id"], strict=True)]
+    mask = np.asarray(is_held, dtype=bool)
+    return examples[~mask].reset_index(drop=True), examples[mask].reset_index(drop=True)
+
+
+WINDOW_KEY = ["scene", "user_id", "window_end"]
+
+
+def sample_examples(
+    examples: pd.DataFrame, n: int, weights: Mapping[str, float] | None, seed: int
+) -> pd.DataFrame:
+    """About `n` examples, as whole windows (every attribute of a drawn window, so training shares
+    its prompt prefix), drawn (seeded) per scene by `weights` (default: equal); at most all of a
+    scene's; windows in a shuffled order, a window's examples together."""
+    scenes = sorted(examples["scene"].unique())
+    weights = {s: float((weights or {}).get(s, 1.0 if not weights else 0.0)) for s in scenes}
+    total = sum(weights.values()) or 1.0
+    rng = np.random.default_rng(seed)
+    keys = examples[WINDOW_KEY].astype(str).agg("/".join, axis=1)
+    chosen = []
+    for scene in scenes:
+        group = keys[examples["scene"] == scene]
+        sizes = group.value_counts(sort=False)
+        windows = sizes.index.to_numpy()[rng.permutation(len(sizes))]
+        take = np.searchsorted(np.cumsum(sizes[windows].to_numpy()), n * weights[scene] / total)
+        chosen += list(windows[: min(len(windows), int(take) + 1)] if weights[scene] else [])
+    order = {key: i for i, key in enumerate(chosen[i] for i in rng.permutation(len(chosen)))}
+    sampled = examples[keys.isin(order)].assign(_order=keys.map(order))
+    return (
+        sampled.sort_values("_order", kind="stable").drop(columns="_order").reset_index(drop=True)
+    )
+
+
+def tokenize_examples(llm: LLM, examples: pd.DataFrame) -> list[tuple[list[int], int]]:
+    """(token ids, prompt length) per example: the chat prompt (with the example's system prompt,
+    "" for the template's default) and answer prefix exactly as `LLM.generate` encodes them, then
+    the answer and EOS (the tokens the loss is taken on)."""
+    tokenizer = llm.tokenizer
+    add_special = tokenizer.chat_template is None  # as `LLM.encode`
+    prompts = [
+        llm.chat_prompt(m, s or None) + p
+        for m, p, s in zip(
+            examples["message"], examples["answer_prefix"], examples["system_prompt"], strict=True
+        )
+    ]
+    prompt_ids = tokenizer(prompts, add_special_tokens=add_special)["input_ids"]
+    answers = [f" {a}" for a in examples["answer"]]
+    answer_ids = tokenizer(answers, add_special_tokens=False)["input_ids"]
+    eos = tokenizer.eos_token_id
+    return [(p + a + [eos], len(p)) for p, a in zip(prompt_ids, answer_ids, strict=True)]
+
+
+def window_groups(examples: pd.DataFrame) -> list[list[int]]:
+    """Row positions of each window's examples (its attributes), windows in order of appearance."""
+    keys = examples[WINDOW_KEY].astype(str).agg("/".join, axis=1).tolist()
+    groups: dict[str, list[int]] = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    return list(groups.values())
+
+
+def _batches(
+    groups: Sequence[Sequence[int]],
+    lengths: Sequence[int],
+    batch_size: int,
+    rng: np.random.Generator,
+) -> list[list[list[int]]]:
+    """Batches of whole windows holding about `batch_size` examples, in a random order; a shuffled
+    pass is cut into chunks of 16 batches, each chunk sorted by length first (less padding)."""
+    order = rng.permutation(len(groups)).tolist()
+    per_batch = max(1, round(batch_size / np.mean([len(g) for g in groups])))
+    chunk = per_batch * 16
+    batches = []
+    for c in range(0, len(order), chunk):
+        part = sorted(order[c : c + chunk], key=lambda g: lengths[groups[g][0]])
+        batches += [
+            [list(groups[g]) for g in part[b : b + per_batch]]
+            for b in range(0, len(part), per_batch)
+        ]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def _shared_prefix_length(tokenized: Sequence[tuple[list[int], int]], rows: Sequence[int]) -> int:
+    """Tokens every example of a window starts with, before any answer and one short of the
+    shortest prompt (each rest starts inside its prompt)."""
+    sequences = [tokenized[i][0] for i in rows]
+    limit = min(tokenized[i][1] for i in rows) - 1
+    n = 0
+    while n < limit and all(s[n] == sequences[0][n] for s in sequences):
+        n += 1
+    return n
+
+
+def _collate_shared(
+    tokenized: Sequence[tuple[list[int], int]], windows: Sequence[Sequence[int]], pad_id: int
+) -> dict[str, torch.Tensor]:
+    """A batch of windows: each window's shared prompt prefix once (left-padded), then each
+    example's rest (right-padded) with its answer mask and the window (`owner`) it continues.
+
+    The attributes of a window differ only in their question, so its history runs once for all
+    of them: about half the tokens of a step, at the same loss (a test checks it).
+    """
+    cuts = [_shared_prefix_length(tokenized, rows) for rows in windows]
+    longest = max(cuts)
+    prefix = torch.full((len(windows), longest), pad_id, dtype=torch.long)
+    prefix_mask = torch.zeros((len(windows), longest), dtype=torch.long)
+    rests, owners, answer_starts = [], [], []
+    for w, (rows, cut) in enumerate(zip(windows, cuts, strict=True)):
+        if cut:
+            prefix[w, longest - cut :] = torch.tensor(tokenized[rows[0]][0][:cut])
+            prefix_mask[w, longest - cut :] = 1
+        for i in rows:
+            tokens, n_prompt = tokenized[i]
+            rests.append(tokens[cut:])
+            answer_starts.append(n_prompt - cut)
+            owners.append(w)
+    width = max(len(r) for r in rests)
+    rest = torch.full((len(rests), width), pad_id, dtype=torch.long)
+    rest_mask = torch.zeros((len(rests), width), dtype=torch.long)
+    answer = torch.zeros((len(rests), width), dtype=torch.bool)
+    for row, (tokens, start) in enumerate(zip(rests, answer_starts, strict=True)):
+        rest[row, : len(tokens)] = torch.tensor(tokens)
+        rest_mask[row, : len(tokens)] = 1
+        answer[row, start : len(tokens)] = True
+    return {
+        "prefix_ids": prefix,
+        "prefix_mask": prefix_mask,
+        "input_ids": rest,
+        "attention_mask": rest_mask,
+        "answer_mask": answer,
+        "owner": torch.tensor(owners, dtype=torch.long),
+        "prefix_length": torch.tensor(cuts, dtype=torch.long),
+    }
+
+
+def shared_answer_loss(model, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """`answer_loss` of a `_collate_shared` batch: the prefixes run once, their keys and values
+    are gathered for every example that continues them, the rests run on top."""
+    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder = causal_lm.get_decoder()
+    device = next(causal_lm.parameters()).device
+    prefix_mask = batch["prefix_mask"].to(device)
+    # left padding: positions count real tokens only, as generation computes them
+    prefix_positions = (prefix_mask.cumsum(-1) - 1).clamp(min=0)
+    cache = decoder(
+        input_ids=batch["prefix_ids"].to(device),
+        attention_mask=prefix_mask,
+        position_ids=prefix_positions,
+        use_cache=True,
+    ).past_key_values
+    owner = batch["owner"].to(device)
+    cache.batch_select_indices(owner)  # (windows, ...) -> (examples, ...)
+    ids = batch["input_ids"].to(device)
+    width = ids.shape[1]
+    positions = batch["prefix_length"].to(device)[owner, None] + torch.arange(width, device=device)
+    hidden = decoder(
+        input_ids=ids,
+        attention_mask=torch.cat([prefix_mask[owner], batch["attention_mask"].to(device)], dim=1),
+        position_ids=positions,
+        past_key_values=cache,
+        use_cache=True,
+    ).last_hidden_state  # (examples, rest tokens, hidden)
+    predicts = batch["answer_mask"][:, 1:].to(device)  # position i predicts token i + 1
+    logits = causal_lm.lm_head(hidden[:, :-1][predicts]).float()  # (answer tokens, vocab)
+    targets = ids[:, 1:][predicts]
+    loss = torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
+    return loss, int(targets.numel())
+
+
+def _collate(
+    tokenized: Sequence[tuple[list[int], int]], index: Sequence[int], pad_id: int
+) -> dict[str, torch.Tensor]:
+    """Right-padded ids, attention mask and answer mask (True on answer tokens and EOS).
+
+    Right padding keeps every sequence's positions from 0, as left-padded generation computes
+    them from the attention mask.
+    """
+    longest = max(len(tokenized[i][0]) for i in index)
+    ids = torch.full((len(index), longest), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(index), longest), dtype=torch.long)
+    answer = torch.zeros((len(index), longest), dtype=torch.bool)
+    for row, i in enumerate(index):
+        tokens, n_prompt = tokenized[i]
+        ids[row, : len(tokens)] = torch.tensor(tokens)
+        attention[row, : len(tokens)] = 1
+        answer[row, n_prompt : len(tokens)] = True
+    return {"input_ids": ids, "attention_mask": attention, "answer_mask": answer}
+
+
+def answer_loss(model, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """Summed cross-entropy of the answer tokens and their count.
+
+    Logits are computed at the positions that predict an answer token only: the LM head over all
+    prompt positions would cost a quarter of the step for nothing.
+    """
+    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder = causal_lm.get_decoder()
+    device = next(causal_lm.parameters()).device
+    ids = batch["input_ids"].to(device)
+    hidden = decoder(
+        input_ids=ids, attention_mask=batch["attention_mask"].to(device)
+    ).last_hidden_state  # (batch, tokens, hidden)
+    predicts = batch["answer_mask"][:, 1:].to(device)  # position i predicts token i + 1
+    logits = causal_lm.lm_head(hidden[:, :-1][predicts]).float()  # (answer tokens, vocab)
+    targets = ids[:, 1:][predicts]
+    loss = torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
+    return loss, int(targets.numel())
+
+
+@torch.no_grad()
+def mean_answer_loss(
+    model, tokenized: Sequence[tuple[list[int], int]], pad_id: int, batch_size: int
+) -> float:
+    """Mean cross-entropy per answer token (nan without examples)."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for b in range(0, len(tokenized), batch_size):
+        index = list(range(b, min(b + batch_size, len(tokenized))))
+        loss, n = answer_loss(model, _collate(tokenized, index, pad_id))
+        total, count = total + float(loss), count + n
+    model.train(was_training)
+    return total / count if count else float("nan")
+
+
+def train_keyword_lora(
+    llm: LLM,
+    train: pd.DataFrame,
+    validation: pd.DataFrame,
+    settings: AdapterTraining,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Train a LoRA adapter on a copy of LLM_g (the shared one is untouched).
+
+    Returns (adapter tensors as `peft.get_peft_model_state_dict` names them, training history:
+    losses, the validation loss per scene before and after, steps, wall time, throughput).
+    Stops early at `time_limit_minutes` (logged and recorded).
+    """
+    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
+    from transformers import get_linear_schedule_with_warmup
+
+    start = time.perf_counter()
+    threads = torch.get_num_threads()
+    if settings.torch_threads:
+        torch.set_num_threads(int(settings.torch_threads))
+    try:
+        torch.manual_seed(settings.seed)
+        config = settings.lora_config(llm.num_layers)
+        model = get_peft_model(copy.deepcopy(llm.model), LoraConfig(**config))
+        pad_id = llm.tokenizer.pad_token_id
+        tokenized = tokenize_examples(llm, train)
+        keep = [i for i, (t, _) in enumerate(tokenized) if len(t) <= settings.max_tokens]
+        dropped = len(tokenized) - len(keep)
+        if dropped:
+            logger.info("%d examples over %d tokens left out", dropped, settings.max_tokens)
+        tokenized = [tokenized[i] for i in keep]
+        if not tokenized:
+            raise ValueError("keyword adapter: no training example (check the windows and split)")
+        validation_sets = {
+            scene: tokenize_examples(llm, group)
+            for scene, group in validation.groupby("scene", sort=True)
+        }
+        before = {
+            s: mean_answer_loss(model, v, pad_id, settings.batch_size)
+            for s, v in validation_sets.items()
+        }
+        logger.info("keyword adapter: validation loss before training %s", before)
+
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+        schedule = get_linear_schedule_with_warmup(optimizer, settings.warmup_steps, settings.steps)
+        rng = np.random.default_rng(settings.seed)
+        lengths = [len(t) for t, _ in tokenized]
+        groups = window_groups(train.iloc[keep].reset_index(drop=True))
+        queue: list[list[list[int]]] = []
+        log, window_loss, window_tokens = [], 0.0, 0
+        tokens_seen, examples_seen, stopped_by_time = 0, 0, False
+        limit = settings.time_limit_minutes * 60
+        train_start = time.perf_counter()
+        model.train()
+        progress = tqdm(range(settings.steps), desc="keyword adapter (LoRA)", unit="step")
+        step = 0
+        for step in progress:
+            if time.perf_counter() - start > limit:
+                stopped_by_time = True
+                logger.warning(
+                    "keyword adapter: time limit %.1f min reached after %d of %d steps",
+                    settings.time_limit_minutes,
+                    step,
+                    settings.steps,
+                )
+                break
+            if not queue:
+                queue = _batches(groups, lengths, settings.batch_size, rng)
+            windows = queue.pop()
+            batch = _collate_shared(tokenized, windows, pad_id)
+            loss_sum, n = shared_answer_loss(model, batch)
+            (loss_sum / n).backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            window_loss, window_tokens = window_loss + float(loss_sum.detach()), window_tokens + n
+            tokens_seen += int(batch["attention_mask"].sum() + batch["prefix_mask"].sum())
+            examples_seen += len(batch["owner"])
+            if (step + 1) % settings.log_every == 0 or step + 1 == settings.steps:
+                elapsed = time.perf_counter() - train_start
+                entry = {
+                    "step": step + 1,
+                    "loss": round(window_loss / max(window_tokens, 1), 4),
+                    "lr": float(schedule.get_last_lr()[0]),
+                    "elapsed_s": round(elapsed, 1),
+                }
+                log.append(entry)
+                progress.set_postfix(loss=entry["loss"])
+                logger.info(
+                    "keyword adapter step %d/%d: answer loss %.3f, %.2f examples/s, %.0f tokens/s",
+                    step + 1,
+                    settings.steps,
+                    entry["loss"],
+                    examples_seen / elapsed,
+                    tokens_seen / elapsed,
+                )
+                window_loss, window_tokens = 0.0, 0
+        else:
+            step = settings.steps
+        train_seconds = time.perf_counter() - train_start
+        after = {
+            s: mean_answer_loss(model, v, pad_id, settings.batch_size)
+            for s, v in validation_sets.items()
+        }
+        logger.info("keyword adapter: validation loss after training %s", after)
+        machine = machine_description()
+        dtype = getattr(torch, settings.save_dtype)
+        tensors = {
+            k: v.detach().to(dtype).contiguous()
+            for k, v in get_peft_model_state_dict(model).items()
+        }
+    finally:
+        torch.set_num_threads(threads)
+    history = {
+        "lora_config": config,
+        "settings": {k: _jsonable(v) for k, v in asdict(settings).items()},
+        "steps_done": int(step),
+        "planned_steps": settings.steps,
+        "stopped_by_time_limit": stopped_by_time,
+        "examples_seen": examples_seen,
+        "tokens_seen": tokens_seen,
+        "train_examples_available": len(tokenized),
+        "examples_over_max_tokens": dropped,
+        "train_seconds": round(train_seconds, 1),
+        "wall_seconds": round(time.perf_counter() - start, 1),
+        "examples_per_second": round(examples_seen / train_seconds, 3) if train_seconds else None,
+        "tokens_per_second": round(tokens_seen / train_seconds, 1) if train_seconds else None,
+        "loss_log": log,
+        "validation_examples": {s: len(v) for s, v in validation_sets.items()},
+        "validation_loss_before": {s: _round(v) for s, v in before.items()},
+        "validation_loss_after": {s: _round(v) for s, v in after.items()},
+        "trainable_parameters": int(sum(p.numel() for p in params)),
+        "machine": machine,
+    }
+    return tensors, history
+
+
+def machine_description() -> dict[str, Any]:
+    """Where a training ran: CPU, cores, torch threads, torch version (for the model card)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            names = [line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+    }
+
+
+# -- the adapter as a catalog object, and its use -------------------------------------------------
+
+
+def adapter_metadata(
+    llm: LLM,
+    history: Mapping[str, Any],
+    trained_users: Mapping[str, Sequence[str]],
+    example_counts: Mapping[str, Any],
+    split_seeds: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The adapter's header: what it adapts, how to rebuild it, and the users it was trained on."""
+    return {
+        "kind": ADAPTER_KIND,
+        "base_model": {
+            "name": llm.name,
+            "hidden_size": llm.hidden_size,
+            "num_layers": llm.num_layers,
+        },
+        "lora_config": dict(history["lora_config"]),
+        "trained_users": {s: sorted(map(str, u)) for s, u in trained_users.items()},
+        "split_seed": dict(split_seeds),
+        "examples": dict(example_counts),
+        "training": {k: v for k, v in history.items() if k not in ("lora_config", "loss_log")},
+    }
+
+
+def check_not_trained_on(
+    metadata: Mapping[str, Any], scene: str, user_ids: Sequence[str], where: str
+) -> None:
+    """Refuse users the adapter was trained on (`AdapterLeakError` names them)."""
+    trained = set(map(str, (metadata.get("trained_users") or {}).get(scene, [])))
+    leaked = sorted(trained & {str(u) for u in user_ids})
+    if leaked:
+        raise AdapterLeakError(
+            f"{where}: the keyword adapter was trained on {len(leaked)} of these users "
+            f"(scene {scene!r}, e.g. {leaked[:5]}); its header lists the users it was trained on "
+            f"(split seed {metadata.get('split_seed', {}).get(scene)}). Retrain it on this split "
+            "(`kedro run --pipeline model_preparation --env reference --tags keyword_adapter`) or "
+            "set keyword_extraction.llm_adapter: none"
+        )
+
+
+def adapted_llm(llm: LLM, adapter: Mapping[str, Any], where: str = "keyword_adapter") -> LLM:
+    """LLM_g with the keyword adapter merged into a copy of its weights (same decoding cost)."""
+    metadata = adapter.get("metadata") or {}
+    if metadata.get("kind") != ADAPTER_KIND or not adapter.get("tensors"):
+        raise ValueError(
+            f"{where}: not a trained keyword adapter (header kind {metadata.get('kind')!r}, "
+            f"{len(adapter.get('tensors') or {})} tensors; {metadata.get('note', '')}); train it "
+            "with `kedro run --pipeline model_preparation --env reference --tags keyword_adapter`"
+        )
+    base = metadata["base_model"]
+    mine = {"name": llm.name, "hidden_size": llm.hidden_size, "num_layers": llm.num_layers}
+    if {k: base.get(k) for k in mine} != mine:
+        raise ValueError(
+            f"{where}: the adapter was trained on {base}, but LLM_g is {mine}; a LoRA adapter only "
+            "fits the model it was trained on (set keyword_extraction.llm_adapter: none)"
+        )
+    return llm.with_lora(adapter["tensors"], metadata["lora_config"])
+
+
+def _known(cls, params: Mapping | None, name: str) -> dict[str, Any]:
+    params = dict(params or {})
+    known = {f.name for f in fields(cls)}
+    unknown = set(params) - known
+    if unknown:
+        raise ValueError(
+            f"unknown keyword adapter {name} parameters {sorted(unknown)}; expected some of "
+            f"{sorted(known)}"
+        )
+    return params
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, Mapping):
+        return dict(value)
+    return value
+
+
+def _round(value: float) -> float | None:
+    return None if math.isnan(value) else round(value, 4)
