@@ -69,8 +69,8 @@ def time_adapter(env: str, repeats: int) -> dict:
     llm, adapter = catalog.load("llm"), catalog.load("keyword_adapter")
     result = {}
     for scene in SCENES:
-        behaviour = catalog.load(f"{scene}.behavior_texts")
-        behaviour = behaviour[behaviour["purpose"] == "evaluation"]
+        behavior = catalog.load(f"{scene}.behavior_texts")
+        behavior = behavior[behavior["purpose"] == "evaluation"]
         items = catalog.load(f"{scene}.items")
         params = catalog.load(f"params:{scene}.keyword_extraction")
         seconds = {"none": [], "lora": []}
@@ -79,14 +79,14 @@ def time_adapter(env: str, repeats: int) -> dict:
             for setting in ("none", "lora"):
                 start = time.perf_counter()
                 table = extract_preference_keywords(
-                    behaviour, items, llm, adapter, {**params, "llm_adapter": setting}
+                    behavior, items, llm, adapter, {**params, "llm_adapter": setting}
                 )
                 seconds[setting].append(time.perf_counter() - start)
                 tokens[setting] = int(sum(len(" ".join(a)) for a in table["raw_answers"]))
         none, lora = statistics.mean(seconds["none"]), statistics.mean(seconds["lora"])
         result[scene] = {
-            "evaluation_users": len(behaviour),
-            "prompts": len(behaviour) * len(params["attributes"]),
+            "evaluation_users": len(behavior),
+            "prompts": len(behavior) * len(params["attributes"]),
             "seconds_none": [round(s, 1) for s in seconds["none"]],
             "seconds_lora": [round(s, 1) for s in seconds["lora"]],
             "ratio_lora_to_none": round(lora / none, 3),

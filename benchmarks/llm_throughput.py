@@ -3,7 +3,7 @@
 1. Generated tokens/s one prompt at a time vs batched (left padding + KV cache), measured in one
    run on the same prompts; the bar is batched >= 4x.
 2. Keyword extraction time per user: the `keyword_extraction` nodes (preference + target
-   keywords) on the behaviour texts of `--users` users per scene, built from the ingestion outputs
+   keywords) on the behavior texts of `--users` users per scene, built from the ingestion outputs
    by the `behavior_summarization` nodes, with the parameters of `--env`.
 
     .venv/bin/python benchmarks/llm_throughput.py [--env base] [--users 8] [--dtype float32 --threads 2]
@@ -96,11 +96,11 @@ def keyword_timing(llm, env: str, n_users: int, scenes: list[str]) -> dict[str, 
         users = bs.select_users(catalog.load(f"{scene}.histories"), bs_params)
         captions = bs.caption_items(items, catalog.load(f"{scene}.image_index"), users, bs_params)
         start = time.perf_counter()
-        behaviour, _ = bs.summarize_behaviour(users, captions, llm, bs_params)
+        behavior, _ = bs.summarize_behavior(users, captions, llm, bs_params)
         summarise_s = time.perf_counter() - start
         start = time.perf_counter()
-        ke.extract_preference_keywords(behaviour, items, llm, ke_params)
-        ke.extract_target_keywords(behaviour, items, llm, ke_params)
+        ke.extract_preference_keywords(behavior, items, llm, ke_params)
+        ke.extract_target_keywords(behavior, items, llm, ke_params)
         keywords_s = time.perf_counter() - start
         results[scene] = {
             "users": len(users),
@@ -163,7 +163,7 @@ def main() -> None:
             estimate = r["keywords_s_per_user"] * r["default_max_users"]
             total += estimate
             print(
-                f"{scene}: {r['users']} users, behaviour summaries {r['summarise_s']:.1f} s, "
+                f"{scene}: {r['users']} users, behavior summaries {r['summarise_s']:.1f} s, "
                 f"keyword extraction {r['keywords_s']:.1f} s = {r['keywords_s_per_user']:.2f} s/user "
                 f"-> {estimate:.0f} s for the default {r['default_max_users']} users"
             )

@@ -205,7 +205,7 @@ def record(stage: str, args: argparse.Namespace, produced_by: dict, numbers: dic
 
 
 def synthetic_history(scene: str, n_items: int, user: int) -> list[str]:
-    """Behaviour texts x_1..x_n shaped like the scene's (`- {title} ({year}): {genres}` for movies),
+    """Behavior texts x_1..x_n shaped like the scene's (`- {title} ({year}): {genres}` for movies),
     so prompts have realistic lengths. Made-up titles: the models are random anyway."""
     genres = ["Adventure", "Animation", "Comedy", "Drama", "Sci-Fi", "Romance", "Thriller"]
     if scene == "movie":
@@ -222,13 +222,13 @@ def synthetic_history(scene: str, n_items: int, user: int) -> list[str]:
 def keyword_prompts(params: dict, scene: str, users: int) -> tuple[list[str], list[str]]:
     """(preference prompts: one per user and attribute, target prompts: one per user) built by
     the pipeline's own prompt functions from the environment's keyword_extraction parameters."""
-    from pmg_kedro.components.prompts import format_behaviour, preference_prompt, target_prompt
+    from pmg_kedro.components.prompts import format_behavior, preference_prompt, target_prompt
 
     kw = params[scene]["keyword_extraction"]
     n_history = int(params[scene]["ingestion"]["split"]["n_history"])
     preference, target = [], []
     for u in range(users):
-        history = format_behaviour(synthetic_history(scene, n_history, u), kw["history_line"])
+        history = format_behavior(synthetic_history(scene, n_history, u), kw["history_line"])
         for attribute, examples in kw["attributes"].items():
             preference.append(
                 preference_prompt(

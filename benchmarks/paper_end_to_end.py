@@ -65,7 +65,7 @@ def main() -> None:
             llm, variant["n_tokens"], variant["n_prefixes"], generator.text_encoder.dim, args.seed
         ).eval()
     preference, target = keyword_prompts(config["parameters"], args.scene, users)
-    behaviour = [
+    behavior = [
         params["embedding_training"]["prompt_template"].format(
             items="; ".join(synthetic_history(args.scene, 9, u))
         )
@@ -88,7 +88,7 @@ def main() -> None:
                 counts["new_tokens"] += llm.last_stats.new_tokens
         with Measure(args.device) as stages["soft_embeddings"], torch.no_grad():
             batch = int(kw["generation"]["batch_size"])
-            soft = torch.cat([embedder(behaviour[i : i + batch]) for i in range(0, n, batch)])
+            soft = torch.cat([embedder(behavior[i : i + batch]) for i in range(0, n, batch)])
             tensors = {u: soft[i].float().cpu() for i, u in enumerate(requests["user_id"][:n])}
         with Measure(args.device) as stages["generation"]:
             candidates, images = generate_candidates(

@@ -1,4 +1,4 @@
-"""The keyword LoRA adapter (issue 12): behaviour windows, examples, the answer loss, training on
+"""The keyword LoRA adapter (issue 12): behavior windows, examples, the answer loss, training on
 a tiny random Llama until it answers a planted keyword list, and the checks around its use."""
 
 import pandas as pd
@@ -15,7 +15,7 @@ from pmg_kedro.components.keyword_adapter import (
     adapted_llm,
     answer_loss,
     answer_terms,
-    behaviour_windows,
+    behavior_windows,
     build_examples,
     check_not_trained_on,
     preference_messages,
@@ -46,7 +46,7 @@ KEYWORD_PARAMS = {
     "attributes": {"genre": "(kinds)", "age": "(eras)", "country": "(where)"},
     "generation": {"max_new_tokens": 8},
 }
-BEHAVIOUR_PARAMS = {"captioner": {"template": "{title} ({year})"}, "history_text": "{item}"}
+BEHAVIOR_PARAMS = {"captioner": {"template": "{title} ({year})"}, "history_text": "{item}"}
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +111,7 @@ def test_train_sequences_refuse_a_split_from_other_data():
 def test_windows_show_at_most_n_items_and_answer_with_the_next_ones():
     sequences = train_sequences(_interactions(), HISTORIES, SPLIT, "positive", ["timestamp"])
     settings = WindowSettings(min_history=2, n_history=3, n_next=2, max_windows_per_user=None)
-    windows = behaviour_windows(sequences, settings)
+    windows = behavior_windows(sequences, settings)
     assert windows["window_end"].tolist() == [2, 3, 4, 5]
     assert windows["history"].tolist() == [
         ["1", "2"],
@@ -120,9 +120,9 @@ def test_windows_show_at_most_n_items_and_answer_with_the_next_ones():
         ["3", "4", "5"],
     ]
     assert windows["next_items"].tolist() == [["3", "4"], ["4", "5"], ["5", "6"], ["6"]]
-    capped = behaviour_windows(sequences, WindowSettings(2, 3, 2, max_windows_per_user=2, seed=1))
+    capped = behavior_windows(sequences, WindowSettings(2, 3, 2, max_windows_per_user=2, seed=1))
     assert len(capped) == 2 and set(capped["window_end"]) <= {2, 3, 4, 5}
-    again = behaviour_windows(sequences, WindowSettings(2, 3, 2, max_windows_per_user=2, seed=1))
+    again = behavior_windows(sequences, WindowSettings(2, 3, 2, max_windows_per_user=2, seed=1))
     assert capped["window_end"].tolist() == again["window_end"].tolist()  # seeded
 
 
@@ -154,7 +154,7 @@ def test_examples_use_keyword_extractions_prompt_and_the_next_items_values(items
         "age": {"column": "year", "transform": "decade", "top": 1},
     }
     examples, counts = build_examples(
-        "movie", windows, items, supervision, KEYWORD_PARAMS, BEHAVIOUR_PARAMS
+        "movie", windows, items, supervision, KEYWORD_PARAMS, BEHAVIOR_PARAMS
     )
     # window 2 answers genre and age; window 3's next item has no genre and no year: nothing
     assert examples[["window_end", "attribute", "answer"]].values.tolist() == [
@@ -176,7 +176,7 @@ def test_examples_refuse_an_attribute_the_prompts_do_not_ask(items):
             items,
             {"colour": {"column": "genres"}},
             KEYWORD_PARAMS,
-            BEHAVIOUR_PARAMS,
+            BEHAVIOR_PARAMS,
         )
 
 

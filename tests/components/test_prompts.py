@@ -4,7 +4,7 @@ import pytest
 
 from pmg_kedro.components.prompts import (
     content_words,
-    format_behaviour,
+    format_behavior,
     keyword_key,
     merge_keywords,
     most_frequent,
@@ -83,7 +83,7 @@ def test_target_condition_keeps_the_prefix_and_cuts_keywords():
 
 
 def test_preference_prompt_has_principle_attribute_examples_history_and_conversation():
-    history = format_behaviour(["Toy Story (1995): Animation", "Heat (1995): Crime"])
+    history = format_behavior(["Toy Story (1995): Animation", "Heat (1995): Crime"])
     assert history == "- Toy Story (1995): Animation\n- Heat (1995): Crime"
     prompt = preference_prompt(
         "{principle}\n{history}\n{conversation}\nWhich {attribute} {examples}? {n_keywords}",

@@ -42,12 +42,12 @@ def test_the_user_split_is_disjoint_and_nothing_learns_from_evaluation_users(cat
     assert trained_on and trained_on <= train
     assert set(model["metadata"]["train_users"]) == trained_on
     # a training example's supervision image is its last history item; its text ends before it
-    behaviour = catalog.load(f"{scene}.behavior_texts").set_index(["user_id", "purpose"])
+    behavior = catalog.load(f"{scene}.behavior_texts").set_index(["user_id", "purpose"])
     full = histories.set_index("user_id")["history"]
     for row in examples[examples["split"] == "train"].itertuples():
         assert row.supervision_item == str(list(full[row.user_id])[-1])
         before = [str(i) for i in list(full[row.user_id])[:-1]]
-        assert list(behaviour.loc[(row.user_id, "training"), "history"]) == before
+        assert list(behavior.loc[(row.user_id, "training"), "history"]) == before
     embeddings = catalog.load(f"{scene}.soft_embeddings")
     n_tokens = model["tensors"]["mm_tokens"].shape[0]
     assert set(embeddings["tensors"]) == evaluation & set(requests["user_id"])
@@ -59,10 +59,10 @@ def test_the_emoticon_answer_never_reaches_the_target_side(catalog, project_root
 
     conf = yaml.safe_load((project_root / "conf/base/parameters_ingestion.yml").read_text())
     emoticons = list(conf["emoticon"]["ingestion"]["emoticon_map"])
-    behaviour = catalog.load("emoticon.behavior_texts")
+    behavior = catalog.load("emoticon.behavior_texts")
     target_keywords = catalog.load("emoticon.target_keywords")
-    texts = [*behaviour["target_text"], *behaviour["conversation"]]
-    texts += [*behaviour["conversation_summary"], *target_keywords["raw_answer"]]
+    texts = [*behavior["target_text"], *behavior["conversation"]]
+    texts += [*behavior["conversation_summary"], *target_keywords["raw_answer"]]
     texts += [", ".join(k) for k in target_keywords["keywords"]]
     assert texts and all(leaked_emoticons(t, emoticons) == [] for t in texts)
 

@@ -1,8 +1,8 @@
-"""A LoRA adapter for LLM_g's keyword prompts, supervised by behaviour alone (ours, issue 12).
+"""A LoRA adapter for LLM_g's keyword prompts, supervised by behavior alone (ours, issue 12).
 
 The paper (§3.2.2) prompts a frozen Llama-2-7B for keywords; the embedded 135M model, prompted
 zero-shot, names a user's taste less often than counting their history's metadata does. So LLM_g
-gets a LoRA adapter (`peft`) trained on examples that come from the behaviour itself:
+gets a LoRA adapter (`peft`) trained on examples that come from the behavior itself:
 
 - a *window* is a train user's history up to some point (at most `n_history` items, oldest first);
 - its *prompt* is the §3.2.2 keyword prompt for one attribute over that window, rendered exactly
@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from .captioner import metadata_captions
 from .keyword_quality import item_terms, items_by_id
 from .llm import LLM
-from .prompts import format_behaviour, most_frequent, preference_prompt, render
+from .prompts import format_behavior, most_frequent, preference_prompt, render
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def preference_messages(
     order) picks some. The keyword nodes and the adapter's examples both build prompts here, so
     the adapter learns on exactly the prompts it answers.
     """
-    history = format_behaviour(list(history_texts), params["history_line"])
+    history = format_behavior(list(history_texts), params["history_line"])
     names = list(params["attributes"]) if attributes is None else list(attributes)
     out = []
     for attribute in names:
@@ -95,7 +95,7 @@ def preference_messages(
     return out
 
 
-# -- behaviour windows ----------------------------------------------------------------------------
+# -- behavior windows ----------------------------------------------------------------------------
 
 
 def train_sequences(
@@ -150,7 +150,7 @@ class WindowSettings:
         return cls(**_known(cls, params, "windows"))
 
 
-def behaviour_windows(
+def behavior_windows(
     sequences: Mapping[str, pd.DataFrame],
     settings: WindowSettings,
     message_column: str | None = None,
@@ -214,7 +214,7 @@ def build_examples(
     items: pd.DataFrame,
     supervision: Mapping[str, Mapping[str, Any]],
     keyword_params: Mapping[str, Any],
-    behaviour_params: Mapping[str, Any],
+    behavior_params: Mapping[str, Any],
     max_message_words: int = 30,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """One example per (window, supervised attribute); returns (examples, counts).
@@ -222,7 +222,7 @@ def build_examples(
     `supervision` maps an attribute of the scene's keyword prompt to the item column that answers
     it (`column`, optional `transform` such as `decade`, `ignore` values, `top`: how many values
     answer, default keywords_per_attribute). History texts are the
-    items' metadata captions through behaviour summarization's templates (x_i of §3.2.1); messages
+    items' metadata captions through behavior summarization's templates (x_i of §3.2.1); messages
     are cut to `max_message_words` words (summarization shortens long ones with LLM_g, which
     training does not run). Training windows carry no conversation y.
     """
@@ -242,7 +242,7 @@ def build_examples(
     captions = dict(
         zip(
             by_id.index,
-            metadata_captions(by_id.to_dict("records"), behaviour_params["captioner"]["template"]),
+            metadata_captions(by_id.to_dict("records"), behavior_params["captioner"]["template"]),
             strict=True,
         )
     )
@@ -257,7 +257,7 @@ def build_examples(
     ):
         texts = [
             render(
-                behaviour_params["history_text"],
+                behavior_params["history_text"],
                 item=captions[i],
                 message=" ".join(m.split()[:max_message_words]),
             )

@@ -1,6 +1,6 @@
 """The LLM of PMG behind one interface: LLM_g (generation) and LLM_f (forward hidden states).
 
-Paper §3.2 uses the frozen LLM's generation (LLM_g) to summarise behaviours and answer the
+Paper §3.2 uses the frozen LLM's generation (LLM_g) to summarise behaviors and answer the
 keyword prompts; §3.3 uses its forward pass (LLM_f, final-layer hidden states) under prefix
 tuning for the soft preference embeddings. Both backends are plain Hugging Face causal-LM folders:
 the paper's Llama-2-7B(-chat) from a local path, or the embedded SmolLM2-135M-Instruct, whose GGUF

@@ -1,6 +1,6 @@
 """Keyword prompts of paper §3.2.2 and the parsing of LLM answers into keywords.
 
-A preference prompt is principle p + one attribute a_i + examples e + behaviour x (+ conversation y);
+A preference prompt is principle p + one attribute a_i + examples e + behavior x (+ conversation y);
 the answers of all attributes are parsed, merged, de-duplicated and cut to K_p. The target prompt
 is p + e + the target's text x^t, cut to K_t and put after the scene's fixed prefix. Every template
 and word list comes from parameters; this module only fills and parses.
@@ -64,8 +64,8 @@ def render(template: str, **fields) -> str:
         ) from None
 
 
-def format_behaviour(texts: Sequence[str], line_template: str = "- {text}") -> str:
-    """The behaviour texts x_1..x_n (oldest first), one line each."""
+def format_behavior(texts: Sequence[str], line_template: str = "- {text}") -> str:
+    """The behavior texts x_1..x_n (oldest first), one line each."""
     return "\n".join(render(line_template, text=t, index=i + 1) for i, t in enumerate(texts))
 
 

@@ -1,8 +1,8 @@
-"""The bias-correction LLM of paper §3.3: soft preference embeddings E_m from user behaviour.
+"""The bias-correction LLM of paper §3.3: soft preference embeddings E_m from user behavior.
 
 LLM_f is the frozen LLM with
   * S P-Tuning v2 prefixes (per-layer key/value prefixes, `peft` prefix tuning; S = 4 in the paper),
-  * L multimodal tokens appended after the behaviour prompt (L = 4 in the paper),
+  * L multimodal tokens appended after the behavior prompt (L = 4 in the paper),
   * a linear mapper from the LLM's hidden size to the generator text encoder's size.
 E_m = mapper(final-layer hidden states at the L token positions), shape (batch, L, dim).
 E^p = concat(E_m, E_k) along the token axis, E_k the generator's encoding of the preference keywords.
@@ -92,10 +92,10 @@ class SoftPreferenceEmbedder(nn.Module):
             params.update({f"prefix.{k}": v for k, v in self.prefix.named_parameters()})
         return params
 
-    def forward(self, behaviour_prompts: list[str]) -> torch.Tensor:
-        """E_m for a batch of behaviour prompts: (batch, L, out_dim)."""
+    def forward(self, behavior_prompts: list[str]) -> torch.Tensor:
+        """E_m for a batch of behavior prompts: (batch, L, out_dim)."""
         llm = self.llm
-        batch = llm.encode([llm.chat_prompt(p) for p in behaviour_prompts])
+        batch = llm.encode([llm.chat_prompt(p) for p in behavior_prompts])
         ids, mask = batch["input_ids"], batch["attention_mask"]
         b, n_tokens = ids.shape[0], self.config.n_tokens
         # Trainable tensors stay float32; the frozen LLM may run in bf16/fp16.
@@ -241,7 +241,7 @@ def train_soft_embeddings(
 ) -> list[dict]:
     """Train prefixes, multimodal tokens and mapper through the frozen generator's denoising loss.
 
-    prompts[i]: the behaviour prompt of the earlier history items of user i; images[i]: the image
+    prompts[i]: the behavior prompt of the earlier history items of user i; images[i]: the image
     of that user's last history item (the supervision, §3.3.2); keyword_texts[i]: the preference
     keywords (E_k). Returns one record per step (step, loss, seconds).
     """

@@ -1,4 +1,4 @@
-"""Behaviour summarization nodes (paper §3.2.1) on in-memory tables of the ingestion's shape."""
+"""Behavior summarization nodes (paper §3.2.1) on in-memory tables of the ingestion's shape."""
 
 import pandas as pd
 import pytest
@@ -6,7 +6,7 @@ import pytest
 from pmg_kedro.pipelines.behavior_summarization.nodes import (
     caption_items,
     select_users,
-    summarize_behaviour,
+    summarize_behavior,
 )
 from tests.components.tiny_llm import ScriptedLLM
 
@@ -112,7 +112,7 @@ def test_the_target_message_and_conversation_lose_the_answer(histories):
     assert selected.loc["u3", "target_message"] == "lol"
     assert selected.loc["u1", "target_context"] == "hi | x"
     assert selected.loc["u3", "target_context"] == "a b"
-    # history messages are behaviour, not the answer: kept
+    # history messages are behavior, not the answer: kept
     assert list(selected.loc["u1", "history_message"]) == ["hi :)", LONG]
 
 
@@ -157,23 +157,23 @@ def _evaluation_rows(histories):
     return _selected(histories, split=SPLIT.assign(split="evaluation"))
 
 
-def test_summarize_behaviour_summarises_only_long_texts_and_conversations(items, histories):
+def test_summarize_behavior_summarises_only_long_texts_and_conversations(items, histories):
     llm = ScriptedLLM([("SUMMARISE", "A long message. And more."), ("CONVERSATION", "They greet.")])
     histories = _evaluation_rows(histories)
     captions = caption_items(items, pd.DataFrame(columns=["item_id"]), histories, PARAMS)
-    behaviour, item_texts = summarize_behaviour(histories, captions, llm, PARAMS)
+    behavior, item_texts = summarize_behavior(histories, captions, llm, PARAMS)
 
     ((prompts, settings, _),) = llm.calls  # one batched call for every summary
     assert settings.max_new_tokens == 8
     assert sorted(p.split(":")[0] for p in prompts) == ["CONVERSATION", "CONVERSATION", "SUMMARISE"]
-    u1 = behaviour.set_index("user_id").loc["u1"]
+    u1 = behavior.set_index("user_id").loc["u1"]
     assert list(u1["history_texts"]) == [
         'slightly smiling face emoji (smile) with "hi :)"',
         'face with tears of joy emoji (joy, laugh) with "A long message."',  # first sentence only
     ]
     assert u1["target_text"] == "so funny"  # the message without its emoticon: the answer
     assert u1["conversation_summary"] == "They greet."
-    assert behaviour.set_index("user_id").at["u2", "conversation_summary"] == ""
+    assert behavior.set_index("user_id").at["u2", "conversation_summary"] == ""
     assert set(item_texts["text_source"]) == {"metadata"}  # short item texts pass through
 
 
@@ -181,8 +181,8 @@ def test_empty_summary_keeps_the_text_cut_to_the_budget(items, histories):
     llm = ScriptedLLM([], default="")
     histories = _evaluation_rows(histories)
     captions = caption_items(items, pd.DataFrame(columns=["item_id"]), histories, PARAMS)
-    behaviour, _ = summarize_behaviour(histories, captions, llm, PARAMS)
-    text = behaviour.set_index("user_id").at["u1", "history_texts"][1]
+    behavior, _ = summarize_behavior(histories, captions, llm, PARAMS)
+    text = behavior.set_index("user_id").at["u1", "history_texts"][1]
     assert text.count("word") == 48
 
 
@@ -191,10 +191,10 @@ def test_scene_without_messages_passes_item_texts_through(items, histories):
     plain = _evaluation_rows(histories[["user_id", "history", "target"]])
     llm = ScriptedLLM([])
     captions = caption_items(items, pd.DataFrame(columns=["item_id"]), plain, params)
-    behaviour, _ = summarize_behaviour(plain, captions, llm, params)
+    behavior, _ = summarize_behavior(plain, captions, llm, params)
     assert llm.calls == []  # nothing long: no LLM call at all
     assert (
-        behaviour.set_index("user_id").at["u2", "target_text"]
+        behavior.set_index("user_id").at["u2", "target_text"]
         == "slightly smiling face emoji (smile)"
     )
 
@@ -204,8 +204,8 @@ def test_training_rows_never_describe_their_supervision_item(items, histories):
     histories["history_message"] = [["hi :)", "x"], ["meow :3", "SUPERVISION"], ["ok :)"]]
     selected = _selected(histories)
     captions = caption_items(items, pd.DataFrame(columns=["item_id"]), selected, PARAMS)
-    behaviour, _ = summarize_behaviour(selected, captions, ScriptedLLM([]), PARAMS)
-    u2 = behaviour.set_index("user_id").loc["u2"]
+    behavior, _ = summarize_behavior(selected, captions, ScriptedLLM([]), PARAMS)
+    u2 = behavior.set_index("user_id").loc["u2"]
     assert u2["purpose"] == "training" and u2["supervision_item"] == "1f602"
     text = " ".join(u2["history_texts"]) + u2["target_text"] + u2["conversation_summary"]
     assert "tears of joy" not in text and "SUPERVISION" not in text

@@ -38,7 +38,7 @@ def tables(tmp_path):
         paths.append(str(path))
     items = pd.DataFrame({"item_id": ids, "caption": [f"caption {i}" for i in ids]})
     index = pd.DataFrame({"item_id": ids, "image_path": paths, "image_offset": -1})
-    behaviour = pd.DataFrame(
+    behavior = pd.DataFrame(
         {
             "user_id": ["t1", "t2", "e1", "e2"],
             "purpose": ["training", "training", "evaluation", "evaluation"],
@@ -54,12 +54,12 @@ def tables(tmp_path):
             "keywords": [["k1"], ["k2"], ["k3"], ["k4"]],
         }
     )
-    return behaviour, keywords, items, index
+    return behavior, keywords, items, index
 
 
 def test_examples_train_on_training_rows_and_score_evaluation_targets(tables):
-    behaviour, keywords, items, index = tables
-    examples = nodes.build_soft_embedding_examples(behaviour, keywords, items, index, PARAMS)
+    behavior, keywords, items, index = tables
+    examples = nodes.build_soft_embedding_examples(behavior, keywords, items, index, PARAMS)
     by_user = examples.set_index("user_id")
     assert by_user["split"].to_dict() == {
         "t1": "train",
@@ -76,8 +76,8 @@ def test_examples_train_on_training_rows_and_score_evaluation_targets(tables):
 
 
 def test_no_item_images_give_an_empty_table(tables):
-    behaviour, keywords, items, index = tables
-    examples = nodes.build_soft_embedding_examples(behaviour, keywords, items, index[:0], PARAMS)
+    behavior, keywords, items, index = tables
+    examples = nodes.build_soft_embedding_examples(behavior, keywords, items, index[:0], PARAMS)
     assert examples.empty and "prompt" in examples.columns
 
 
@@ -89,8 +89,8 @@ def llm(tiny_llama):
 def test_training_sees_only_train_users_and_embeds_evaluation_users(
     tables, llm, tiny_generator, monkeypatch, one_thread
 ):
-    behaviour, keywords, items, index = tables
-    examples = nodes.build_soft_embedding_examples(behaviour, keywords, items, index, PARAMS)
+    behavior, keywords, items, index = tables
+    examples = nodes.build_soft_embedding_examples(behavior, keywords, items, index, PARAMS)
     seen = []
     original = nodes.train_soft_embeddings
 

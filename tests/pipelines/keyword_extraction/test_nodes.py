@@ -88,7 +88,7 @@ def items():
 
 
 @pytest.fixture()
-def behaviour():
+def behavior():
     return pd.DataFrame(
         {
             "user_id": ["a", "b", "c"],
@@ -116,9 +116,9 @@ LLM_RULES = [
 ]
 
 
-def test_preference_keywords_merge_dedupe_cut_and_fallback(behaviour, items):
+def test_preference_keywords_merge_dedupe_cut_and_fallback(behavior, items):
     llm = ScriptedLLM(LLM_RULES, default="I cannot answer that question about this user, sorry.")
-    result = extract_preference_keywords(behaviour, items, llm, NO_ADAPTER, PARAMS).set_index(
+    result = extract_preference_keywords(behavior, items, llm, NO_ADAPTER, PARAMS).set_index(
         "user_id"
     )
 
@@ -146,9 +146,9 @@ def test_preference_keywords_merge_dedupe_cut_and_fallback(behaviour, items):
     assert len(result) == 3
 
 
-def test_target_keywords_prefix_cut_and_fallback(behaviour, items):
+def test_target_keywords_prefix_cut_and_fallback(behavior, items):
     llm = ScriptedLLM(LLM_RULES, default="")
-    result = extract_target_keywords(behaviour, items, llm, PARAMS).set_index("user_id")
+    result = extract_target_keywords(behavior, items, llm, PARAMS).set_index("user_id")
     # The title in the answer repeats the prefix and is skipped; K_t = 2.
     assert list(result.at["a", "keywords"]) == ["movie poster", "Heat", "city lights", "night"]
     b = result.loc["b"]  # one long sentence: nothing parses -> the target's genres, flagged
@@ -161,9 +161,9 @@ def test_target_keywords_prefix_cut_and_fallback(behaviour, items):
     assert result.at["a", "raw_answer"] == "Heat, city lights, night, guns"
 
 
-def test_target_fallback_uses_message_words_when_no_item_columns(behaviour, items):
+def test_target_fallback_uses_message_words_when_no_item_columns(behavior, items):
     params = {**PARAMS, "target_fallback_columns": [], "target_prefix": ["emoji"]}
-    result = extract_target_keywords(behaviour, items, ScriptedLLM([]), params).set_index("user_id")
+    result = extract_target_keywords(behavior, items, ScriptedLLM([]), params).set_index("user_id")
     assert list(result.at["c", "keywords"]) == ["emoji", "alien", "horror"]
 
 
@@ -221,9 +221,9 @@ def _years(items):
     return items.assign(year=[1995, 1995, 1979, 1995])
 
 
-def test_quality_report_compares_methods_at_an_equal_budget(behaviour, items):
+def test_quality_report_compares_methods_at_an_equal_budget(behavior, items):
     report, markdown = report_keyword_quality(
-        LORA, ZERO_SHOT, TARGET, behaviour, _years(items), REAL_USERS, QUALITY_PARAMS
+        LORA, ZERO_SHOT, TARGET, behavior, _years(items), REAL_USERS, QUALITY_PARAMS
     )
     assert report["methods"] == {
         "llm_zero_shot": "zero-shot LLM",
@@ -276,13 +276,13 @@ def test_quality_report_compares_methods_at_an_equal_budget(behaviour, items):
     assert "| target_decade: target decade | 3 | age, 1 | 0.33 [" in markdown
 
 
-def test_quality_report_measures_evaluation_users_only(behaviour, items):
+def test_quality_report_measures_evaluation_users_only(behavior, items):
     purpose = ("evaluation", "training", "evaluation")
     lora = LORA.assign(purpose=list(purpose))
-    behaviour = behaviour.assign(purpose=list(purpose))
+    behavior = behavior.assign(purpose=list(purpose))
     empty = ZERO_SHOT[:0]  # no comparison run
     report, markdown = report_keyword_quality(
-        lora, empty, TARGET, behaviour, items, REAL_USERS, PARAMS
+        lora, empty, TARGET, behavior, items, REAL_USERS, PARAMS
     )
     assert report["n_users"] == 2 and set(report["methods"]) == {"llm_lora", "baseline"}
     # a: comedy is a top-2 history genre; c: drama, horror names horror
@@ -291,7 +291,7 @@ def test_quality_report_measures_evaluation_users_only(behaviour, items):
     assert "zero-shot" not in markdown
 
 
-def test_checks_without_their_reference_are_not_applicable(behaviour, items):
+def test_checks_without_their_reference_are_not_applicable(behavior, items):
     """POG-shaped data: items without the baseline column, real users without a hidden taste."""
     check = {"description": "d", "attribute": "genre", "budget": 1}
     params = {
@@ -320,7 +320,7 @@ def test_checks_without_their_reference_are_not_applicable(behaviour, items):
         },
     }
     report, markdown = report_keyword_quality(
-        LORA, ZERO_SHOT, TARGET, behaviour, items, REAL_USERS, params
+        LORA, ZERO_SHOT, TARGET, behavior, items, REAL_USERS, params
     )
     assert set(report["checks"]) == {"genres"}
     assert set(report["checks"]["genres"]["methods"]) == {"llm_lora", "llm_zero_shot"}
@@ -336,42 +336,42 @@ def test_checks_without_their_reference_are_not_applicable(behaviour, items):
     assert report["not_applicable"]["era"].startswith("the LLM is not asked the attribute 'era'")
     assert "- kind: not applicable: the items table has no column 'class_name'" in markdown
     simulated = REAL_USERS.assign(simulated=True)
-    report, _ = report_keyword_quality(LORA, ZERO_SHOT, TARGET, behaviour, items, simulated, params)
+    report, _ = report_keyword_quality(LORA, ZERO_SHOT, TARGET, behavior, items, simulated, params)
     assert "hidden" not in report["not_applicable"] and report["scene_note"] == "SIMULATED users"
 
 
-def test_two_tables_of_one_llm_setting_are_an_error(behaviour, items):
+def test_two_tables_of_one_llm_setting_are_an_error(behavior, items):
     with pytest.raises(ValueError, match="unknown or repeated llm_adapter"):
-        report_keyword_quality(LORA, LORA, TARGET, behaviour, items, REAL_USERS, PARAMS)
+        report_keyword_quality(LORA, LORA, TARGET, behavior, items, REAL_USERS, PARAMS)
 
 
-def test_lora_refuses_an_evaluation_user_the_adapter_trained_on(behaviour, items):
+def test_lora_refuses_an_evaluation_user_the_adapter_trained_on(behavior, items):
     llm = ScriptedLLM(LLM_RULES)
     adapter = {"tensors": {}, "metadata": {"trained_users": {"movie": ["b", "z"]}}}
     with pytest.raises(AdapterLeakError, match=r"movie.*trained on 1 of these users .*\['b'\]"):
         extract_preference_keywords(
-            behaviour, items, llm, adapter, {**PARAMS, "llm_adapter": "lora"}
+            behavior, items, llm, adapter, {**PARAMS, "llm_adapter": "lora"}
         )
     assert llm.calls == []  # refused before any answer
     # training rows of those users are no evaluation: they pass the check (then merge fails here)
-    training = behaviour.assign(purpose="training")
+    training = behavior.assign(purpose="training")
     with pytest.raises(ValueError, match="not a trained keyword adapter"):
         extract_preference_keywords(
             training, items, llm, adapter, {**PARAMS, "llm_adapter": "lora"}
         )
     with pytest.raises(ValueError, match="llm_adapter: expected lora or none, got 'qlora'"):
         extract_preference_keywords(
-            behaviour, items, llm, adapter, {**PARAMS, "llm_adapter": "qlora"}
+            behavior, items, llm, adapter, {**PARAMS, "llm_adapter": "qlora"}
         )
 
 
-def test_comparison_keywords_run_the_other_setting_on_evaluation_users_only(behaviour, items):
-    behaviour = behaviour.assign(purpose=["evaluation", "training", "evaluation"])
+def test_comparison_keywords_run_the_other_setting_on_evaluation_users_only(behavior, items):
+    behavior = behavior.assign(purpose=["evaluation", "training", "evaluation"])
     llm = ScriptedLLM(LLM_RULES, default="comedy")
-    result = extract_comparison_keywords(behaviour, items, llm, NO_ADAPTER, PARAMS)
+    result = extract_comparison_keywords(behavior, items, llm, NO_ADAPTER, PARAMS)
     assert result["user_id"].tolist() == ["a", "c"] and set(result["llm_adapter"]) == {"none"}
     params = {**PARAMS, "quality": {**PARAMS["quality"], "compare_llm_adapter": None}}
-    empty = extract_comparison_keywords(behaviour, items, llm, NO_ADAPTER, params)
+    empty = extract_comparison_keywords(behavior, items, llm, NO_ADAPTER, params)
     assert empty.empty and list(empty.columns) == list(result.columns)
 
 
@@ -386,14 +386,14 @@ def test_bootstrap_interval_matches_the_normal_approximation():
     assert bootstrap_share([], 100, 0) == {"share": None, "ci95": None}
 
 
-def test_fallback_reads_only_the_columns_the_items_have(behaviour, items):
+def test_fallback_reads_only_the_columns_the_items_have(behavior, items):
     """POG items have no genres: the fallback is the content words of the history texts."""
     pog_items = items.drop(columns="genres")
     llm = ScriptedLLM([], default="")
-    preference = extract_preference_keywords(behaviour, pog_items, llm, NO_ADAPTER, PARAMS)
+    preference = extract_preference_keywords(behavior, pog_items, llm, NO_ADAPTER, PARAMS)
     c = preference.set_index("user_id").loc["c"]
     assert c["fallback"] and list(c["keywords"]) == ["alien", "horror"]
-    target = extract_target_keywords(behaviour, pog_items, llm, PARAMS).set_index("user_id")
+    target = extract_target_keywords(behavior, pog_items, llm, PARAMS).set_index("user_id")
     assert list(target.at["b", "keywords"]) == ["movie poster", "Toy Story", "toy", "story"]
 
 
@@ -405,16 +405,16 @@ def test_fallback_to_titles_when_the_texts_have_no_latin_words(items):
     ]
 
 
-def test_the_adapters_decoding_overrides_apply_to_lora_only(behaviour, items, monkeypatch):
+def test_the_adapters_decoding_overrides_apply_to_lora_only(behavior, items, monkeypatch):
     from pmg_kedro.pipelines.keyword_extraction import nodes
 
     llm, merged = ScriptedLLM(LLM_RULES), ScriptedLLM(LLM_RULES)
     llm.name, merged.name = "scripted", "scripted+lora"
     monkeypatch.setattr(nodes, "adapted_llm", lambda base, adapter, where: merged)
     params = {**PARAMS, "lora_generation": {"repetition_penalty": 1.0}}
-    extract_preference_keywords(behaviour, items, llm, NO_ADAPTER, params)
+    extract_preference_keywords(behavior, items, llm, NO_ADAPTER, params)
     lora = extract_preference_keywords(
-        behaviour, items, llm, NO_ADAPTER, {**params, "llm_adapter": "lora"}
+        behavior, items, llm, NO_ADAPTER, {**params, "llm_adapter": "lora"}
     )
     assert [c[1].repetition_penalty for c in llm.calls] == [1.1, 1.1]  # zero-shot: `generation`
     assert [c[1].repetition_penalty for c in merged.calls] == [1.0, 1.0]  # the merged LLM answers

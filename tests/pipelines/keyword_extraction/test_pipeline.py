@@ -9,7 +9,7 @@ from kedro.runner import SequentialRunner
 
 from pmg_kedro.components.llm import load_llm
 from pmg_kedro.components.splits import split_users
-from pmg_kedro.pipelines.behavior_summarization import create_pipeline as behaviour_pipeline
+from pmg_kedro.pipelines.behavior_summarization import create_pipeline as behavior_pipeline
 from pmg_kedro.pipelines.keyword_extraction import create_pipeline as keyword_pipeline
 from pmg_kedro.scenes import SCENES
 from tests.components.tiny_llm import build_tiny_chat_llama
@@ -145,18 +145,18 @@ def test_pipelines_run_for_every_scene_on_a_tiny_llama(tmp_path, test_params):
         ]
         catalog[f"params:{scene}.keyword_extraction"] = keyword_params
 
-    pipeline = behaviour_pipeline() + keyword_pipeline()
+    pipeline = behavior_pipeline() + keyword_pipeline()
     for name in pipeline.all_outputs():
         catalog[name] = KeptDataset()
     SequentialRunner().run(pipeline, catalog)
 
     for scene in SCENES:
         params = test_params[scene]["keyword_extraction"]
-        behaviour = catalog.load(f"{scene}.behavior_texts")
+        behavior = catalog.load(f"{scene}.behavior_texts")
         preference = catalog.load(f"{scene}.preference_keywords")
         target = catalog.load(f"{scene}.target_keywords")
-        assert len(behaviour) == len(preference) == len(target) == 3
-        assert all(len(texts) >= 2 for texts in behaviour["history_texts"])
+        assert len(behavior) == len(preference) == len(target) == 3
+        assert all(len(texts) >= 2 for texts in behavior["history_texts"])
         for row in preference.itertuples():
             assert list(row.attributes) == list(params["attributes"])
             assert len(row.raw_answers) == len(params["attributes"])
@@ -238,7 +238,7 @@ def test_lora_keywords_come_from_the_merged_adapter_and_are_compared(tmp_path, t
     catalog["params:costume.keyword_extraction"] = params
     catalog["llm"] = MemoryDataset(llm, copy_mode="assign")
     catalog["keyword_adapter"] = MemoryDataset(adapter, copy_mode="assign")
-    pipeline = (behaviour_pipeline() + keyword_pipeline()).only_nodes_with_namespaces(["costume"])
+    pipeline = (behavior_pipeline() + keyword_pipeline()).only_nodes_with_namespaces(["costume"])
     for name in pipeline.all_outputs():
         catalog[name] = KeptDataset()
     SequentialRunner().run(pipeline, catalog)

@@ -1,4 +1,4 @@
-"""Behaviour summarization nodes (paper §3.2.1): user behaviours -> short texts x_i, x^t and y.
+"""Behavior summarization nodes (paper §3.2.1): user behaviors -> short texts x_i, x^t and y.
 
 x_i = [LLM_g(t_{h_i}), LLM_g(v_{h_i}), ...]: short item texts pass through, long ones (over a
 token budget) are summarised into one sentence, images become text through the captioner;
@@ -38,7 +38,7 @@ def select_users(
     ingestion: dict[str, Any],
     protocol: dict[str, Any],
 ) -> pd.DataFrame:
-    """The rows whose behaviour is summarised, one per (user, purpose) (DESIGN.md §5):
+    """The rows whose behavior is summarised, one per (user, purpose) (DESIGN.md §5):
 
     - `evaluation`: every evaluation user of the split, history and target as ingested;
     - `training`: up to `max_train_users` train users (seeded), only where items have images (the
@@ -172,7 +172,7 @@ def _as_list(value) -> list:
     return [] if value is None else list(value)
 
 
-def summarize_behaviour(
+def summarize_behavior(
     users: pd.DataFrame, item_texts: pd.DataFrame, llm: LLM, params: dict[str, Any]
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """x_i, x^t and y per user (§3.2.1), and the item texts with their summaries.

@@ -3,7 +3,7 @@
 from kedro.pipeline import Node, Pipeline
 
 from ...scenes import per_scene
-from .nodes import caption_items, select_users, summarize_behaviour
+from .nodes import caption_items, select_users, summarize_behavior
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -33,7 +33,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="caption_items",
             ),
             Node(
-                summarize_behaviour,
+                summarize_behavior,
                 inputs=[
                     "summarized_users",
                     "item_captions",
@@ -41,7 +41,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params:behavior_summarization",
                 ],
                 outputs=["behavior_texts", "item_texts"],
-                name="summarize_behaviour",
+                name="summarize_behavior",
             ),
         ]
     )

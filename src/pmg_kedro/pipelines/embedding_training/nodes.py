@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 NOT_APPLICABLE_NO_IMAGES = "not applicable: the scene's items have no images to supervise with"
 
 
-def _behaviour_prompt(captions: list[str], params: dict[str, Any]) -> str:
+def _behavior_prompt(captions: list[str], params: dict[str, Any]) -> str:
     return params["prompt_template"].format(items="; ".join(captions))
 
 
@@ -72,7 +72,7 @@ def build_soft_embedding_examples(
             {
                 "user_id": row.user_id,
                 "split": "train" if training else "evaluation",
-                "prompt": _behaviour_prompt([captions[i] for i in row.history], params),
+                "prompt": _behavior_prompt([captions[i] for i in row.history], params),
                 "keywords_text": ", ".join(keywords[(row.user_id, row.purpose)]),
                 "supervision_item": supervision,
                 "image_path": image["image_path"],

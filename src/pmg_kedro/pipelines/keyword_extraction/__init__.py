@@ -1,4 +1,4 @@
-"""Keyword extraction (paper §3.2.2): behaviour texts -> preference keywords k^p, target keywords k^t."""
+"""Keyword extraction (paper §3.2.2): behavior texts -> preference keywords k^p, target keywords k^t."""
 
 from .pipeline import create_pipeline
 

@@ -1,4 +1,4 @@
-"""Keyword extraction nodes (paper §3.2.2): behaviour texts -> preference and target keywords.
+"""Keyword extraction nodes (paper §3.2.2): behavior texts -> preference and target keywords.
 
 k_i^p = LLM_g(p, a_i, e, x, y) for every attribute a_i of the scene, merged and de-duplicated
 into k^p (K_p keywords); k^t = LLM_g(p, e, x^t) after the scene's fixed prefix (K_t keywords).
@@ -9,10 +9,10 @@ have: genres, class, ...; POG items have none, then the content words of the his
 and the row is flagged `fallback = True`; such users are counted and logged, never dropped.
 
 `llm_adapter` (ours, issue 12): `lora` answers the preference prompts with the keyword adapter
-trained by model_preparation on train users' behaviour (`components.keyword_adapter`), merged into
+trained by model_preparation on train users' behavior (`components.keyword_adapter`), merged into
 a copy of LLM_g; `none` prompts LLM_g zero-shot, as the paper does. An evaluation user the adapter
 was trained on stops the run. Target keywords stay zero-shot: the adapter learnt preference
-prompts only, and no behaviour supervises a description of one item.
+prompts only, and no behavior supervises a description of one item.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def extract_preference_keywords(
     Returns user_id, purpose (evaluation | training), keywords, attributes, raw_answers (one per
     attribute), parsed (per attribute), n_parsed (distinct keywords before the cut), fallback,
     llm_adapter (`lora` | `none`, from params) and llm (the model that answered). Training rows'
-    behaviour ends before their supervision item, so their keywords never see it.
+    behavior ends before their supervision item, so their keywords never see it.
     """
     return _preference_keywords(
         behavior_texts, items, llm, keyword_adapter, params, params.get("llm_adapter", "none")

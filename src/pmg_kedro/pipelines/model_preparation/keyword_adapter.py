@@ -1,7 +1,7 @@
-"""`model_preparation`'s keyword adapter: train users' behaviour -> a LoRA adapter for LLM_g.
+"""`model_preparation`'s keyword adapter: train users' behavior -> a LoRA adapter for LLM_g.
 
 Beyond the paper (issue 12): `components.keyword_adapter` says what the examples are and how the
-adapter trains. Per scene, windows of the train users' behaviour become keyword-prompt examples;
+adapter trains. Per scene, windows of the train users' behavior become keyword-prompt examples;
 one adapter, shared by the scenes, trains on them; its header lists the users it was trained on.
 `keyword_adapter_training.train` is false in `base` (the committed adapter in
 models/embedded/keyword_adapter/ is kept and nothing trains); `reference` trains it with the long
@@ -23,7 +23,7 @@ from ...components.keyword_adapter import (
     AdapterTraining,
     WindowSettings,
     adapter_metadata,
-    behaviour_windows,
+    behavior_windows,
     build_examples,
     sample_examples,
     split_validation_users,
@@ -51,7 +51,7 @@ def build_keyword_adapter_examples(
     keyword_extraction: dict[str, Any],
     params: dict[str, Any],
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Keyword-prompt examples from the train users' behaviour windows; (examples, counts).
+    """Keyword-prompt examples from the train users' behavior windows; (examples, counts).
 
     Reads no users table: a simulated user's hidden taste never reaches training.
     """
@@ -63,7 +63,7 @@ def build_keyword_adapter_examples(
         split.get("filter_column"),
         split.get("order_columns", ["timestamp"]),
     )
-    windows = behaviour_windows(
+    windows = behavior_windows(
         sequences, WindowSettings.from_params(params["windows"]), params.get("message_column")
     )
     scene = keyword_extraction.get("scene") or params["scene"]
@@ -148,7 +148,7 @@ def write_keyword_adapter_card(history: dict[str, Any]) -> str:
         "# Keyword adapter (LoRA on SmolLM2-135M-Instruct's keyword prompts)",
         "",
         "Beyond the paper (issue 12): LLM_g's keyword prompts (paper §3.2.2) answered by a LoRA "
-        "adapter (`peft`) trained on behaviour alone. Prompt: the keyword prompt of one attribute "
+        "adapter (`peft`) trained on behavior alone. Prompt: the keyword prompt of one attribute "
         "over a train user's history up to a point (a window); answer: that attribute's values of "
         "the items the user chose next, most frequent first. Only `train` users of the protocol's "
         "split; each user's held-out target and everything after it are cut off; no hidden taste "

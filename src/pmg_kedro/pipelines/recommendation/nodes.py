@@ -44,7 +44,7 @@ from ...components.mmgcn import (  # noqa: E402
 )
 from ...components.prompts import (  # noqa: E402
     field_text,
-    format_behaviour,
+    format_behavior,
     merge_keywords,
     most_frequent,
     parse_keywords,
@@ -197,7 +197,7 @@ def extract_recommendation_keywords(
     texts = _item_texts(items, p["item_text"], (i for s in sources for i in s))
     prompts = [
         render(
-            p["prompt_template"], history=format_behaviour([texts[i] for i in s], p["history_line"])
+            p["prompt_template"], history=format_behavior([texts[i] for i in s], p["history_line"])
         )
         for s in sources
     ]
