@@ -8,6 +8,7 @@ also give the keyword extraction's no-LLM fallback rule.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -212,11 +213,22 @@ def check_not_applicable(
     return None
 
 
+def most_frequent_with_ties(values: Sequence[str], n: int) -> list[str]:
+    """The `n` most frequent values and every value as frequent as the n-th (most frequent first,
+    ties in the order seen): with three genres tied for second place, each is "one of the two
+    most frequent", whichever a tie-break would pick."""
+    counts = Counter(values)
+    ranked = sorted(counts, key=lambda v: -counts[v])
+    if len(ranked) <= n:
+        return ranked
+    return [v for v in ranked if counts[v] >= counts[ranked[n - 1]]]
+
+
 def _references(check: dict, row, by_id: pd.DataFrame, users_by_id: pd.DataFrame) -> list[str]:
     source, column, transform = check["source"], check["column"], check.get("transform")
     if source == "history":
         terms = history_terms(row.history, by_id, column, transform)
-        return most_frequent(terms, int(check.get("top", 2)))
+        return most_frequent_with_ties(terms, int(check.get("top", 2)))
     if source == "target":
         return item_terms(by_id.loc[str(row.target)], column, transform)
     if source == "user":

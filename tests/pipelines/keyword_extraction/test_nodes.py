@@ -420,3 +420,13 @@ def test_the_adapters_decoding_overrides_apply_to_lora_only(behavior, items, mon
     assert [c[1].repetition_penalty for c in merged.calls] == [1.0, 1.0]  # the merged LLM answers
     assert [c[1].max_new_tokens for c in merged.calls] == [8, 8]  # the rest from `generation`
     assert set(lora["llm_adapter"]) == {"lora"} and set(lora["llm"]) == {"scripted+lora"}
+
+
+def test_most_frequent_history_values_keep_ties_at_the_cut():
+    from pmg_kedro.components.keyword_quality import most_frequent_with_ties
+
+    values = ["drama", "crime", "comedy", "drama", "war", "comedy", "crime", "drama"]
+    # drama 3, crime 2, comedy 2, war 1: the two most frequent are drama and (crime or comedy)
+    assert most_frequent_with_ties(values, 2) == ["drama", "crime", "comedy"]
+    assert most_frequent_with_ties(values, 1) == ["drama"]
+    assert most_frequent_with_ties(["war"], 2) == ["war"]

@@ -156,6 +156,10 @@ def write_keyword_adapter_card(history: dict[str, Any]) -> str:
         "`keyword_adapter.safetensors` lists the users it was trained on; `keyword_extraction` "
         "refuses to evaluate any of them.",
         "",
+        "Use: `keyword_extraction.llm_adapter: lora` merges it into a copy of LLM_g (same decoding "
+        "cost) and decodes with `lora_generation` (no repetition penalty: the answers name values "
+        "of the history, which transformers' penalty works against).",
+        "",
         "## Data",
         "",
         "| scene | split seed | windows | users | examples | sampled | users trained on | "
