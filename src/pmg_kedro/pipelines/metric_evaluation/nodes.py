@@ -694,14 +694,7 @@ def summarize_metric_evaluation(
             "probe": semantic_probe["report"],
             "references": notes["references"],
             "variants": notes["variants"],
-            "metrics": {
-                f"{r.variant}/{r.reference}/{r.metric}": {
-                    "mean": r.mean,
-                    "ci": [r.ci_low, r.ci_high],
-                    "n_users": r.n_users,
-                }
-                for r in cells.itertuples()
-            },
+            "metrics": _cell_summary(cells, "variant"),
             "comparisons": {
                 f"{r.a}-{r.b}/{r.reference}/{r.metric}": {
                     "mean_difference": r.mean_difference,
@@ -713,14 +706,7 @@ def summarize_metric_evaluation(
                 for r in comparisons.itertuples()
             },
             "table2_status": table2_notes["status"],
-            "table2": {
-                f"{r.sweep_variant}/{r.reference}/{r.metric}": {
-                    "mean": r.mean,
-                    "ci": [r.ci_low, r.ci_high],
-                    "n_users": r.n_users,
-                }
-                for r in table2_cells.itertuples()
-            },
+            "table2": _cell_summary(table2_cells, "sweep_variant"),
             "not_applicable": {
                 v: i["status"] for v, i in notes["variants"].items() if i["status"] != "ok"
             },
@@ -1007,3 +993,15 @@ def _pair_metrics(params: dict[str, Any], lpips_model) -> metrics.PairMetrics:
         batch_size=int(fd["batch_size"]),
         images_per_chunk=int(fd["images_per_chunk"]),
     )
+
+
+def _cell_summary(cells: pd.DataFrame, row: str) -> dict[str, dict[str, Any]]:
+    """Table cells keyed "<row>/<reference>/<metric>": mean, 95% interval, users."""
+    return {
+        f"{getattr(r, row)}/{r.reference}/{r.metric}": {
+            "mean": r.mean,
+            "ci": [r.ci_low, r.ci_high],
+            "n_users": r.n_users,
+        }
+        for r in cells.itertuples()
+    }
