@@ -6,28 +6,87 @@
    equal keyword budget) and every node's wall time.
 2. `--timing N`: on each scene's evaluation users, times `extract_preference_keywords` with
    `llm_adapter: none` and `lora` (merge included), alternating N times, and prints the ratio.
+`--params KEY=VALUE ...` overrides parameters as `kedro run --params` does; `--data-root DIR`
+copies the run's inputs (data/02_intermediate, 03_primary, 04_feature) to DIR once and writes
+every output there, so a variant never overwrites the default run's datasets.
 Usage:
     python benchmarks/keyword_adapter_quality.py --env base --timing 1 --out /tmp/quality.json
+    # the zero-shot comparison decoded without repetition penalty, on the last run's behavior:
+    python benchmarks/keyword_adapter_quality.py --pipelines keyword_extraction \
+        --data-root /tmp/rp10 --params movie.keyword_extraction.generation.repetition_penalty=1.0 \
+        emoticon.keyword_extraction.generation.repetition_penalty=1.0 \
+        costume.keyword_extraction.generation.repetition_penalty=1.0
 """
 
 import argparse
 import json
 import logging
+import shutil
 import statistics
-import sys
 import time
 from pathlib import Path
 
+import yaml
+from kedro.config import OmegaConfigLoader
 from kedro.framework.hooks import hook_impl
 from kedro.framework.hooks.manager import _create_hook_manager
+from kedro.io import DataCatalog
 from kedro.pipeline import Pipeline
 from kedro.runner import SequentialRunner
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from keyword_adapter_train import project_catalog  # noqa: E402
+from pmg_kedro.pipelines.keyword_extraction.nodes import extract_preference_keywords
+from pmg_kedro.scenes import SCENES
+from pmg_kedro.settings import CONFIG_LOADER_ARGS
 
-from pmg_kedro.pipelines.keyword_extraction.nodes import extract_preference_keywords  # noqa: E402
-from pmg_kedro.scenes import SCENES  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+INPUT_LAYERS = ("02_intermediate", "03_primary", "04_feature")
+OPTIONS: dict = {"params": {}, "data_root": None}  # set once by main()
+
+
+def runtime_params(pairs: list[str]) -> dict:
+    """`a.b.c=1.0` pairs -> a nested dict (values parsed as YAML), as `kedro run --params`."""
+    params: dict = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        *parents, leaf = key.split(".")
+        node = params
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    return params
+
+
+def project_catalog(env: str) -> DataCatalog:
+    """The environment's catalog with its parameters as `params:` entries, as a KedroSession
+    builds it (without loading every registered pipeline); `OPTIONS` apply."""
+    args = {k: v for k, v in CONFIG_LOADER_ARGS.items() if k != "default_run_env"}
+    loader = OmegaConfigLoader(
+        str(ROOT / "conf"),
+        env=env,
+        default_run_env=env,
+        runtime_params=OPTIONS["params"],
+        **args,
+    )
+    config = loader["catalog"]
+    root = OPTIONS["data_root"]
+    if root is not None:
+        data_root = loader["globals"]["data_root"].rstrip("/") + "/"
+        for entry in config.values():
+            for key in ("filepath", "path"):
+                if isinstance(entry, dict) and str(entry.get(key, "")).startswith(data_root):
+                    entry[key] = str(root / entry[key][len(data_root) :])
+    catalog = DataCatalog.from_config(config)
+
+    def add(prefix: str, value) -> None:
+        catalog[prefix] = value
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                add(f"{prefix}.{key}", inner)
+
+    catalog["parameters"] = loader["parameters"]
+    for key, value in loader["parameters"].items():
+        add(f"params:{key}", value)
+    return catalog
 
 
 class NodeTimes:
@@ -104,9 +163,15 @@ def main() -> None:
     )
     parser.add_argument("--timing", type=int, default=0, help="alternating repeats (0: none)")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--params", nargs="*", default=[], help="KEY=VALUE overrides")
+    parser.add_argument("--data-root", type=Path, help="copy the inputs here, write here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    out: dict = {"env": args.env}
+    OPTIONS.update(params=runtime_params(args.params), data_root=args.data_root)
+    if args.data_root is not None and not args.data_root.exists():
+        for layer in INPUT_LAYERS:
+            shutil.copytree(ROOT / "data" / layer, args.data_root / layer)
+    out: dict = {"env": args.env, "params": args.params, "data_root": str(args.data_root)}
     if args.pipelines:
         start = time.perf_counter()
         out["reports"], out["node_seconds"] = run_pipelines(args.env, args.pipelines.split(","))

@@ -60,6 +60,62 @@ def test_batched_generation_equals_one_at_a_time(llm):
     assert len(llm.last_finished) == len(PROMPTS)
 
 
+HISTORY = "the user liked : comedy film , drama film , war film , a western"
+QUESTIONS = ["which genre ?", "which decade do they like most ?", "which actor ?"]
+
+
+@pytest.mark.parametrize("penalty", [1.0, 1.2])
+def test_prefix_cached_groups_answer_as_the_plain_path(llm, penalty):
+    """A group's shared beginning runs once and its cache serves each member: same answers as
+    every prompt run whole, across batches holding several groups of different lengths."""
+    messages, groups = [], []
+    for user, history in enumerate([HISTORY, "cat", HISTORY + " , horror film , sad face"]):
+        for question in QUESTIONS[: 3 - (user == 1)]:
+            messages.append(f"{history} . {question}")
+            groups.append(f"u{user}")
+    messages.append("a lone prompt")
+    groups.append("u3")
+    settings = GenerationSettings(max_new_tokens=6, batch_size=4, repetition_penalty=penalty)
+    plain = llm.generate(messages, settings, answer_prefix=" keywords :")
+    plain_finished = llm.last_finished
+    grouped = llm.generate(messages, settings, answer_prefix=" keywords :", groups=groups)
+    assert grouped == plain and llm.last_finished == plain_finished
+    assert len(set(plain)) > 1, "the random model answers the questions differently"
+    with pytest.raises(ValueError, match="group keys"):
+        llm.generate(messages, settings, groups=groups[:-1])
+
+
+def test_the_repetition_penalty_counts_real_tokens_only():
+    """As transformers' processor where nothing is padded; padding (here EOS = 2) is not seen."""
+    from transformers import RepetitionPenaltyLogitsProcessor
+
+    from pmg_kedro.components.llm import _RealTokenRepetitionPenalty
+
+    torch.manual_seed(0)
+    scores = torch.randn(2, 9)
+    ids = torch.tensor([[2, 2, 5, 7, 5], [1, 3, 4, 8, 6]])
+    unpadded = torch.ones(2, 4, dtype=torch.long)  # the prompt: 4 tokens, then one generated
+    ours = _RealTokenRepetitionPenalty(1.3, unpadded)(ids, scores.clone())
+    assert torch.allclose(ours, RepetitionPenaltyLogitsProcessor(1.3)(ids, scores.clone()))
+    padded = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
+    ours = _RealTokenRepetitionPenalty(1.3, padded)(ids, scores.clone())
+    assert ours[0, 2] == scores[0, 2] and ours[0, 5] != scores[0, 5]
+    assert torch.equal(ours[1], RepetitionPenaltyLogitsProcessor(1.3)(ids, scores.clone())[1])
+
+
+def test_groups_share_their_common_tokens_and_keep_one_of_their_own(llm):
+    from pmg_kedro.components.llm import _common_prefix_length
+
+    assert _common_prefix_length([[1, 2, 3], [1, 2, 4], [1, 2]]) == 2
+    assert _common_prefix_length([[5, 6]]) == 2
+    settings = GenerationSettings(max_new_tokens=2, batch_size=3)
+    prompts = [llm.chat_prompt(m) for m in ("cat . which genre ?", "cat . which actor ?", "dog")]
+    batches = llm._grouped_batches(prompts, ["a", "a", "b"], settings)
+    assert sorted(i for index, _ in batches for i in index) == [0, 1, 2]
+    batches = llm._grouped_batches(prompts[:2], ["a", "a"], GenerationSettings(batch_size=1))
+    assert [index for index, _ in batches] == [[0, 1]]  # a group is never split
+
+
 def test_answer_prefix_is_fed_but_not_returned(llm):
     settings = GenerationSettings(max_new_tokens=4, batch_size=2)
     plain = llm.generate(PROMPTS[:2], settings)

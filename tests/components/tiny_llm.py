@@ -76,11 +76,15 @@ class ScriptedLLM:
         self.rules = [(re.compile(p, re.S), a) for p, a in rules]
         self.default = default
         self.calls: list[tuple[list[str], object, str]] = []
+        self.groups: list = []  # the `groups` argument of each call
         self.last_finished: list[bool] = []
         self.last_stats: GenerationStats | None = None
 
-    def generate(self, messages, settings, answer_prefix: str = "", desc: str = "") -> list[str]:
+    def generate(
+        self, messages, settings, answer_prefix: str = "", desc: str = "", groups=None
+    ) -> list[str]:
         self.calls.append((list(messages), settings, answer_prefix))
+        self.groups.append(None if groups is None else list(groups))
         answers = [next((a for p, a in self.rules if p.search(m)), self.default) for m in messages]
         self.last_finished = [True] * len(answers)
         self.last_stats = GenerationStats(len(answers), 0, 1.0, settings.batch_size)

@@ -176,6 +176,7 @@ class LLM:
         settings: GenerationSettings,
         answer_prefix: str = "",
         desc: str = "LLM_g",
+        groups: Sequence | None = None,
     ) -> list[str]:
         """Answer each user message (chat template applied), batched with left padding + KV cache.
 
@@ -184,35 +185,42 @@ class LLM:
         Prompts are sorted by length so a batch holds similar lengths (less padding); answers come
         back in input order. Throughput is logged and kept in `last_stats`; whether each answer
         ended by itself (EOS) rather than at `max_new_tokens` is kept in `last_finished`.
+
+        `groups` (one key per message, e.g. its user): the messages of a group share their first
+        tokens (one user's attribute prompts: principle and history), which then run once per
+        group and their keys and values serve every message of it (prefix caching). The answers
+        are those of the plain path up to floating-point rounding (a test compares them).
         """
         prompts = [self.chat_prompt(m, settings.system_prompt) + answer_prefix for m in messages]
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        if groups is not None and len(groups) != len(prompts):
+            raise ValueError(f"{len(groups)} group keys for {len(prompts)} messages")
+        batches = (
+            self._plain_batches(prompts, settings)
+            if groups is None
+            else self._grouped_batches(prompts, groups, settings)
+        )
         answers: list[str] = [""] * len(prompts)
         finished: list[bool] = [True] * len(prompts)
         eos_ids = self._eos_ids()
+        decoding = {
+            "do_sample": False,
+            "num_beams": 1,
+            "max_new_tokens": settings.max_new_tokens,
+            "penalty": settings.repetition_penalty,  # -> _RealTokenRepetitionPenalty per batch
+            "pad_token_id": self.tokenizer.pad_token_id,
+            "eos_token_id": eos_ids,
+            "use_cache": True,
+            "temperature": None,
+            "top_p": None,
+            "top_k": None,
+        }
         new_tokens = 0
         start = time.perf_counter()
-        batches = range(0, len(order), settings.batch_size)
-        for b in tqdm(
+        for index, run in tqdm(
             batches, desc=f"{desc} ({self.name})", unit="batch", disable=len(batches) < 2
         ):
-            index = order[b : b + settings.batch_size]
-            batch = self.encode([prompts[i] for i in index])
             with self._threads():
-                output = self.model.generate(
-                    **batch,
-                    do_sample=False,
-                    num_beams=1,
-                    max_new_tokens=settings.max_new_tokens,
-                    repetition_penalty=settings.repetition_penalty,
-                    pad_token_id=self.tokenizer.pad_token_id,
-                    eos_token_id=eos_ids,
-                    use_cache=True,
-                    temperature=None,
-                    top_p=None,
-                    top_k=None,
-                )
-            generated = output[:, batch["input_ids"].shape[1] :]  # (batch, new tokens)
+                generated = run(decoding)  # (len(index), new tokens)
             for row, i in zip(generated, index, strict=True):
                 n = _length_until_eos(row, eos_ids)
                 new_tokens += n
@@ -226,7 +234,7 @@ class LLM:
             batch_size=settings.batch_size,
         )
         logger.info(
-            "%s: %d prompts, %d new tokens in %.1f s (%.1f tokens/s, batch %d, %s)",
+            "%s: %d prompts, %d new tokens in %.1f s (%.1f tokens/s, batch %d, %s%s)",
             desc,
             self.last_stats.prompts,
             new_tokens,
@@ -234,8 +242,101 @@ class LLM:
             self.last_stats.tokens_per_s,
             settings.batch_size,
             self.name,
+            "" if groups is None else f", prefix cached over {len(set(groups))} groups",
         )
         return answers
+
+    def _plain_batches(self, prompts: list[str], settings: GenerationSettings) -> list:
+        """(indices, run) per batch of `batch_size` prompts of similar length."""
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+
+        def runner(index):
+            def run(decoding):
+                batch = self.encode([prompts[i] for i in index])
+                output = self.model.generate(**batch, **_decoding(decoding, batch))
+                return output[:, batch["input_ids"].shape[1] :]
+
+            return run
+
+        return [
+            (index, runner(index))
+            for b in range(0, len(order), settings.batch_size)
+            for index in [order[b : b + settings.batch_size]]
+        ]
+
+    def _grouped_batches(
+        self, prompts: list[str], groups: Sequence, settings: GenerationSettings
+    ) -> list:
+        """(indices, run) per batch of whole groups (about `batch_size` prompts in all).
+
+        A group's shared tokens (its members' longest common token prefix, less at least one
+        token of each member's own) run once, left-padded among the batch's groups; their cache
+        is copied to every member, whose own tokens follow after padding in the middle
+        (masked; positions count only real tokens, as in the plain path).
+        """
+        add_special = self.tokenizer.chat_template is None
+        ids = self.tokenizer(list(prompts), add_special_tokens=add_special)["input_ids"]
+        members: dict = {}
+        for i, key in enumerate(groups):
+            members.setdefault(key, []).append(i)
+        units = []
+        for index in members.values():
+            shared = _common_prefix_length([ids[i] for i in index])
+            units.append((min(shared, min(len(ids[i]) for i in index) - 1), index))
+        units.sort(key=lambda unit: (unit[0], len(unit[1])))  # similar lengths: less padding
+        batches, batch, size = [], [], 0
+        for unit in units:
+            if batch and size + len(unit[1]) > settings.batch_size:
+                batches.append(batch)
+                batch, size = [], 0
+            batch.append(unit)
+            size += len(unit[1])
+        if batch:
+            batches.append(batch)
+        return [
+            ([i for _, index in batch for i in index], self._shared_prefix_runner(ids, batch))
+            for batch in batches
+        ]
+
+    def _shared_prefix_runner(self, ids: list[list[int]], units: list[tuple[int, list[int]]]):
+        pad = self.tokenizer.pad_token_id
+        width = max(shared for shared, _ in units)
+        rows = [(g, i) for g, (_, index) in enumerate(units) for i in index]
+        tail = max(len(ids[i]) - units[g][0] for g, i in rows)
+        prefix = torch.full((len(units), width), pad, dtype=torch.long)
+        prefix_mask = torch.zeros_like(prefix)
+        full = torch.full((len(rows), width + tail), pad, dtype=torch.long)
+        full_mask = torch.zeros_like(full)
+        for g, (shared, index) in enumerate(units):
+            if shared:
+                prefix[g, width - shared :] = torch.tensor(ids[index[0]][:shared])
+                prefix_mask[g, width - shared :] = 1
+        for r, (g, i) in enumerate(rows):
+            shared = units[g][0]
+            own = ids[i][shared:]
+            full[r, :width], full_mask[r, :width] = prefix[g], prefix_mask[g]
+            full[r, width + tail - len(own) :] = torch.tensor(own)
+            full_mask[r, width + tail - len(own) :] = 1
+
+        def run(decoding):
+            inputs = {
+                "input_ids": full.to(self.device),
+                "attention_mask": full_mask.to(self.device),
+            }
+            if width:
+                mask = prefix_mask.to(self.device)
+                cache = self.model(
+                    input_ids=prefix.to(self.device),
+                    attention_mask=mask,
+                    position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                    use_cache=True,
+                ).past_key_values
+                cache.reorder_cache(torch.tensor([g for g, _ in rows], device=self.device))
+                inputs["past_key_values"] = cache
+            output = self.model.generate(**inputs, **_decoding(decoding, inputs))
+            return output[:, width + tail :]
+
+        return run
 
     def final_hidden_states(self, input_ids=None, attention_mask=None, inputs_embeds=None, **kw):
         """LLM_f: final-layer hidden states (batch, tokens, hidden_size), with gradients if enabled.
@@ -296,6 +397,52 @@ class LLM:
         if self.tokenizer.eos_token_id is not None and self.tokenizer.eos_token_id not in ids:
             ids.append(self.tokenizer.eos_token_id)
         return ids
+
+
+class _RealTokenRepetitionPenalty:
+    """transformers' repetition penalty (CTRL: a logit of a token already seen is divided by
+    `penalty`, or multiplied where negative) over the prompt's real tokens and the answer so far.
+
+    The built-in processor also counts padding: where the pad token is EOS and the prompt does not
+    contain it (Llama-2), a padded prompt's EOS was penalised and an unpadded one's not, so an
+    answer's length depended on which prompts shared its batch.
+    """
+
+    def __init__(self, penalty: float, prompt_mask: torch.Tensor):
+        self.penalty = penalty
+        self.prompt_mask = prompt_mask.bool()
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        real = torch.ones_like(input_ids, dtype=torch.bool)
+        real[:, : self.prompt_mask.shape[1]] = self.prompt_mask
+        vocabulary = scores.shape[1]
+        seen = torch.zeros(scores.shape[0], vocabulary + 1, dtype=torch.bool, device=scores.device)
+        seen.scatter_(1, input_ids.masked_fill(~real, vocabulary), True)
+        seen = seen[:, :vocabulary]
+        penalised = torch.where(scores < 0, scores * self.penalty, scores / self.penalty)
+        return torch.where(seen, penalised, scores)
+
+
+def _decoding(decoding: dict, inputs: Mapping) -> dict:
+    """`generate` keyword arguments of one batch: the penalty over its prompts' real tokens."""
+    decoding = dict(decoding)
+    penalty = decoding.pop("penalty")
+    if penalty != 1.0:
+        from transformers import LogitsProcessorList
+
+        processor = _RealTokenRepetitionPenalty(penalty, inputs["attention_mask"])
+        decoding["logits_processor"] = LogitsProcessorList([processor])
+    return decoding
+
+
+def _common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
+    """Length of the longest common prefix of token sequences."""
+    first = sequences[0]
+    n = min(len(s) for s in sequences)
+    for k in range(n):
+        if any(s[k] != first[k] for s in sequences[1:]):
+            return k
+    return n
 
 
 def _length_until_eos(tokens: torch.Tensor, eos_ids: Sequence[int]) -> int:

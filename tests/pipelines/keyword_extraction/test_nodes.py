@@ -422,6 +422,22 @@ def test_the_adapters_decoding_overrides_apply_to_lora_only(behavior, items, mon
     assert set(lora["llm_adapter"]) == {"lora"} and set(lora["llm"]) == {"scripted+lora"}
 
 
+def test_a_users_attribute_prompts_form_one_prefix_cached_group(behavior, items):
+    """prefix_cache: every call groups the prompts by user (the history they share); off: none."""
+    llm = ScriptedLLM(LLM_RULES)
+    extract_preference_keywords(behavior, items, llm, NO_ADAPTER, PARAMS)
+    seen = {}
+    for (messages, _, _), groups in zip(llm.calls, llm.groups, strict=True):
+        assert groups is not None and len(groups) == len(messages)
+        for message, key in zip(messages, groups, strict=True):
+            seen.setdefault(key, set()).add(message.split("ATTR=")[0])
+    assert len(seen) == len(behavior) and all(len(texts) == 1 for texts in seen.values())
+    assert len({next(iter(t)) for t in seen.values()}) == len(behavior)
+    llm = ScriptedLLM(LLM_RULES)
+    extract_preference_keywords(behavior, items, llm, NO_ADAPTER, {**PARAMS, "prefix_cache": False})
+    assert llm.groups and all(g is None for g in llm.groups)
+
+
 def test_most_frequent_history_values_keep_ties_at_the_cut():
     from pmg_kedro.components.keyword_quality import most_frequent_with_ties
 

@@ -126,6 +126,7 @@ def run(test_params, llm):
         for block in ("behavior_summarization", "keyword_extraction", "keyword_adapter"):
             catalog[f"params:{scene}.{block}"] = test_params[scene][block]
     catalog["params:keyword_adapter_training"] = test_params["keyword_adapter_training"]
+    catalog["params:model_preparation"] = test_params["model_preparation"]
     catalog["llm"] = MemoryDataset(llm, copy_mode="assign")
     pipeline = keyword_adapter_pipeline()
     for name in pipeline.all_outputs():

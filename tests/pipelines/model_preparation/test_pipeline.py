@@ -1,23 +1,29 @@
 """model_preparation end to end in the `test` environment (its own catalog and parameters); in
-`paper` / `paper_random*` it must not run; in `base` it must not rewrite the committed weights."""
+`paper` / `paper_random*` it must not run, keyword adapter included; in `base` it must not
+rewrite the committed weights; in `reference` it writes the committed adapter. The adapter's
+nodes themselves: test_keyword_adapter.py."""
 
 import shutil
 
+import pandas as pd
 import pytest
 import torch
 from kedro.config import OmegaConfigLoader
-from kedro.io import DataCatalog
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.pipeline import Pipeline
 from kedro.runner import SequentialRunner
 
 from pmg_kedro.components.generator import Generator
 from pmg_kedro.components.scorer import TinyClip
 from pmg_kedro.datasets.model_folder import KEEP_EXISTING, ModelFolderDataset
+from pmg_kedro.pipelines.model_preparation.keyword_adapter import keyword_adapter_pipeline
 from pmg_kedro.pipelines.model_preparation.nodes import (
     ModelPreparationDisabled,
     train_tiny_generator,
     train_tiny_scorer,
 )
 from pmg_kedro.pipelines.model_preparation.pipeline import create_pipeline
+from pmg_kedro.scenes import SCENES
 from pmg_kedro.settings import CONFIG_LOADER_ARGS
 
 MODEL_PREPARATION_ENTRIES = {
@@ -33,12 +39,16 @@ MODEL_PREPARATION_ENTRIES = {
     "generator_check",
     "model_preparation_report",
 }
+KEYWORD_ADAPTER_ENTRIES = {
+    "{scene}.keyword_adapter_examples",
+    "embedded_keyword_adapter",
+    "keyword_adapter_card",
+    "keyword_adapter_training_history",
+}
 
 
-def _catalog(project_root, env, tmp, redirect_models=False):
-    """The env's model_preparation entries with every output under `tmp`; the committed models'
-    folders too when `redirect_models`, else an entry pointing at them fails the test."""
-    loader = OmegaConfigLoader(
+def _loader(project_root, env):
+    return OmegaConfigLoader(
         conf_source=str(project_root / "conf"),
         env=env,
         base_env="base",
@@ -47,8 +57,14 @@ def _catalog(project_root, env, tmp, redirect_models=False):
         config_patterns=CONFIG_LOADER_ARGS["config_patterns"],
         runtime_params={},
     )
-    entries = {k: v for k, v in loader["catalog"].items() if k in MODEL_PREPARATION_ENTRIES}
-    assert set(entries) == MODEL_PREPARATION_ENTRIES
+
+
+def _catalog(project_root, env, tmp, redirect_models=False, names=MODEL_PREPARATION_ENTRIES):
+    """The env's entries `names` with every output under `tmp`; the committed models' folders
+    too when `redirect_models`, else an entry pointing at them fails the test."""
+    loader = _loader(project_root, env)
+    entries = {k: v for k, v in loader["catalog"].items() if k in names}
+    assert set(entries) == names
     data_root = loader["globals"]["data_root"]
     for entry in entries.values():  # outputs go to tmp_path, never to the project's data/
         for key in ("filepath", "path"):
@@ -67,7 +83,8 @@ def test_model_preparation_runs_in_test_env(project_root, tmp_path):
     torch.manual_seed(0)
     catalog, params = _catalog(project_root, "test", tmp_path)
     assert params["train"] is True
-    SequentialRunner().run(create_pipeline(), catalog)
+    # the keyword adapter's part runs on its own in test_keyword_adapter.py (tiny random Llama)
+    SequentialRunner().run(create_pipeline() - keyword_adapter_pipeline(), catalog)
 
     report = catalog.load("model_preparation_report")
     assert report["environment_trains"] is True
@@ -90,16 +107,53 @@ def _tree(folder):
     }
 
 
+def test_the_pipeline_holds_the_keyword_adapter():
+    names = {n.name for n in create_pipeline().nodes}
+    assert {n.name for n in keyword_adapter_pipeline().nodes} < names
+    assert "keyword_adapter_training" in names and "movie.keyword_adapter_examples" in names
+
+
 @pytest.mark.parametrize("env", ["paper", "paper_random", "paper_random_tiny"])
 def test_disabled_env_stops_at_the_first_node_untouched(project_root, tmp_path, env):
-    """paper / paper_random*: no placeholder run; the first node stops it, nothing is written."""
-    catalog, params = _catalog(project_root, env, tmp_path, redirect_models=True)
+    """paper / paper_random*: no placeholder run; every first node (the corpus, each scene's
+    keyword adapter examples) stops it on its own, and nothing is written."""
+    names = MODEL_PREPARATION_ENTRIES | KEYWORD_ADAPTER_ENTRIES
+    catalog, params = _catalog(project_root, env, tmp_path, redirect_models=True, names=names)
     assert params["enabled"] is False
+    parameters = _loader(project_root, env)["parameters"]
+    pipeline = create_pipeline()
+    for name in pipeline.inputs() - set(catalog.keys()):  # behavior and LLM: never read
+        value = pd.DataFrame()
+        if name.startswith("params:"):
+            scene, _, block = name.removeprefix("params:").partition(".")
+            value = parameters[scene][block] if block else parameters[scene]
+        catalog[name] = MemoryDataset(value, copy_mode="assign")
     committed = _tree(project_root / "models" / "embedded")
-    with pytest.raises(ModelPreparationDisabled, match="model_preparation.enabled is false"):
-        SequentialRunner().run(create_pipeline(), catalog)
+    roots = [n for n in pipeline.nodes if not set(n.inputs) & pipeline.all_outputs()]
+    assert {n.name for n in roots} == {
+        "build_icon_corpus",
+        *(f"{scene}.keyword_adapter_examples" for scene in SCENES),
+    }
+    for part in [*(Pipeline([root]) for root in roots), pipeline]:
+        with pytest.raises(ModelPreparationDisabled, match="model_preparation.enabled is false"):
+            SequentialRunner().run(part, catalog)
     assert list(tmp_path.rglob("*")) == []
     assert _tree(project_root / "models" / "embedded") == committed
+
+
+def test_reference_writes_the_committed_keyword_adapter(project_root):
+    """reference trains the adapter into models/embedded/keyword_adapter/ (what keyword_extraction
+    loads); base writes its "not trained" note under the data root, never over the committed one."""
+    for env, trains in (("reference", True), ("base", False)):
+        loader = _loader(project_root, env)
+        catalog = loader["catalog"]
+        assert loader["parameters"]["keyword_adapter_training"]["train"] is trains
+        written = catalog["embedded_keyword_adapter"]["filepath"]
+        card = catalog["keyword_adapter_card"]["filepath"]
+        committed = catalog["keyword_adapter"]["filepath"]
+        assert (written == committed) is trains
+        assert card.endswith("keyword_adapter/MODEL_CARD.md")
+        assert card.startswith("models/embedded/") is trains
 
 
 def test_base_measures_the_committed_weights_without_rewriting_them(project_root, tmp_path):

@@ -129,20 +129,26 @@ def _preference_keywords(
     if adapter == "lora":  # the adapter's own decoding overrides (`lora_generation`)
         generation.update(params.get("lora_generation") or {})
     settings = GenerationSettings.from_params(generation)
-    prompts, prefixes = [], []
-    for row in behavior_texts.itertuples(index=False):
+    prompts, prefixes, users = [], [], []
+    for n, row in enumerate(behavior_texts.itertuples(index=False)):
         for _, message, prefix in preference_messages(
             list(row.history_texts), row.conversation_summary, params
         ):
             prompts.append(message)
             prefixes.append(prefix)
+            users.append(n)
     llm_g = (
         _keyword_llm(llm, keyword_adapter, adapter, behavior_texts, params.get("scene", ""))
         if prompts
         else llm
     )
     answers, finished = _generate(
-        llm_g, prompts, prefixes, settings, f"preference keywords ({adapter_label(adapter)})"
+        llm_g,
+        prompts,
+        prefixes,
+        settings,
+        f"preference keywords ({adapter_label(adapter)})",
+        users if params.get("prefix_cache", True) else None,
     )
 
     by_id = items_by_id(items)
@@ -279,12 +285,19 @@ def extract_target_keywords(
     return result
 
 
-def _generate(llm, prompts, prefixes, settings, desc) -> tuple[list[str], list[bool]]:
-    """LLM_g on all prompts, grouped by answer prefix (one batched call per distinct prefix)."""
+def _generate(llm, prompts, prefixes, settings, desc, groups=None) -> tuple[list[str], list[bool]]:
+    """LLM_g on all prompts, grouped by answer prefix (one batched call per distinct prefix);
+    `groups` (one key per prompt): prompts whose beginning is computed once (`LLM.generate`)."""
     answers, finished = [""] * len(prompts), [True] * len(prompts)
     for prefix in dict.fromkeys(prefixes):
         index = [i for i, p in enumerate(prefixes) if p == prefix]
-        out = llm.generate([prompts[i] for i in index], settings, answer_prefix=prefix, desc=desc)
+        out = llm.generate(
+            [prompts[i] for i in index],
+            settings,
+            answer_prefix=prefix,
+            desc=desc,
+            groups=None if groups is None else [groups[i] for i in index],
+        )
         for i, a, f in zip(index, out, llm.last_finished, strict=True):
             answers[i], finished[i] = a, f
     return answers, finished

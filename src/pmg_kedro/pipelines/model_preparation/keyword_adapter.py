@@ -32,6 +32,7 @@ from ...components.keyword_adapter import (
 )
 from ...components.llm import LLM
 from ...scenes import SCENES, per_scene
+from .nodes import ensure_enabled
 
 logger = logging.getLogger(__name__)
 TAG = "keyword_adapter"
@@ -50,11 +51,15 @@ def build_keyword_adapter_examples(
     behavior_summarization: dict[str, Any],
     keyword_extraction: dict[str, Any],
     params: dict[str, Any],
+    preparation: dict[str, Any],
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Keyword-prompt examples from the train users' behavior windows; (examples, counts).
 
-    Reads no users table: a simulated user's hidden taste never reaches training.
+    Reads no users table: a simulated user's hidden taste never reaches training. Like
+    `build_corpus`, a first node of model_preparation: where `model_preparation.enabled` is
+    false (paper, paper_random*) it stops the run before anything is written.
     """
+    ensure_enabled(preparation)
     split = ingestion["split"]
     sequences = train_sequences(
         interactions,
@@ -238,12 +243,14 @@ def keyword_adapter_pipeline() -> Pipeline:
                         "params:behavior_summarization",
                         "params:keyword_extraction",
                         "params:keyword_adapter",
+                        "params:model_preparation",
                     ],
                     outputs=["keyword_adapter_examples", "keyword_adapter_example_counts"],
                     name="keyword_adapter_examples",
                 )
             ]
-        )
+        ),
+        shared=frozenset({"params:model_preparation"}),
     )
     per_scene_inputs = [
         f"{scene}.{name}"

@@ -25,8 +25,9 @@ log = logging.getLogger(__name__)
 DISABLED = (
     "model_preparation does not run in this environment (parameter model_preparation.enabled is "
     "false): its generator and scorer are the paper's models, loaded from local folders or built "
-    "at random initialisation by their catalog entries, so there is nothing to train or measure "
-    "here. It runs in base (checks of the committed embedded weights), test and reference."
+    "at random initialisation by their catalog entries, and its LLM_g stays zero-shot "
+    "(keyword_extraction.llm_adapter: none), so there is nothing to train or measure here. It "
+    "runs in base (checks of the committed embedded weights), test and reference."
 )
 KEPT = "training disabled in this environment: the committed weights are kept (see MODEL_CARD.md)"
 
@@ -47,13 +48,22 @@ def _text_figure(message: str):
     return fig
 
 
-def build_corpus(params: dict) -> tuple[IconCorpus, dict]:
-    """The captioned icon corpus (emoji + Fashion-MNIST, held-out emoji concepts) and its counts.
+def ensure_enabled(params: dict) -> None:
+    """Stops the run (ModelPreparationDisabled) where `model_preparation.enabled` is false.
 
-    Every other node depends on it, so where `enabled` is false the run stops here, untouched.
+    Called first by every node with no upstream node in model_preparation (the corpus and the
+    keyword adapter's examples), so a disabled environment writes nothing.
     """
     if not params.get("enabled", True):
         raise ModelPreparationDisabled(DISABLED)
+
+
+def build_corpus(params: dict) -> tuple[IconCorpus, dict]:
+    """The captioned icon corpus (emoji + Fashion-MNIST, held-out emoji concepts) and its counts.
+
+    The generator's and scorer's nodes depend on it, so where `enabled` is false they never run.
+    """
+    ensure_enabled(params)
     _setup(params)
     c = params["icon_corpus"]
     corpus, counts = build_icon_corpus(
