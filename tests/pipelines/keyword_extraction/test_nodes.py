@@ -10,6 +10,7 @@ from pmg_kedro.pipelines.keyword_extraction.nodes import (
     extract_comparison_keywords,
     extract_preference_keywords,
     extract_target_keywords,
+    plot_keyword_quality,
     report_keyword_quality,
 )
 from tests.components.tiny_llm import ScriptedLLM
@@ -274,6 +275,39 @@ def test_quality_report_compares_methods_at_an_equal_budget(behavior, items):
     assert report["scene_note"] == "real users" and report["not_applicable"] == {}
     assert "| zero-shot LLM | LoRA LLM | no-LLM baseline |" in markdown
     assert "| target_decade: target decade | 3 | age, 1 | 0.33 [" in markdown
+
+
+def test_the_quality_figure_draws_each_share_with_its_interval(behavior, items):
+    import matplotlib.pyplot as plt
+    from matplotlib.container import BarContainer
+
+    report, _ = report_keyword_quality(
+        LORA, ZERO_SHOT, TARGET, behavior, _years(items), REAL_USERS, QUALITY_PARAMS
+    )
+    fig = plot_keyword_quality(report, QUALITY_PARAMS)
+    ax = fig.axes[0]
+    bars = {
+        c.get_label(): [b.get_width() for b in c]
+        for c in ax.containers
+        if isinstance(c, BarContainer)
+    }
+    for method, label in report["methods"].items():
+        expected = [c["methods"][method]["share"] for c in report["checks"].values()]
+        assert bars[label] == pytest.approx(expected)
+    assert [t.get_text() for t in ax.get_yticklabels()] == [
+        f"{name} (B={c['budget']})" for name, c in report["checks"].items()
+    ]
+    # one error bar per bar, spanning the bootstrap interval
+    segments = [seg for c in ax.collections for seg in c.get_segments()]
+    spans = sorted(round(float(s[1][0] - s[0][0]), 6) for s in segments)
+    expected = sorted(
+        round(m["share_ci95"][1] - m["share_ci95"][0], 6)
+        for c in report["checks"].values()
+        for m in c["methods"].values()
+    )
+    assert spans == pytest.approx(expected)
+    assert "3 evaluation users" in ax.get_title() and "SIMULATED" not in ax.get_title()
+    plt.close(fig)
 
 
 def test_quality_report_measures_evaluation_users_only(behavior, items):

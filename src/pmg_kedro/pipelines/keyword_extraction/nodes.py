@@ -21,6 +21,7 @@ import logging
 import time
 from typing import Any
 
+import matplotlib.pyplot as plt
 import pandas as pd
 
 from ...components.keyword_adapter import (
@@ -324,3 +325,45 @@ def report_keyword_quality(
         params["quality"],
         scene=params.get("scene", ""),
     )
+
+
+def plot_keyword_quality(report: dict[str, Any], params: dict[str, Any]):
+    """The quality report as a figure: per check, each method's share of evaluation users with its
+    95% bootstrap interval (what `keyword_quality.md` tabulates); "not applicable" checks listed."""
+    checks = report["checks"]
+    methods = list(report["methods"])
+    scene = params.get("scene", "")
+    who = f"{report['n_users']} evaluation users" + (
+        " (SIMULATED)" if report["simulated_users"] else ""
+    )
+    height = 0.8 / max(len(methods), 1)
+    fig, ax = plt.subplots(figsize=(9.0, 1.8 + 0.55 * max(len(checks), 1) * len(methods) / 2))
+    for m, method in enumerate(methods):
+        rows = [(i, c["methods"].get(method, {})) for i, c in enumerate(checks.values())]
+        rows = [(i, r) for i, r in rows if r.get("share") is not None]
+        if not rows:
+            continue
+        y = [i + (m - (len(methods) - 1) / 2) * height for i, _ in rows]
+        share = [r["share"] for _, r in rows]
+        low = [r["share"] - r["share_ci95"][0] for _, r in rows]
+        high = [r["share_ci95"][1] - r["share"] for _, r in rows]
+        ax.barh(y, share, height=height, label=report["methods"][method])
+        ax.errorbar(share, y, xerr=[low, high], fmt="none", ecolor="black", capsize=2, lw=0.8)
+    ax.set_yticks(range(len(checks)))
+    ax.set_yticklabels([f"{name} (B={c['budget']})" for name, c in checks.items()], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1.02)
+    boot = report.get("bootstrap", {})
+    ax.set_xlabel(
+        "share of users whose first B keywords name the reference\n(95% percentile bootstrap "
+        f"interval, {boot.get('n_resamples', '?')} resamples, seed {boot.get('seed', '?')})",
+        fontsize=8,
+    )
+    models = "; ".join(f"{report['methods'][k]}: {v}" for k, v in report["models"].items())
+    ax.set_title(f"Keyword quality, {scene}: {who}\n{models}", fontsize=9)
+    if not checks:
+        ax.text(0.5, 0.5, "no check applies to this scene", ha="center", va="center")
+    else:
+        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.tight_layout()
+    return fig

@@ -7,6 +7,7 @@ from .nodes import (
     extract_comparison_keywords,
     extract_preference_keywords,
     extract_target_keywords,
+    plot_keyword_quality,
     report_keyword_quality,
 )
 
@@ -47,6 +48,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 outputs=["keyword_quality", "keyword_quality_report"],
                 name="report_keyword_quality",
+            ),
+            Node(
+                plot_keyword_quality,
+                inputs=["keyword_quality", "params:keyword_extraction"],
+                outputs="keyword_quality_figure",
+                name="plot_keyword_quality",
             ),
         ]
     )
