@@ -124,6 +124,13 @@ def packaged_minilm() -> tuple:
     return AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path)
 
 
+def masked_mean(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Sentence features (n, dim): the mean of the token states (n, tokens, dim) over the real
+    tokens of `attention_mask` (n, tokens), as sentence-transformers pools MiniLM."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
 def minilm_encoder(max_length: int = 32) -> TextEncoder:
     tokenizer, model = packaged_minilm()
     return TextEncoder(tokenizer, model, max_length=max_length, attend_padding=False)

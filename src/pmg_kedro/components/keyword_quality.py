@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 from scipy import stats
 
+from .generator import masked_mean
 from .prompts import content_words, keyword_key, most_frequent
 
 
@@ -48,9 +49,9 @@ class TextEmbedder:
             chunk = missing[b : b + self.batch_size]
             batch = self.tokenizer(chunk, padding=True, truncation=True, return_tensors="pt")
             tokens = self.model(**batch).last_hidden_state  # (batch, tokens, dim)
-            mask = batch["attention_mask"].unsqueeze(-1).to(tokens.dtype)
-            pooled = (tokens * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            pooled = torch.nn.functional.normalize(pooled, dim=-1)
+            pooled = torch.nn.functional.normalize(
+                masked_mean(tokens, batch["attention_mask"]), dim=-1
+            )
             self._cache.update(zip(chunk, pooled.numpy(), strict=True))
         dim = self.model.config.hidden_size
         return np.stack([self._cache[t] for t in texts]) if texts else np.zeros((0, dim))

@@ -201,9 +201,9 @@ class TinyClip(nn.Module, ScorerBase):
     def text_features(self, texts: list[str]) -> Tensor:
         """Frozen MiniLM sentence features (n, 384): masked mean of the token states."""
         tokens = self.tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt")
-        hidden = self.text_tower(**tokens).last_hidden_state
-        mask = tokens["attention_mask"].unsqueeze(-1).float()
-        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+        from .generator import masked_mean
+
+        return masked_mean(self.text_tower(**tokens).last_hidden_state, tokens["attention_mask"])
 
     def project_images(self, features: Tensor) -> Tensor:
         return F.normalize(self.image_head(features), dim=-1)
