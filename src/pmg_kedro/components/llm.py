@@ -143,15 +143,19 @@ class LLM:
         ids = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
         return [len(i) for i in ids]
 
+    @property
+    def _adds_special_tokens(self) -> bool:
+        """Chat templates write their own special tokens; the plain fallback needs BOS from the
+        tokenizer."""
+        return self.tokenizer.chat_template is None
+
     def encode(self, prompts: Sequence[str]):
         """Left-padded batch of already formatted prompts (input_ids, attention_mask on device)."""
-        # Chat templates write their own special tokens; the plain fallback needs BOS from here.
-        add_special = self.tokenizer.chat_template is None
         batch = self.tokenizer(
             list(prompts),
             return_tensors="pt",
             padding=True,
-            add_special_tokens=add_special,
+            add_special_tokens=self._adds_special_tokens,
             return_token_type_ids=False,  # BERT-style tokenizers add them; causal LMs reject them
         )
         return batch.to(self.device)
@@ -202,25 +206,13 @@ class LLM:
         answers: list[str] = [""] * len(prompts)
         finished: list[bool] = [True] * len(prompts)
         eos_ids = self._eos_ids()
-        decoding = {
-            "do_sample": False,
-            "num_beams": 1,
-            "max_new_tokens": settings.max_new_tokens,
-            "penalty": settings.repetition_penalty,  # -> _RealTokenRepetitionPenalty per batch
-            "pad_token_id": self.tokenizer.pad_token_id,
-            "eos_token_id": eos_ids,
-            "use_cache": True,
-            "temperature": None,
-            "top_p": None,
-            "top_k": None,
-        }
         new_tokens = 0
         start = time.perf_counter()
         for index, run in tqdm(
             batches, desc=f"{desc} ({self.name})", unit="batch", disable=len(batches) < 2
         ):
             with self._threads():
-                generated = run(decoding)  # (len(index), new tokens)
+                generated = run()  # (len(index), new tokens)
             for row, i in zip(generated, index, strict=True):
                 n = _length_until_eos(row, eos_ids)
                 new_tokens += n
@@ -251,10 +243,9 @@ class LLM:
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
 
         def runner(index):
-            def run(decoding):
+            def run():
                 batch = self.encode([prompts[i] for i in index])
-                output = self.model.generate(**batch, **_decoding(decoding, batch))
-                return output[:, batch["input_ids"].shape[1] :]
+                return self._decode(batch, settings)[:, batch["input_ids"].shape[1] :]
 
             return run
 
@@ -274,8 +265,9 @@ class LLM:
         is copied to every member, whose own tokens follow after padding in the middle
         (masked; positions count only real tokens, as in the plain path).
         """
-        add_special = self.tokenizer.chat_template is None
-        ids = self.tokenizer(list(prompts), add_special_tokens=add_special)["input_ids"]
+        ids = self.tokenizer(list(prompts), add_special_tokens=self._adds_special_tokens)[
+            "input_ids"
+        ]
         members: dict = {}
         for i, key in enumerate(groups):
             members.setdefault(key, []).append(i)
@@ -294,11 +286,19 @@ class LLM:
         if batch:
             batches.append(batch)
         return [
-            ([i for _, index in batch for i in index], self._shared_prefix_runner(ids, batch))
+            (
+                [i for _, index in batch for i in index],
+                self._shared_prefix_runner(ids, batch, settings),
+            )
             for batch in batches
         ]
 
-    def _shared_prefix_runner(self, ids: list[list[int]], units: list[tuple[int, list[int]]]):
+    def _shared_prefix_runner(
+        self,
+        ids: list[list[int]],
+        units: list[tuple[int, list[int]]],
+        settings: GenerationSettings,
+    ):
         pad = self.tokenizer.pad_token_id
         width = max(shared for shared, _ in units)
         rows = [(g, i) for g, (_, index) in enumerate(units) for i in index]
@@ -318,7 +318,7 @@ class LLM:
             full[r, width + tail - len(own) :] = torch.tensor(own)
             full_mask[r, width + tail - len(own) :] = 1
 
-        def run(decoding):
+        def run():
             inputs = {
                 "input_ids": full.to(self.device),
                 "attention_mask": full_mask.to(self.device),
@@ -333,10 +333,34 @@ class LLM:
                 ).past_key_values
                 cache.reorder_cache(torch.tensor([g for g, _ in rows], device=self.device))
                 inputs["past_key_values"] = cache
-            output = self.model.generate(**inputs, **_decoding(decoding, inputs))
-            return output[:, width + tail :]
+            return self._decode(inputs, settings)[:, width + tail :]
 
         return run
+
+    def _decode(self, inputs: Mapping, settings: GenerationSettings) -> torch.Tensor:
+        """Greedy `generate` on one batch (prompt then answer tokens); the repetition penalty
+        counts the prompt's real tokens (`inputs["attention_mask"]`) and the answer only."""
+        from transformers import LogitsProcessorList
+
+        penalty = settings.repetition_penalty
+        processors = LogitsProcessorList(
+            []
+            if penalty == 1.0
+            else [_RealTokenRepetitionPenalty(penalty, inputs["attention_mask"])]
+        )
+        return self.model.generate(
+            **inputs,
+            do_sample=False,
+            num_beams=1,
+            max_new_tokens=settings.max_new_tokens,
+            logits_processor=processors,
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self._eos_ids(),
+            use_cache=True,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+        )
 
     def final_hidden_states(self, input_ids=None, attention_mask=None, inputs_embeds=None, **kw):
         """LLM_f: final-layer hidden states (batch, tokens, hidden_size), with gradients if enabled.
@@ -421,18 +445,6 @@ class _RealTokenRepetitionPenalty:
         seen = seen[:, :vocabulary]
         penalised = torch.where(scores < 0, scores * self.penalty, scores / self.penalty)
         return torch.where(seen, penalised, scores)
-
-
-def _decoding(decoding: dict, inputs: Mapping) -> dict:
-    """`generate` keyword arguments of one batch: the penalty over its prompts' real tokens."""
-    decoding = dict(decoding)
-    penalty = decoding.pop("penalty")
-    if penalty != 1.0:
-        from transformers import LogitsProcessorList
-
-        processor = _RealTokenRepetitionPenalty(penalty, inputs["attention_mask"])
-        decoding["logits_processor"] = LogitsProcessorList([processor])
-    return decoding
 
 
 def _common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
