@@ -7,8 +7,6 @@ Dataset names: `<scene>.semantic_probe`, `<scene>.image_metrics`, `<scene>.table
 `<scene>.embedding_figure`, `<scene>.selection_scatter`.
 """
 
-import warnings
-
 from kedro.pipeline import Node, Pipeline
 
 from ...scenes import GENERATION_VARIANTS, per_scene, scene_conf
@@ -23,10 +21,6 @@ from .nodes import (
     plot_selection_scatter,
     summarize_metric_evaluation,
 )
-
-# The scene-level nodes read the variants' outputs by their namespaced names (`pmg.selections`),
-# which Kedro warns about although it is exactly what namespacing produces.
-warnings.filterwarnings("ignore", message="One or more dataset names contain", category=UserWarning)
 
 # Paper Figures 4–6 (baseline vs PMG) and Figure 8 (keywords only vs with soft embeddings).
 COMPARISON_FIGURE = ("without_both", "pmg")

@@ -13,7 +13,6 @@ budget, `test` a tiny one. Every node is tagged `keyword_adapter`:
 from __future__ import annotations
 
 import logging
-import warnings
 from typing import Any
 
 import pandas as pd
@@ -258,24 +257,20 @@ def keyword_adapter_pipeline() -> Pipeline:
         for scene in SCENES
         for name in ("keyword_adapter_examples", "keyword_adapter_example_counts")
     ]
-    # The shared training node reads every scene's examples by their namespaced names, which
-    # Kedro warns about although it is what namespacing produces.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="One or more dataset names contain")
-        training = Pipeline(
-            [
-                Node(
-                    train_keyword_adapter,
-                    inputs=["llm", "params:keyword_adapter_training", *per_scene_inputs],
-                    outputs=["embedded_keyword_adapter", "keyword_adapter_training_history"],
-                    name="keyword_adapter_training",
-                ),
-                Node(
-                    write_keyword_adapter_card,
-                    inputs="keyword_adapter_training_history",
-                    outputs="keyword_adapter_card",
-                    name="keyword_adapter_card",
-                ),
-            ]
-        )
+    training = Pipeline(
+        [
+            Node(
+                train_keyword_adapter,
+                inputs=["llm", "params:keyword_adapter_training", *per_scene_inputs],
+                outputs=["embedded_keyword_adapter", "keyword_adapter_training_history"],
+                name="keyword_adapter_training",
+            ),
+            Node(
+                write_keyword_adapter_card,
+                inputs="keyword_adapter_training_history",
+                outputs="keyword_adapter_card",
+                name="keyword_adapter_card",
+            ),
+        ]
+    )
     return (examples + training).tag(TAG)

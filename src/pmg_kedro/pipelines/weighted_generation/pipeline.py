@@ -7,8 +7,6 @@ Dataset names: `<scene>.generation_requests`, `<scene>.<variant>.candidates`,
 `<scene>.table2_images`, `<scene>.personalization_report`, `<scene>.weight_strips`.
 """
 
-import warnings
-
 from kedro.pipeline import Node, Pipeline
 
 from ...scenes import GENERATION_VARIANTS, per_scene, scene_conf
@@ -21,10 +19,6 @@ from .nodes import (
     score_candidates,
     summarize_personalization,
 )
-
-# The scene-level nodes read the variants' outputs by their namespaced names (`pmg.selections`),
-# which Kedro warns about although it is exactly what namespacing produces.
-warnings.filterwarnings("ignore", message="One or more dataset names contain", category=UserWarning)
 
 SHARED = frozenset({"generator", "scorer"})
 
