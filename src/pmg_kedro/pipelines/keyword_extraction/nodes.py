@@ -329,7 +329,8 @@ def report_keyword_quality(
 
 def plot_keyword_quality(report: dict[str, Any], params: dict[str, Any]):
     """The quality report as a figure: per check, each method's share of evaluation users with its
-    95% bootstrap interval (what `keyword_quality.md` tabulates); "not applicable" checks listed."""
+    95% bootstrap interval (what `keyword_quality.md` tabulates). Checks that do not apply to the
+    scene are absent here; `keyword_quality.md` says why."""
     checks = report["checks"]
     methods = list(report["methods"])
     scene = params.get("scene", "")
