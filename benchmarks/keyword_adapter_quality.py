@@ -19,6 +19,7 @@ Usage:
 """
 
 import argparse
+import functools
 import json
 import logging
 import shutil
@@ -40,7 +41,6 @@ from pmg_kedro.settings import CONFIG_LOADER_ARGS
 
 ROOT = Path(__file__).resolve().parents[1]
 INPUT_LAYERS = ("02_intermediate", "03_primary", "04_feature")
-OPTIONS: dict = {"params": {}, "data_root": None}  # set once by main()
 
 
 def runtime_params(pairs: list[str]) -> dict:
@@ -56,25 +56,27 @@ def runtime_params(pairs: list[str]) -> dict:
     return params
 
 
-def project_catalog(env: str) -> DataCatalog:
+def project_catalog(
+    env: str, params: dict | None = None, data_root: Path | None = None
+) -> DataCatalog:
     """The environment's catalog with its parameters as `params:` entries, as a KedroSession
-    builds it (without loading every registered pipeline); `OPTIONS` apply."""
+    builds it (without loading every registered pipeline); `params` override parameters and
+    every file under the data root moves to `data_root`, where given."""
     args = {k: v for k, v in CONFIG_LOADER_ARGS.items() if k != "default_run_env"}
     loader = OmegaConfigLoader(
         str(ROOT / "conf"),
         env=env,
         default_run_env=env,
-        runtime_params=OPTIONS["params"],
+        runtime_params=params or {},
         **args,
     )
     config = loader["catalog"]
-    root = OPTIONS["data_root"]
-    if root is not None:
-        data_root = loader["globals"]["data_root"].rstrip("/") + "/"
+    if data_root is not None:
+        default = loader["globals"]["data_root"].rstrip("/") + "/"
         for entry in config.values():
             for key in ("filepath", "path"):
-                if isinstance(entry, dict) and str(entry.get(key, "")).startswith(data_root):
-                    entry[key] = str(root / entry[key][len(data_root) :])
+                if isinstance(entry, dict) and str(entry.get(key, "")).startswith(default):
+                    entry[key] = str(data_root / entry[key][len(default) :])
     catalog = DataCatalog.from_config(config)
 
     def add(prefix: str, value) -> None:
@@ -105,26 +107,26 @@ class NodeTimes:
         self.seconds[node.name] = round(time.perf_counter() - self._start[node.name], 1)
 
 
-def run_pipelines(env: str, names: list[str]) -> tuple[dict, dict]:
+def run_pipelines(make_catalog, names: list[str]) -> tuple[dict, dict]:
     import importlib
 
     pipeline = Pipeline([])
     for name in names:
         pipeline += importlib.import_module(f"pmg_kedro.pipelines.{name}").create_pipeline()
-    catalog = project_catalog(env)
+    catalog = make_catalog()
     times = NodeTimes()
     hooks = _create_hook_manager()
     hooks.register(times)
     SequentialRunner().run(pipeline, catalog, hook_manager=hooks)
-    catalog = project_catalog(env)  # fresh: load what the run saved
+    catalog = make_catalog()  # fresh: load what the run saved
     reports = {scene: catalog.load(f"{scene}.keyword_quality") for scene in SCENES}
     for scene in SCENES:
         print(catalog.load(f"{scene}.keyword_quality_report"))
     return reports, times.seconds
 
 
-def time_adapter(env: str, repeats: int) -> dict:
-    catalog = project_catalog(env)
+def time_adapter(make_catalog, repeats: int) -> dict:
+    catalog = make_catalog()
     llm, adapter = catalog.load("llm"), catalog.load("keyword_adapter")
     result = {}
     for scene in SCENES:
@@ -167,18 +169,20 @@ def main() -> None:
     parser.add_argument("--data-root", type=Path, help="copy the inputs here, write here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    OPTIONS.update(params=runtime_params(args.params), data_root=args.data_root)
+    make_catalog = functools.partial(
+        project_catalog, args.env, runtime_params(args.params), args.data_root
+    )
     if args.data_root is not None and not args.data_root.exists():
         for layer in INPUT_LAYERS:
             shutil.copytree(ROOT / "data" / layer, args.data_root / layer)
     out: dict = {"env": args.env, "params": args.params, "data_root": str(args.data_root)}
     if args.pipelines:
         start = time.perf_counter()
-        out["reports"], out["node_seconds"] = run_pipelines(args.env, args.pipelines.split(","))
+        out["reports"], out["node_seconds"] = run_pipelines(make_catalog, args.pipelines.split(","))
         out["pipelines_seconds"] = round(time.perf_counter() - start, 1)
         print(json.dumps(out["node_seconds"], indent=1))
     if args.timing:
-        out["timing"] = time_adapter(args.env, args.timing)
+        out["timing"] = time_adapter(make_catalog, args.timing)
     if args.out:
         args.out.write_text(json.dumps(out, indent=1, default=str))
 
