@@ -158,15 +158,7 @@ def test_reference_writes_the_committed_keyword_adapter(project_root):
 
 def test_base_measures_the_committed_weights_without_rewriting_them(project_root, tmp_path):
     """base: the training nodes return KEEP_EXISTING and saving it leaves the folder's bytes."""
-    loader = OmegaConfigLoader(
-        conf_source=str(project_root / "conf"),
-        env="base",
-        base_env="base",
-        default_run_env="base",
-        merge_strategy=CONFIG_LOADER_ARGS["merge_strategy"],
-        config_patterns=CONFIG_LOADER_ARGS["config_patterns"],
-    )
-    params = loader["parameters"]["model_preparation"]
+    params = _loader(project_root, "base")["parameters"]["model_preparation"]
     assert params["enabled"] is True and params["train"] is False
     folder = tmp_path / "scorer"
     shutil.copytree(project_root / "models" / "embedded" / "scorer", folder)
