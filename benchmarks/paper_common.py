@@ -31,8 +31,15 @@ sys.path.insert(0, str(ROOT / "src"))  # runs from a bare checkout too (the GPU 
 BAR_SECONDS_PER_RESPONSE = 1.0
 
 
-def parser(description: str) -> argparse.ArgumentParser:
+def parser(description: str, users: tuple[int, int] | None = None) -> argparse.ArgumentParser:
+    """The paper benchmarks' arguments; `users` (full, tiny): adds `--users`, whose default
+    `setup` takes from `--size`."""
     p = argparse.ArgumentParser(description=description)
+    if users is not None:
+        full, tiny = users
+        help_text = f"default: {full} full, {tiny} tiny"
+        p.add_argument("--users", type=int, default=None, help=help_text)
+        p.set_defaults(default_users=users)
     p.add_argument("--size", choices=("full", "tiny"), default="tiny")
     p.add_argument("--env", default="paper", help="Kedro environment whose parameters are used")
     p.add_argument("--scene", default="movie", choices=("movie", "emoticon", "costume"))
@@ -49,7 +56,10 @@ def parser(description: str) -> argparse.ArgumentParser:
 
 
 def setup(args: argparse.Namespace) -> None:
-    """Device default, threads, offline switches, TF32 matrix products on CUDA."""
+    """Device and user-count defaults, threads, offline switches, TF32 matrix products on CUDA."""
+    if getattr(args, "default_users", None):
+        full, tiny = args.default_users
+        args.users = args.users or (full if args.size == "full" else tiny)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     if args.device is None:

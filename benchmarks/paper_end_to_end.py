@@ -41,13 +41,12 @@ def main() -> None:
         score_candidates,
     )
 
-    p = base_parser(__doc__.splitlines()[0])
-    p.add_argument("--users", type=int, default=None, help="default: 32 full, 2 tiny")
+    p = base_parser(__doc__.splitlines()[0], users=(32, 2))
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--pairs", type=int, default=4, help="first N of the weight grid")
     args = p.parse_args()
     setup(args)
-    users = args.users or (32 if args.size == "full" else 2)
+    users = args.users
     config = env_config(args.env)
     params = config["parameters"][args.scene]
     kw = params["keyword_extraction"]

@@ -56,13 +56,12 @@ def main() -> None:
     from pmg_kedro.components.paper_models import random_generator
     from pmg_kedro.pipelines.weighted_generation.nodes import generate_candidates
 
-    p = base_parser(__doc__.splitlines()[0])
-    p.add_argument("--users", type=int, default=None, help="default: 16 full, 2 tiny")
+    p = base_parser(__doc__.splitlines()[0], users=(16, 2))
     p.add_argument("--steps", type=int, default=None, help="default: the environment's")
     p.add_argument("--pairs", type=int, default=None, help="first N weight pairs (default: all)")
     args = p.parse_args()
     setup(args)
-    users = args.users or (16 if args.size == "full" else 2)
+    users = args.users
     config = env_config(args.env)
     params = generation_params(
         config["parameters"][args.scene]["weighted_generation"], args.steps, args.pairs

@@ -65,11 +65,10 @@ def extract(llm, params: dict, scene: str, users: int) -> dict:
 
 
 def main() -> None:
-    p = base_parser(__doc__.splitlines()[0])
-    p.add_argument("--users", type=int, default=None, help="default: 64 full, 4 tiny")
+    p = base_parser(__doc__.splitlines()[0], users=(64, 4))
     args = p.parse_args()
     setup(args)
-    users = args.users or (64 if args.size == "full" else 4)
+    users = args.users
     config = env_config(args.env)
     llm, produced_by, built = build_llm(args, config)
     extract(llm, config["parameters"], args.scene, 1)  # warm-up: kernels, allocator

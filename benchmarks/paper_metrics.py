@@ -60,11 +60,10 @@ def metric_networks(input_size: int, tmp: Path):
 def main() -> None:
     from pmg_kedro.components.metrics import PairMetrics
 
-    p = base_parser(__doc__.splitlines()[0])
-    p.add_argument("--users", type=int, default=None, help="default: 64 full, 4 tiny")
+    p = base_parser(__doc__.splitlines()[0], users=(64, 4))
     args = p.parse_args()
     setup(args)
-    users = args.users or (64 if args.size == "full" else 4)
+    users = args.users
     config = env_config(args.env)
     params = config["parameters"][args.scene]["metric_evaluation"]
     size = int(params["image_size"])
