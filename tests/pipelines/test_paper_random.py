@@ -6,11 +6,17 @@ entries as folders laid out as downloaded and loaded through the same code as th
 with conf/paper_random's parameters (the paper's method settings, a handful of users). The run is
 checked against the data contract; the configuration tests check that conf/paper and
 conf/paper_random only set keys the code reads and keep the paper's method settings.
+
+The same contract checks a run made elsewhere: `PMG_PAPER_RANDOM_ENV=paper_random
+PMG_PAPER_RANDOM_REUSE_RUN=1 pytest tests/pipelines/test_paper_random.py -k "not configuration"` on
+the GPU machine after `benchmarks/paper_random_chain.py` (benchmarks/gpu_session.sh does this):
+the run is not repeated, its outputs are loaded and checked at that environment's sizes.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +25,13 @@ import torch
 from kedro.config import OmegaConfigLoader
 
 from pmg_kedro.components.images import to_array
-from pmg_kedro.components.paper_models import MARKER, spec_of
+from pmg_kedro.components.paper_models import MARKER, SD15, spec_of
 from pmg_kedro.scenes import GENERATION_VARIANTS, SCENES, scene_conf
 from pmg_kedro.settings import CONFIG_LOADER_ARGS
 
 ENV = "paper_random_tiny"
+RUN_ENV = os.environ.get("PMG_PAPER_RANDOM_ENV", ENV)  # whose run the contract tests check
+REUSE_RUN = bool(os.environ.get("PMG_PAPER_RANDOM_REUSE_RUN"))  # check a run made beforehand
 CONF = Path(__file__).resolve().parents[2] / "conf"
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.timeout(1200)]
 CONTRACT_COLUMNS = {
@@ -43,7 +51,6 @@ CONTRACT_COLUMNS = {
     "guidance_scale",
     "alpha",
 }
-RESOLUTION = 64  # the tiny SD 1.5 layout: 8x8 latents, VAE factor 8
 # Parameters the code reads only when present (`split.get("max_users")`), so base leaves them out.
 OPTIONAL_PER_SCENE = {("ingestion", "split", "max_users")}
 
@@ -143,6 +150,16 @@ def test_model_entries_and_data_roots_per_environment():
 
 
 # -- the run ----------------------------------------------------------------------------------
+def _size() -> str:
+    """The random models' size in the checked run's environment (tiny, or full on a GPU)."""
+    return _loader(RUN_ENV)["catalog"]["generator"]["dataset"]["random_init"]["size"]
+
+
+def _resolution() -> int:
+    """SD 1.5's image side at that size: 64 px tiny (8x8 latents), 512 px full."""
+    return SD15[_size()]["vae"]["sample_size"]
+
+
 @pytest.fixture(scope="module")
 def run(project_root):
     """`kedro run --env paper_random_tiny` (the __default__ pipeline); then a fresh catalog."""
@@ -151,9 +168,10 @@ def run(project_root):
     from kedro.framework.startup import bootstrap_project
 
     bootstrap_project(project_root)
-    with KedroSession.create(project_path=project_root, env=ENV) as session:
-        session.run()
-    with KedroSession.create(project_path=project_root, env=ENV) as session:
+    if not REUSE_RUN:
+        with KedroSession.create(project_path=project_root, env=RUN_ENV) as session:
+            session.run()
+    with KedroSession.create(project_path=project_root, env=RUN_ENV) as session:
         catalog = session.load_context().catalog
         params = session.load_context().params
     return catalog, params, pipelines["__default__"]
@@ -174,17 +192,17 @@ def test_models_are_the_paper_architectures_from_their_folders(run):
     assert llm.chat_prompt("hi", "sys").endswith("[INST] <<SYS>>\nsys\n<</SYS>>\n\nhi [/INST]")
     assert type(generator.text_encoder.model).__name__ == "CLIPTextModel"
     assert generator.text_encoder.max_length == 77 and generator.text_encoder.attend_padding
-    assert generator.resolution == RESOLUTION
+    assert generator.resolution == _resolution()
     assert generator.unet.config.cross_attention_dim == generator.text_encoder.dim
     assert type(scorer).__name__ == "OpenClipScorer"
-    root = Path(_loader(ENV)["catalog"]["llm"]["dataset"]["path"]).parent
+    root = Path(_loader(RUN_ENV)["catalog"]["llm"]["dataset"]["path"]).parent
     for kind, folder in [
         ("llm", "random-llama-2-7b-chat"),
         ("generator", "random-stable-diffusion-v1-5"),
         ("scorer", "random-clip-vit-large-patch14"),
     ]:
         marker = json.loads((root / folder / MARKER).read_text())
-        assert marker == spec_of(kind, "tiny", 0)
+        assert marker == spec_of(kind, _size(), 0)
     assert (root / "random-stable-diffusion-v1-5" / "model_index.json").is_file()
 
 
@@ -193,6 +211,8 @@ def test_the_llm_left_the_device_while_images_were_generated(run):
     when the generator's first inference call came (and every node still got its models)."""
     from pmg_kedro.components.paper_models import swap_group
 
+    if RUN_ENV != ENV or REUSE_RUN:
+        pytest.skip(f"{RUN_ENV} has no swap group, or its run was made in another process")
     parked = [key for key, action in swap_group("models", "cpu").moves if action == "park"]
     assert any(key.startswith("llm:") for key in parked), parked
 
@@ -243,7 +263,7 @@ def test_generation_follows_the_contract(run, scene):
         best = table.loc[table.groupby(["user_id", "seed"])[a["select_by"]].idxmax()]
         assert best["chosen"].all(), variant
         assert set(images) == {f"{r.user_id}/s{r.seed}" for r in best.itertuples()}
-        assert {im.size for im in images.values()} == {(RESOLUTION, RESOLUTION)}
+        assert {im.size for im in images.values()} == {(_resolution(),) * 2}
     assert {"without_both", "target_best_of_n"} <= set(ran)
     users = {v: set(catalog.load(f"{scene}.{v}.selections")["user_id"]) for v in ran}
     assert len({frozenset(u) for u in users.values()}) == 1  # every variant: the same users

