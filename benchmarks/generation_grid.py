@@ -23,7 +23,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from pmg_kedro.components.generator import Generator  # noqa: E402
-from pmg_kedro.pipelines.weighted_generation.nodes import generate_candidates  # noqa: E402
+from pmg_kedro.components.pmg import PMG, PMGSettings, Variant  # noqa: E402
 
 RATIOS = [[0, 4], [1, 3], [2, 2], [3, 1], [4, 0]]
 
@@ -62,22 +62,21 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=8)
     args = parser.parse_args()
     generator = Generator.from_pretrained(args.generator)
-    variant = {"name": "without_embeddings", "keywords": True, "embeddings": False}
-    base = {
-        "seed": 0,
-        "mode": "embedding_scale",
-        "steps": args.steps,
-        "guidance_scale": 1.5,
-        "weight_total": 2.0,
-        "candidates_per_batch": 5 * args.users,
-    }
-    one = {**base, "weight_ratios": [[2, 2]]}
-    grid = {**base, "weight_ratios": RATIOS}
-    single = _best(lambda: generate_candidates(_requests(1), generator, one, variant), args.repeats)
-    whole = _best(lambda: generate_candidates(_requests(1), generator, grid, variant), args.repeats)
-    many = _best(
-        lambda: generate_candidates(_requests(args.users), generator, grid, variant), args.repeats
+    variant = Variant("without_embeddings", keywords=True, embeddings=False)
+    base = PMGSettings(
+        seeds=(0,),
+        mode="embedding_scale",
+        sampler="ddim",
+        steps=args.steps,
+        guidance_scale=1.5,
+        weight_total=2.0,
+        candidates_per_batch=5 * args.users,
     )
+    one = PMG(generator, settings=base.replace(weight_ratios=((2, 2),)))
+    grid = PMG(generator, settings=base.replace(weight_ratios=tuple(map(tuple, RATIOS))))
+    single = _best(lambda: one.generate(_requests(1), variant), args.repeats)
+    whole = _best(lambda: grid.generate(_requests(1), variant), args.repeats)
+    many = _best(lambda: grid.generate(_requests(args.users), variant), args.repeats)
     print(
         json.dumps(
             {

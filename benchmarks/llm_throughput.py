@@ -82,8 +82,8 @@ def _catalog_config(env: str) -> dict:
 def keyword_timing(llm, env: str, n_users: int, scenes: list[str]) -> dict[str, dict[str, float]]:
     from kedro.io import DataCatalog
 
+    from pmg_kedro.components.keywords import preference_keywords, target_keywords
     from pmg_kedro.pipelines.behavior_summarization import nodes as bs
-    from pmg_kedro.pipelines.keyword_extraction import nodes as ke
 
     config = _config_loader(env)
     params = config["parameters"]
@@ -99,8 +99,8 @@ def keyword_timing(llm, env: str, n_users: int, scenes: list[str]) -> dict[str, 
         behavior, _ = bs.summarize_behavior(users, captions, llm, bs_params)
         summarise_s = time.perf_counter() - start
         start = time.perf_counter()
-        ke.extract_preference_keywords(behavior, items, llm, ke_params)
-        ke.extract_target_keywords(behavior, items, llm, ke_params)
+        preference_keywords(behavior, items, llm, ke_params)
+        target_keywords(behavior, items, llm, ke_params)
         keywords_s = time.perf_counter() - start
         results[scene] = {
             "users": len(users),

@@ -2,7 +2,8 @@
 architectures at random weights, amortised over a batch of users: the keyword prompts of every
 attribute and the target (Llama-2-7B-chat layout, batched greedy decoding), E_m from the
 bias-correction LLM (L = 4 tokens, S = 4 prefixes, one forward pass), the (w_p, w_t) grid of SD
-1.5 candidates, d_p / d_t by CLIP ViT-L/14 and the argmax of z (the pipeline's own nodes).
+1.5 candidates, d_p / d_t by CLIP ViT-L/14 and the argmax of z (the method object `PMG`, which
+the pipeline's nodes call).
 
     .venv/bin/python benchmarks/paper_end_to_end.py --size tiny
     python3 benchmarks/paper_end_to_end.py --size full --users 32 --steps 25 --pairs 4   # GPU
@@ -14,7 +15,6 @@ on one V100 (2 s LLM + 3 s SD 1.5). Prints seconds per stage and per response, p
 
 from __future__ import annotations
 
-import torch
 from paper_common import (
     BAR_SECONDS_PER_RESPONSE,
     Measure,
@@ -27,7 +27,7 @@ from paper_common import (
     synthetic_history,
 )
 from paper_common import parser as base_parser
-from paper_generation_grid import generation_params, pmg_ablation, requests_and_soft_embeddings
+from paper_generation_grid import generation_params, requests_and_soft_embeddings
 
 PAPER_SECONDS_PER_IMAGE_V100 = 5.0
 
@@ -35,11 +35,8 @@ PAPER_SECONDS_PER_IMAGE_V100 = 5.0
 def main() -> None:
     from pmg_kedro.components.llm import GenerationSettings
     from pmg_kedro.components.paper_models import random_generator, random_llm, random_scorer
+    from pmg_kedro.components.pmg import FULL, PMG, PMGSettings
     from pmg_kedro.components.soft_embeddings import SoftPreferenceEmbedder
-    from pmg_kedro.pipelines.weighted_generation.nodes import (
-        generate_candidates,
-        score_candidates,
-    )
 
     p = base_parser(__doc__.splitlines()[0], users=(32, 2))
     p.add_argument("--steps", type=int, default=25)
@@ -73,7 +70,7 @@ def main() -> None:
     requests, _ = requests_and_soft_embeddings(
         args.scene, users, variant["n_tokens"], generator.text_encoder.dim, args.seed
     )
-    ablation = pmg_ablation()
+    pmg = PMG(generator, scorer, PMGSettings.from_params(wg), llm=llm, embedder=embedder)
 
     def respond(n: int) -> dict:
         """The response of the first n users, stage by stage: {stage: Measure}."""
@@ -85,19 +82,15 @@ def main() -> None:
             ):
                 llm.generate(prompts, GenerationSettings.from_params(settings), prefix)
                 counts["new_tokens"] += llm.last_stats.new_tokens
-        with Measure(args.device) as stages["soft_embeddings"], torch.no_grad():
+        with Measure(args.device) as stages["soft_embeddings"]:
+            users_n = requests["user_id"][:n].tolist()
             batch = int(kw["generation"]["batch_size"])
-            soft = torch.cat([embedder(behavior[i : i + batch]) for i in range(0, n, batch)])
-            tensors = {u: soft[i].float().cpu() for i, u in enumerate(requests["user_id"][:n])}
+            soft = pmg.soft_embeddings(users_n, behavior[:n], batch)
         with Measure(args.device) as stages["generation"]:
-            candidates, images = generate_candidates(
-                requests.head(n), generator, {"tensors": tensors, "metadata": {}}, wg, ablation
-            )
+            candidates, images = pmg.generate(requests.head(n), FULL, soft)
         with Measure(args.device) as stages["scoring_selection"]:
-            selections, chosen = score_candidates(
-                candidates, images, requests.head(n), scorer, wg, ablation
-            )
-        assert len(chosen) == n and int(selections["chosen"].sum()) == n
+            selections = pmg.score(candidates, images, requests.head(n), FULL)
+        assert int(selections["chosen"].sum()) == n
         counts["images"] = len(images)
         return stages, counts
 

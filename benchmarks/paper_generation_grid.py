@@ -1,7 +1,7 @@
 """Benchmark: weighted generation (paper §3.4) with Stable Diffusion 1.5's architecture at random
 weights: every candidate of the (w_p, w_t) grid for `--users` users, through the pipeline's own
-node (`weighted_generation.generate_candidates`, full PMG: E^p = concat(E_m, E_k) and E^t),
-chunked by the environment's `candidates_per_batch`.
+method object (`PMG.generate`, full PMG: E^p = concat(E_m, E_k) and E^t), chunked by the
+environment's `candidates_per_batch`.
 
     .venv/bin/python benchmarks/paper_generation_grid.py --size tiny
     python3 benchmarks/paper_generation_grid.py --size full --steps 25 --pairs 4   # on a GPU
@@ -42,19 +42,12 @@ def requests_and_soft_embeddings(scene: str, users: int, n_tokens: int, dim: int
         }
     )
     noise = torch.Generator().manual_seed(seed)
-    tensors = {u: torch.randn(n_tokens, dim, generator=noise) for u in ids}
-    return requests, {"tensors": tensors, "metadata": {}}
-
-
-def pmg_ablation() -> dict:
-    from pmg_kedro.scenes import scene_conf
-
-    return {"name": "pmg", **scene_conf()["ablations"]["pmg"]}
+    return requests, {u: torch.randn(n_tokens, dim, generator=noise) for u in ids}
 
 
 def main() -> None:
     from pmg_kedro.components.paper_models import random_generator
-    from pmg_kedro.pipelines.weighted_generation.nodes import generate_candidates
+    from pmg_kedro.components.pmg import FULL, PMG, PMGSettings
 
     p = base_parser(__doc__.splitlines()[0], users=(16, 2))
     p.add_argument("--steps", type=int, default=None, help="default: the environment's")
@@ -71,10 +64,10 @@ def main() -> None:
     requests, soft = requests_and_soft_embeddings(
         args.scene, users, 4, generator.text_encoder.dim, args.seed
     )
-    ablation = pmg_ablation()
-    generate_candidates(requests.head(1), generator, soft, {**params, "steps": 2}, ablation)
+    pmg = PMG(generator, settings=PMGSettings.from_params(params))
+    PMG(generator, settings=pmg.settings.replace(steps=2)).generate(requests.head(1), FULL, soft)
     with Measure(args.device) as measured:
-        candidates, images = generate_candidates(requests, generator, soft, params, ablation)
+        candidates, images = pmg.generate(requests, FULL, soft)
     n = len(images)
     numbers = {
         "users": users,

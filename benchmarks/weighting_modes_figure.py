@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from kedro.framework.session import KedroSession  # noqa: E402
 from kedro.framework.startup import bootstrap_project  # noqa: E402
 
-from pmg_kedro.pipelines.weighted_generation.nodes import generate_candidates  # noqa: E402
+from pmg_kedro.components.pmg import FULL, PMG, PMGSettings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,10 +37,12 @@ def main() -> None:
     soft = catalog.load(f"{scene}.soft_embeddings")
     generator = catalog.load("generator")
     settings = params[scene]["weighted_generation"]
-    pmg = params[scene]["ablations"]["pmg"]
     modes = ("embedding_scale", "composed_guidance")
+    method = PMGSettings.from_params(settings)
     results = {
-        mode: generate_candidates(requests, generator, {**settings, "mode": mode}, pmg, soft)
+        mode: PMG(generator, settings=method.replace(mode=mode)).generate(
+            requests, FULL, soft["tensors"]
+        )
         for mode in modes
     }
     n_pairs = len(settings["weight_ratios"])
@@ -58,7 +60,7 @@ def main() -> None:
         axes[r][0].set_ylabel(f"{str(user)[:8]}\n{mode}", fontsize=6)
     fig.suptitle(
         f"{scene}: w_p:w_t sweep per weighting mode (embedded generator, seed "
-        f"{settings['seed']}, {settings['steps']} steps, guidance {settings['guidance_scale']})",
+        f"{settings['seeds'][0]}, {settings['steps']} steps, guidance {settings['guidance_scale']})",
         fontsize=8,
     )
     fig.tight_layout()

@@ -440,7 +440,7 @@ def test_fallback_to_titles_when_the_texts_have_no_latin_words(items):
 
 
 def test_the_adapters_decoding_overrides_apply_to_lora_only(behavior, items, monkeypatch):
-    from pmg_kedro.pipelines.keyword_extraction import nodes
+    from pmg_kedro.components import keywords as nodes
 
     llm, merged = ScriptedLLM(LLM_RULES), ScriptedLLM(LLM_RULES)
     llm.name, merged.name = "scripted", "scripted+lora"

@@ -10,6 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
+from pmg_kedro.components.images import to_array
+from pmg_kedro.components.pmg import PMG, PMGSettings, Variant
 from pmg_kedro.pipelines.weighted_generation import nodes
 from pmg_kedro.scenes import scene_conf
 
@@ -129,8 +131,13 @@ def test_images_do_not_depend_on_how_candidates_are_chunked(tiny_generator, requ
     )
 
 
+def _pmg_conditions(generator, requests, soft, params):
+    pmg = PMG(generator, settings=PMGSettings.from_params(params))
+    return pmg.conditions(requests, Variant.from_params(ABLATIONS["pmg"]), soft["tensors"])
+
+
 def test_a_zero_weight_drops_its_condition(tiny_generator, requests_table, soft):
-    rows = nodes._condition_rows(tiny_generator, requests_table, soft, ABLATIONS["pmg"], PARAMS)
+    rows = _pmg_conditions(tiny_generator, requests_table, soft, PARAMS)
     target_only = [r for r in rows if r["w_p"] == 0][0]
     preference_only = [r for r in rows if r["w_t"] == 0][0]
     both = [r for r in rows if r["w_p"] == 1.0][0]
@@ -149,7 +156,7 @@ def test_the_condition_budget_cuts_the_keywords_not_the_soft_tokens(
     tiny_generator, requests_table, soft
 ):
     budget = {**PARAMS, "max_condition_tokens": 3}
-    rows = nodes._condition_rows(tiny_generator, requests_table, soft, ABLATIONS["pmg"], budget)
+    rows = _pmg_conditions(tiny_generator, requests_table, soft, budget)
     preference = [r for r in rows if r["w_t"] == 0][0]["conditions"][0]
     assert preference.embeddings.shape[0] == 3
     torch.testing.assert_close(preference.embeddings[:2], soft["tensors"]["u1"])
@@ -236,7 +243,7 @@ def test_scoring_picks_one_candidate_per_user_and_seed(
             np.asarray(chosen[f"{user}/s{seed}"]), np.asarray(images[best])
         )
     # paired cosines equal the full cosine matrix's matching entries
-    pixels = torch.from_numpy(nodes.to_array([images[k] for k in scored["image_key"][:3]]))
+    pixels = torch.from_numpy(to_array([images[k] for k in scored["image_key"][:3]]))
     full = scorer.score(pixels, ["cat, cute"])[:, 0].numpy()
     np.testing.assert_allclose(scored["d_p"][:3], full, rtol=1e-5, atol=1e-6)
 

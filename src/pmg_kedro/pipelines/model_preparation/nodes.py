@@ -18,6 +18,7 @@ import torch
 
 from ...components.icon_corpus import SHOWCASE_CONCEPTS, IconCorpus, build_icon_corpus
 from ...components.images import load_image, read_idx_labels
+from ...components.pmg import PMG
 from ...components.sources.fashion_mnist import CLASS_NAMES
 from ...datasets.model_folder import KEEP_EXISTING
 
@@ -145,16 +146,16 @@ def _grid(rows: list[tuple[str, np.ndarray]], title: str):
 
 
 def _generate(generator, captions: list[str], seeds: int, cfg: dict) -> np.ndarray:
-    """`seeds` images per caption, all in one denoising batch: (len(captions) * seeds, 3, H, W)."""
-    cond = generator.encode_text(captions).split()
-    conditions = [[c] for c in cond for _ in range(seeds)]
-    images = generator.generate(
-        conditions,
-        [[1.0]] * len(conditions),
+    """`seeds` images per caption, all in one denoising batch of distinct noises (`PMG.render`):
+    (len(captions) * seeds, 3, H, W)."""
+    images = PMG(generator).render(
+        captions,
         seed=int(cfg["seed"]),
         steps=int(cfg["steps"]),
         guidance_scale=float(cfg["guidance_scale"]),
+        repeats=seeds,
         same_noise=False,
+        what="sample grid",
     )
     return images.numpy()
 

@@ -42,6 +42,7 @@ from ...components.mmgcn import (  # noqa: E402
     standardize,
     train_mmgcn,
 )
+from ...components.pmg import PMG  # noqa: E402
 from ...components.prompts import (  # noqa: E402
     field_text,
     format_behavior,
@@ -260,34 +261,20 @@ def extract_recommendation_keywords(
 def _generate_images(
     generator, texts: list[str], params: dict[str, Any], what: str
 ) -> list[Image.Image]:
-    """One image per text, its text as the only condition (weight 1), in batches of `batch_size`.
-
-    Every image starts from the same seeded noise, so images differ by their condition only and do
-    not depend on the batching."""
-    images: list[Image.Image] = []
-    batch, start = int(params["batch_size"]), time.perf_counter()
-    for begin in range(0, len(texts), batch):
-        conditions = generator.encode_text(texts[begin : begin + batch]).split()
-        out = generator.generate(
-            [[c] for c in conditions],
-            [[1.0]] * len(conditions),
-            mode=params["mode"],
-            seed=int(params["seed"]),
-            steps=int(params["steps"]),
-            guidance_scale=float(params["guidance_scale"]),
-            sampler=params["sampler"],
-        )
-        images += to_pil(out)
-        logger.info(
-            "%s: %d/%d images (%.3f s/image, %d %s steps)",
-            what,
-            len(images),
-            len(texts),
-            (time.perf_counter() - start) / len(images),
-            int(params["steps"]),
-            params["sampler"],
-        )
-    return images
+    """One image per text, its text as the only condition (weight 1), `batch_size` texts per
+    denoising call (`PMG.render`). Every image starts from the same seeded noise, so images differ
+    by their condition only and do not depend on the batching."""
+    images = PMG(generator).render(
+        texts,
+        seed=int(params["seed"]),
+        steps=int(params["steps"]),
+        guidance_scale=float(params["guidance_scale"]),
+        sampler=params["sampler"],
+        mode=params["mode"],
+        batch_size=int(params["batch_size"]),
+        what=what,
+    )
+    return to_pil(images)
 
 
 def _generator_name(generator) -> str:

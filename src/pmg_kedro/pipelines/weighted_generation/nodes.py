@@ -1,6 +1,6 @@
-"""weighted_generation nodes (paper §3.4): conditions, one denoising batch per chunk of candidates,
-scorer cosines d_p / d_t, the chosen image per (user, noise seed); the Table 1 variants and the
-controls of DESIGN.md §5; Figure 7-shaped strips; a report of what ran.
+"""weighted_generation nodes (paper §3.4): the method object `components.pmg.PMG` per variant —
+candidates over the weight grid, scorer cosines d_p / d_t, the chosen image per (user, noise seed);
+the Table 1 variants and the controls of DESIGN.md §5; Figure 7-shaped strips; a report of what ran.
 
 Every evaluation user runs under every noise seed of `seeds`, the same seeds in every variant, so
 variants compare paired by (user, seed). A candidate's starting noise depends only on its noise
@@ -10,7 +10,6 @@ seed (`Generator.generate(noise_seeds=...)`), never on how candidates are chunke
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 import matplotlib
@@ -18,37 +17,21 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
-import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from ...components.images import to_array, to_pil  # noqa: E402
-from ...components.selection import choose, weight_grid, z_scores  # noqa: E402
-from ...components.soft_embeddings import preference_condition  # noqa: E402
+from ...components.pmg import (  # noqa: E402
+    CANDIDATE_COLUMNS,
+    PMG,
+    SELECTION_COLUMNS,
+    PMGSettings,
+    Variant,
+    chosen_images,
+)
+from ...components.selection import weight_grid  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
 NO_SOFT_EMBEDDINGS = "not applicable: this scene has no soft preference embeddings ({why})"
-SELECTION_COLUMNS = [
-    "user_id",
-    "target",
-    "seed",
-    "noise_seed",
-    "w_p",
-    "w_t",
-    "image_key",
-    "variant",
-    "steps",
-    "sampler",
-    "mode",
-    "guidance_scale",
-    "d_p",
-    "d_t",
-    "z",
-    "floored",
-    "alpha",
-    "select_by",
-    "chosen",
-]
 
 
 def build_generation_requests(
@@ -86,97 +69,8 @@ def build_generation_requests(
     )
 
 
-def _weight_tag(w_p: float, w_t: float) -> str:
-    return f"wp{w_p:g}_wt{w_t:g}"
-
-
-def noise_seed(seed: int, draw: int) -> int:
-    """The starting noise of draw `draw` under evaluation seed `seed`; draw 0 is `seed` itself, so
-    a compute-matched control's first candidate equals the one-image baseline's image."""
-    return int(seed) if draw == 0 else int(seed) * 1000 + int(draw)
-
-
-def _candidate_plan(ablation: dict[str, Any], params: dict[str, Any]) -> list[tuple]:
-    """(w_p, w_t, draw) per candidate of one (user, seed) for this variant."""
-    grid = weight_grid(params["weight_ratios"], float(params["weight_total"]))
-    has_preference = ablation["keywords"] or ablation["embeddings"]
-    if ablation["grid"]:
-        if not has_preference:
-            raise ValueError(f"variant {ablation['name']}: a weight grid needs a preference part")
-        return [(w_p, w_t, 0) for w_p, w_t in grid]
-    if has_preference:
-        return [(1.0, 1.0, 0)]  # the plain concatenation, no weighting
-    n = ablation.get("candidates", 1)
-    n = len(grid) if n == "grid" else int(n)
-    return [(0.0, 1.0, draw) for draw in range(n)]
-
-
-def _condition_rows(generator, requests, soft_embeddings, ablation, params) -> list[dict]:
-    """Per candidate: its user, seeds, weights and conditions [E^p, E^t] (§3.4).
-
-    E^p = concat(E_m, E_k) (`preference_condition`); a variant without keywords drops E_k, one
-    without embeddings drops E_m. A zero weight drops its condition rather than attending to zero
-    vectors.
-    """
-    target = generator.encode_text(requests["target_text"].tolist()).split()
-    keywords = generator.encode_text(requests["preference_text"].tolist()).split()
-    budget = params.get("max_condition_tokens")
-    plan = _candidate_plan(ablation, params)
-    rows = []
-    for i, (user, item) in enumerate(zip(requests["user_id"], requests["target"], strict=True)):
-        preference = None
-        if ablation["keywords"] or ablation["embeddings"]:
-            soft = soft_embeddings["tensors"][user] if ablation["embeddings"] else None
-            preference = preference_condition(
-                soft, keywords[i] if ablation["keywords"] else None, budget
-            )
-        for seed in params["seeds"]:
-            for w_p, w_t, draw in plan:
-                kept = [(c, w) for c, w in ((preference, w_p), (target[i], w_t)) if w > 0]
-                tag = _weight_tag(w_p, w_t) if draw == 0 else f"draw{draw}"
-                rows.append(
-                    {
-                        "user_id": user,
-                        "target": item,
-                        "seed": int(seed),
-                        "noise_seed": noise_seed(seed, draw),
-                        "w_p": w_p,
-                        "w_t": w_t,
-                        "image_key": f"{user}/s{seed}/{tag}",
-                        "conditions": [c for c, _ in kept],
-                        "weights": [w for _, w in kept],
-                    }
-                )
-    return rows
-
-
-def _denoise(generator, rows: list[dict], params: dict[str, Any], what: str) -> list[Image.Image]:
-    """Images for candidate rows, `candidates_per_batch` candidates per denoising call."""
-    chunk, steps = int(params["candidates_per_batch"]), int(params["steps"])
-    images, start = [], time.perf_counter()
-    for begin in range(0, len(rows), chunk):
-        part = rows[begin : begin + chunk]
-        out = generator.generate(
-            [r["conditions"] for r in part],
-            [r["weights"] for r in part],
-            mode=params["mode"],
-            noise_seeds=[r["noise_seed"] for r in part],
-            sampler=params["sampler"],
-            steps=steps,
-            guidance_scale=float(params["guidance_scale"]),
-        )
-        images += to_pil(out)
-        logger.info(
-            "%s: %d/%d images (%.3f s/image, batch %d, %d %s steps)",
-            what,
-            len(images),
-            len(rows),
-            (time.perf_counter() - start) / len(images),
-            len(part),
-            steps,
-            params["sampler"],
-        )
-    return images
+def _pmg(params: dict[str, Any], generator=None, scorer=None) -> PMG:
+    return PMG(generator, scorer, PMGSettings.from_params(params))
 
 
 def _not_applicable_why(ablation: dict[str, Any], soft_embeddings: dict[str, Any]) -> str | None:
@@ -192,26 +86,16 @@ def generate_candidates(
     params: dict[str, Any],
     ablation: dict[str, Any],
 ) -> tuple[pd.DataFrame, dict[str, Image.Image]]:
-    """Every candidate of every (evaluation user, seed) for one variant, chunked into denoising
-    calls. Returns the candidates table and the images keyed "<user>/s<seed>/<weights or draw>";
-    empty when the variant does not apply to the scene (the report says why).
+    """Every candidate of every (evaluation user, seed) for one variant (`PMG.generate`). Returns
+    the candidates table and the images keyed "<user>/s<seed>/<weights or draw>"; empty when the
+    variant does not apply to the scene (the report says why).
     """
     why = _not_applicable_why(ablation, soft_embeddings)
     if why:
         logger.info("%s: %s", ablation["name"], why)
-        return pd.DataFrame(columns=SELECTION_COLUMNS[:13]), {}
-    rows = _condition_rows(generator, requests, soft_embeddings, ablation, params)
-    images = _denoise(generator, rows, params, ablation["name"])
-    candidates = pd.DataFrame(
-        [{k: v for k, v in r.items() if k not in ("conditions", "weights")} for r in rows]
-    ).assign(
-        variant=ablation["name"],
-        steps=int(params["steps"]),
-        sampler=params["sampler"],
-        mode=params["mode"],
-        guidance_scale=float(params["guidance_scale"]),
-    )
-    return candidates, dict(zip(candidates["image_key"], images, strict=True))
+        return pd.DataFrame(columns=CANDIDATE_COLUMNS), {}
+    soft = soft_embeddings.get("tensors")
+    return _pmg(params, generator).generate(requests, Variant.from_params(ablation), soft)
 
 
 def score_candidates(
@@ -223,42 +107,25 @@ def score_candidates(
     ablation: dict[str, Any],
 ) -> tuple[pd.DataFrame, dict[str, Image.Image]]:
     """d_p (cosine with k^p), d_t (with k^t), z, and the chosen candidate per (user, seed): argmax
-    z, or argmax d_t for target-only variants (§3.4). Chosen images keyed "<user>/s<seed>"."""
+    z, or argmax d_t for target-only variants (`PMG.score`, §3.4). Chosen images keyed
+    "<user>/s<seed>"."""
     if candidates.empty:
         return pd.DataFrame(columns=SELECTION_COLUMNS), {}
-    texts = requests.set_index("user_id").loc[candidates["user_id"]]
-    preference, target = texts["preference_text"].tolist(), texts["target_text"].tolist()
-    keys, batch = candidates["image_key"].tolist(), int(params["score_batch_size"])
-    cosines = []
-    for i in range(0, len(keys), batch):  # at most `batch` decoded images in memory at a time
-        pixels = torch.from_numpy(to_array([candidate_images[k] for k in keys[i : i + batch]]))
-        cosines.append(
-            scorer.paired_scores(pixels, [preference[i : i + batch], target[i : i + batch]], batch)
-        )
-    d_p, d_t = torch.cat(cosines, dim=1).float().cpu().numpy()
-    scored = candidates.copy()
-    scored["d_p"], scored["d_t"] = d_p, d_t
-    alpha, floor = float(params["alpha"]), float(params["cosine_floor"])
-    scored["z"] = z_scores(scored["d_p"], scored["d_t"], alpha, floor)
-    scored["floored"] = (scored["d_p"] < floor) | (scored["d_t"] < floor)
-    scored["alpha"] = alpha
-    scored["select_by"] = ablation["select_by"]
-    scored["chosen"] = choose(scored.assign(z=scored[ablation["select_by"]]), ["user_id", "seed"])
-    chosen = {
-        f"{row.user_id}/s{row.seed}": candidate_images[row.image_key]
-        for row in scored[scored["chosen"]].itertuples()
-    }
+    variant = Variant.from_params(ablation)
+    scored = _pmg(params, scorer=scorer).score(candidates, candidate_images, requests, variant)
+    chosen = chosen_images(scored, candidate_images)
+    floor = float(params["cosine_floor"])
     logger.info(
         "%s: chose by %s among %d candidates for %d (user, seed) pairs (%.1f%% of cosines floored "
         "at %g before the log)",
-        ablation["name"],
-        ablation["select_by"],
+        variant.name,
+        variant.select_by,
         len(scored),
         len(chosen),
         100 * scored["floored"].mean(),
         floor,
     )
-    return scored[SELECTION_COLUMNS], chosen
+    return scored, chosen
 
 
 def generate_user_images(
@@ -268,15 +135,13 @@ def generate_user_images(
     params: dict[str, Any],
 ) -> dict[str, Image.Image]:
     """One image per evaluation user from the preference condition alone, no target, first seed
-    (paper §4.5's Generated-user): E^p = concat(E_m, E_k) where soft embeddings exist, else E_k."""
+    (paper §4.5's Generated-user, `PMG.preference_only`): E^p = concat(E_m, E_k) where soft
+    embeddings exist, else E_k."""
     with_embeddings = "not_applicable" not in soft_embeddings.get("metadata", {})
-    ablation = {"name": "user_only", "keywords": True, "embeddings": with_embeddings}
-    ablation.update(grid=True)
-    only = {**params, "seeds": params["seeds"][:1], "weight_ratios": [[1, 0]], "weight_total": 1}
-    rows = _condition_rows(generator, requests, soft_embeddings, ablation, only)
-    images = _denoise(generator, rows, only, "user-only")
+    soft = soft_embeddings["tensors"] if with_embeddings else None
+    images = _pmg(params, generator).preference_only(requests, soft)
     logger.info("user-only images: %d users (soft embeddings: %s)", len(images), with_embeddings)
-    return {r["user_id"]: im for r, im in zip(rows, images, strict=True)}
+    return images
 
 
 def generate_table2_images(
@@ -291,14 +156,15 @@ def generate_table2_images(
     variants = soft_embedding_sweep.get("metadata", {}).get("variants", [])
     if not variants:
         return pd.DataFrame(columns=columns), {}
-    ablation = {"name": "table2", "keywords": True, "embeddings": True, "grid": False}
+    pmg = _pmg(params, generator)
+    concatenated = Variant("table2", keywords=True, embeddings=True, grid=False)
     records, images = [], {}
     for variant in variants:
         tensors = {
             u: soft_embedding_sweep["tensors"][f"{variant}/{u}"] for u in requests["user_id"]
         }
-        rows = _condition_rows(generator, requests, {"tensors": tensors}, ablation, params)
-        for row, image in zip(rows, _denoise(generator, rows, params, variant), strict=True):
+        rows = pmg.conditions(requests, concatenated, tensors)
+        for row, image in zip(rows, pmg.denoise(rows, variant), strict=True):
             key = f"{variant}/{row['user_id']}/s{row['seed']}"
             images[key] = image
             n_tokens = int(tensors[row["user_id"]].shape[0])

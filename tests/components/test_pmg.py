@@ -1,0 +1,171 @@
+"""The method object (paper §3, `components.pmg.PMG`): settings and variants refuse unknown keys,
+the candidate plan of every variant, and, on the test environment's own requests, one in-memory
+`personalize` call equals what the pipeline's nodes wrote (candidates, scores, choice, images)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from pmg_kedro.components.images import to_array
+from pmg_kedro.components.llm import LLM
+from pmg_kedro.components.pmg import (
+    PMG,
+    SELECTION_COLUMNS,
+    PMGSettings,
+    Variant,
+    candidate_plan,
+    noise_seed,
+    requests_frame,
+)
+from pmg_kedro.components.soft_embeddings import SoftPreferenceEmbedder
+from pmg_kedro.scenes import GENERATION_VARIANTS, scene_conf
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+SETTINGS = PMGSettings(
+    seeds=(3, 4), steps=2, guidance_scale=1.5, candidates_per_batch=40, max_condition_tokens=None
+)
+REQUESTS = [
+    {"user_id": "u1", "target": "t1", "preference_text": "cat, cute", "target_text": "ship"},
+    {"user_id": "u2", "target": "t2", "preference_text": "red dress", "target_text": "heart"},
+]
+
+
+def test_settings_and_variants_refuse_unknown_keys_and_name_them():
+    with pytest.raises(ValueError, match=r"unknown keys \['stpes'\].*steps"):
+        PMGSettings.from_params({"stpes": 3})
+    with pytest.raises(ValueError, match=r"unknown keys \['grids'\]"):
+        Variant.from_params({"name": "x", "grids": True})
+    # the node-level key of a weighted_generation block is accepted and not kept
+    settings = PMGSettings.from_params({"steps": 3, "seeds": [1, 2], "figure_users": 4})
+    assert settings.steps == 3 and settings.seeds == (1, 2)
+    assert not hasattr(settings, "figure_users")
+
+
+def test_the_grid_is_figure_7s_ratios_scaled_to_the_total():
+    assert PMGSettings().grid == [(0.0, 2.0), (0.5, 1.5), (1.0, 1.0), (1.5, 0.5), (2.0, 0.0)]
+
+
+@pytest.mark.parametrize("name", GENERATION_VARIANTS)
+def test_every_variant_has_its_planned_candidates(name):
+    variant = Variant.from_params(scene_conf()["ablations"][name])
+    plan = candidate_plan(variant, SETTINGS)
+    expected = {
+        "pmg": SETTINGS.grid,
+        "without_embeddings": SETTINGS.grid,
+        "without_keywords": SETTINGS.grid,
+        "pmg_unweighted": [(1.0, 1.0)],  # the plain concatenation
+        "without_both": [(0.0, 1.0)],  # one target-only image
+        "target_best_of_n": [(0.0, 1.0)] * 5,  # compute-matched: as many draws as the grid
+    }[name]
+    assert [(w_p, w_t) for w_p, w_t, _ in plan] == expected
+    draws = [d for _, _, d in plan]
+    assert draws == (list(range(5)) if name == "target_best_of_n" else [0] * len(plan))
+    assert noise_seed(7, 0) == 7 and noise_seed(7, 2) == 7002
+
+
+def test_a_grid_without_a_preference_part_is_refused():
+    with pytest.raises(ValueError, match="needs a preference part"):
+        candidate_plan(Variant("x", keywords=False, embeddings=False, grid=True), SETTINGS)
+
+
+def test_requests_are_checked():
+    with pytest.raises(ValueError, match="lack columns"):
+        requests_frame([{"user_id": "u1", "target": "t"}])
+    with pytest.raises(ValueError, match="one request per user"):
+        requests_frame([REQUESTS[0], REQUESTS[0]])
+
+
+def test_personalize_scores_every_candidate_and_chooses_one_per_user_and_seed(tiny_generator):
+    from pmg_kedro.components.scorer import TinyClip
+
+    torch.manual_seed(0)
+    scorer = TinyClip(dim=16, hidden=32, image_size=32).eval()
+    requests = requests_frame(REQUESTS)
+    variant = Variant("without_embeddings", keywords=True, embeddings=False)
+    result = PMG(tiny_generator, scorer, SETTINGS).personalize(requests, variant)
+    table = result.selections
+    assert list(table.columns) == SELECTION_COLUMNS
+    assert len(table) == 2 * 2 * 5 and set(result.images) == set(table["image_key"])
+    assert table.groupby(["user_id", "seed"])["chosen"].sum().eq(1).all()
+    assert set(result.chosen) == {"u1/s3", "u1/s4", "u2/s3", "u2/s4"}
+    # d_p is the cosine with the request's k^p text, d_t with its k^t text (not swapped)
+    row = table.iloc[0]
+    pixels = torch.from_numpy(to_array([result.images[row.image_key]]))
+    d_p, d_t = scorer.paired_scores(pixels, [["cat, cute"], ["ship"]])[:, 0]
+    assert float(d_p) == pytest.approx(row.d_p, abs=1e-6)
+    assert float(d_t) == pytest.approx(row.d_t, abs=1e-6)
+    best = table.loc[table.groupby(["user_id", "seed"])["z"].idxmax()]
+    for r in best.itertuples():
+        assert np.array_equal(
+            np.asarray(result.chosen[f"{r.user_id}/s{r.seed}"]),
+            np.asarray(result.images[r.image_key]),
+        )
+    assert set(result.seconds) == {"generation", "scoring_selection"}
+    assert len(result.for_user("u2")) == 10
+
+
+def test_candidates_do_not_depend_on_the_chunk_size(tiny_generator):
+    requests = requests_frame(REQUESTS)
+    variant = Variant("without_embeddings", keywords=True, embeddings=False)
+    _, whole = PMG(tiny_generator, settings=SETTINGS).generate(requests, variant)
+    small = SETTINGS.replace(candidates_per_batch=3)
+    _, parts = PMG(tiny_generator, settings=small).generate(requests, variant)
+    assert whole.keys() == parts.keys()
+    for key in whole:
+        np.testing.assert_array_equal(np.asarray(whole[key]), np.asarray(parts[key]))
+
+
+def test_render_same_noise_ignores_batching_and_distinct_noise_differs(tiny_generator):
+    pmg = PMG(tiny_generator)
+    texts = ["cat", "red dress", "ship"]
+    kwargs = {"seed": 0, "steps": 2, "guidance_scale": 1.5}
+    one_call = pmg.render(texts, **kwargs)
+    batched = pmg.render(texts, batch_size=1, **kwargs)
+    assert one_call.shape == (3, 3, 8, 8)
+    # the same noise and text: equal up to float rounding of other batch shapes
+    torch.testing.assert_close(one_call, batched, rtol=0, atol=1e-5)
+    grid = pmg.render(["cat"], repeats=2, same_noise=False, **kwargs)
+    assert grid.shape[0] == 2 and not torch.equal(grid[0], grid[1])
+
+
+def test_soft_embeddings_are_e_m_per_user(tiny_llama, tiny_generator):
+    llm = LLM.from_folder(tiny_llama)
+    embedder = SoftPreferenceEmbedder(llm, n_tokens=3, n_prefixes=0, out_dim=384).eval()
+    pmg = PMG(tiny_generator, llm=llm, embedder=embedder)
+    soft = pmg.soft_embeddings(["u1", "u2", "u3"], ["likes cats", "red dresses", "ships"], 2)
+    assert list(soft) == ["u1", "u2", "u3"] and soft["u1"].shape == (3, 384)
+    assert not torch.equal(soft["u1"], soft["u2"])
+    with torch.no_grad():
+        torch.testing.assert_close(soft["u2"], embedder(["red dresses"])[0].float())
+    with pytest.raises(ValueError, match="needs an embedder"):
+        PMG(tiny_generator).soft_embeddings(["u1"], ["x"])
+
+
+# -- the method object equals the pipeline -----------------------------------------------------
+@pytest.mark.parametrize("variant", ["pmg", "target_best_of_n"])
+def test_personalize_equals_what_the_pipeline_nodes_wrote(
+    test_env_default_run, test_catalog, variant
+):
+    """The test environment's costume requests, E_m, generator and scorer: one `personalize` call
+    gives the candidates, scores, choices and images the two nodes wrote (through PNG files)."""
+    catalog = test_catalog()
+    scene = "costume"
+    parameters = catalog.load("parameters")
+    params = parameters[scene]
+    requests = catalog.load(f"{scene}.generation_requests")
+    soft = catalog.load(f"{scene}.soft_embeddings")["tensors"]
+    pmg = PMG(
+        catalog.load("generator"),
+        catalog.load("scorer"),
+        PMGSettings.from_params(params["weighted_generation"]),
+    )
+    result = pmg.personalize(requests, Variant.from_params(parameters["ablations"][variant]), soft)
+    written = catalog.load(f"{scene}.{variant}.selections")
+    pd.testing.assert_frame_equal(
+        result.selections.reset_index(drop=True), written.reset_index(drop=True), check_dtype=False
+    )
+    chosen = catalog.load(f"{scene}.{variant}.chosen_images")
+    assert chosen.keys() == result.chosen.keys()
+    for key, image in result.chosen.items():
+        np.testing.assert_array_equal(np.asarray(image), np.asarray(chosen[key]))
