@@ -277,6 +277,31 @@ def test_quality_report_compares_methods_at_an_equal_budget(behavior, items):
     assert "| target_decade: target decade | 3 | age, 1 | 0.33 [" in markdown
 
 
+def test_without_a_threshold_only_exact_words_count_and_no_encoder_loads(
+    behavior, items, monkeypatch
+):
+    """`quality.threshold: null` (the GPU session, where MiniLM cannot travel): the same exact
+    shares, a hit is an exact hit, and the text encoder is never built."""
+    from pmg_kedro.components import keyword_quality
+
+    args = (LORA, ZERO_SHOT, TARGET, behavior, _years(items), REAL_USERS)
+    with_encoder, _ = report_keyword_quality(*args, QUALITY_PARAMS)
+
+    def refuse(*_, **__):
+        raise AssertionError("the text encoder was loaded although threshold is null")
+
+    monkeypatch.setattr(keyword_quality, "TextEmbedder", refuse)
+    exact_params = {**QUALITY_PARAMS, "quality": {**QUALITY_PARAMS["quality"], "threshold": None}}
+    exact, markdown = report_keyword_quality(*args, exact_params)
+    assert exact["threshold"] is None and exact["text_encoder"] is None
+    assert "exact words only" in markdown
+    for name, check in exact["checks"].items():
+        for method, shares in check["methods"].items():
+            before = with_encoder["checks"][name]["methods"][method]
+            assert shares["share_exact"] == before["share_exact"], (name, method)
+            assert shares["share"] == shares["share_exact"], (name, method)
+
+
 def test_the_quality_figure_draws_each_share_with_its_interval(behavior, items):
     import matplotlib.pyplot as plt
     from matplotlib.container import BarContainer
