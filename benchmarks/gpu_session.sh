@@ -85,7 +85,7 @@ RESULTS="$OUT/results.jsonl"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 KEDRO_DISABLE_TELEMETRY=1
 export TOKENIZERS_PARALLELISM=false OMP_WAIT_POLICY=PASSIVE
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"  # the project is not installed there
-if [ -d .whl ]; then
+if [ -d .whl ] && [ "$SIZE" = full ]; then  # the wheels are for the GPU image's Python 3.12
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl >> "$LOG" 2>&1 || { echo "wheel install failed" | tee -a "$LOG"; exit 1; }
   export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"

@@ -1,0 +1,45 @@
+"""recommendation's wiring (§4.5: user images from each user's TRAINING interactions, the experiment
+reading every feature set) and the test environment's Table 3 run: every setting under every seed,
+user images for the experiment's users."""
+
+import pytest
+
+from pmg_kedro.pipelines.recommendation import create_pipeline
+from pmg_kedro.scenes import scenes_where
+from tests.pipelines.wiring import foreign_inputs, nodes_by_name
+
+SCENES = scenes_where("recommendation")
+
+
+def test_each_scene_reads_only_its_own_data_and_the_shared_models():
+    assert foreign_inputs(create_pipeline(), {"llm", "generator"}) == []
+
+
+@pytest.mark.parametrize("scene", SCENES)
+def test_user_images_come_from_the_training_split_keywords(scene):
+    nodes = nodes_by_name(create_pipeline())
+    keywords = nodes[f"{scene}.extract_recommendation_keywords"]
+    assert keywords.inputs[:3] == [f"{scene}.recommendation_split", f"{scene}.items", "llm"]
+    images = nodes[f"{scene}.generate_recommendation_user_images"]
+    assert images.inputs[:2] == [f"{scene}.recommendation_user_keywords", "generator"]
+    experiment = nodes[f"{scene}.run_recommendation_experiment"]
+    assert f"{scene}.recommendation_split" in experiment.inputs
+    assert experiment.outputs == [f"{scene}.recommendation_results"]
+
+
+@pytest.mark.parametrize("scene", SCENES)
+def test_the_run_reports_every_setting_under_every_seed(scene, test_env_default_run, test_catalog):
+    catalog = test_catalog()
+    params = catalog.load("parameters")[scene]["recommendation"]
+    results = catalog.load(f"{scene}.recommendation_results")
+    settings = {"no_image", "item_only", "averaged_user", "generated_user"}
+    assert settings <= set(results["setting"])
+    for setting in settings:
+        seeds = results.loc[results["setting"] == setting, "seed"]
+        assert sorted(seeds) == sorted(params["seeds"]), setting
+    assert (
+        results[["precision@10", "recall@10", "ndcg@10"]]
+        .apply(lambda c: c.between(0, 1))
+        .all()
+        .all()
+    )
