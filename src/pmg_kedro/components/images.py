@@ -100,6 +100,30 @@ def item_arrays(item_ids, image_index: pd.DataFrame, size: int) -> dict[str, np.
     return dict(zip(ids, arrays, strict=True))
 
 
+def indexed_or_given_images(
+    item_ids, image_index: pd.DataFrame, given: dict[str, Image.Image], given_name: str
+) -> tuple[list[Image.Image], list[str]]:
+    """Each item's image: its own through the image index ("item image"), else the one `given`
+    for it ("generated", from the dataset `given_name`); the images and where each came from.
+    An item with neither is an error."""
+    index = image_index.assign(item_id=image_index["item_id"].astype(str)).set_index("item_id")
+    images, sources = [], []
+    for item in item_ids:
+        if item in index.index:
+            entry = index.loc[item]
+            images.append(load_image(entry["image_path"], int(entry["image_offset"])))
+            sources.append("item image")
+        elif item in given:
+            images.append(given[item])
+            sources.append("generated")
+        else:
+            raise ValueError(
+                f"item {item!r}: no image in the image index and no generated image in "
+                f"{given_name}; rerun the node that generates them"
+            )
+    return images, sources
+
+
 def missing_files(paths) -> list[str]:
     """The paths (de-duplicated, in order) that do not exist on disk."""
     seen: dict[str, None] = {}
