@@ -17,12 +17,13 @@ import shutil
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
+
+from .reporting.environment import torch_threads
 
 logger = logging.getLogger(__name__)
 
@@ -160,18 +161,9 @@ class LLM:
         )
         return batch.to(self.device)
 
-    @contextmanager
     def _threads(self):
         """Run with `num_threads` CPU threads, then restore the process setting."""
-        if self.num_threads is None:
-            yield
-            return
-        previous = torch.get_num_threads()
-        torch.set_num_threads(self.num_threads)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(previous)
+        return torch_threads(self.num_threads)
 
     @torch.inference_mode()
     def generate(
