@@ -9,6 +9,7 @@ of generated images, and returns the notes the reports print (what ran, what did
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -72,18 +73,29 @@ def fit_item_probe(
     return probe, len(fit) + len(held)
 
 
+@dataclass(frozen=True)
+class References:
+    """The scene's tables generated images are compared with: `histories` (each user's history
+    and target), `items` (probe labels), `image_index` (item images), `users` (hidden tastes,
+    SIMULATED flags)."""
+
+    histories: pd.DataFrame
+    items: pd.DataFrame
+    image_index: pd.DataFrame
+    users: pd.DataFrame
+
+
 def score_images(
     table: pd.DataFrame,
     generated: dict[str, Image.Image],
-    histories: pd.DataFrame,
-    items: pd.DataFrame,
-    image_index: pd.DataFrame,
-    users: pd.DataFrame,
+    references: References,
     semantic_probe: dict[str, Any],
     params: dict[str, Any],
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Adds the metric columns to `table` (one row per generated image: user_id, seed, `key`
     into `generated`); returns it without `key`, and the notes."""
+    image_index, users = references.image_index, references.users
+    histories = references.histories
     size = int(params["image_size"])
     lpips_model, lpips_why = _lpips()
     notes = _method_notes(params, lpips_model is not None, lpips_why)
@@ -134,7 +146,7 @@ def score_images(
     pairs, pooled = suite.compare_blocks(arrays, blocks, what=f"{len(table)} generated images")
     similarity = [m for m in SIMILARITY if m in pairs.columns]
     _history_and_target(table, pairs, history, target, similarity)
-    _probe_checks(table, pooled, history, target, items, users, semantic_probe, params)
+    _probe_checks(table, pooled, history, target, references.items, users, semantic_probe, params)
     return table.drop(columns="key"), notes
 
 

@@ -39,7 +39,7 @@ import copy
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -51,6 +51,7 @@ from torch_geometric.nn import MessagePassing
 from torch_geometric.utils import spmm, to_torch_csr_tensor
 from tqdm.auto import tqdm
 
+from .params import known_params
 from .ranking import evaluate_ranking, pair_matrix, popularity_scores
 
 logger = logging.getLogger(__name__)
@@ -80,13 +81,7 @@ class MMGCNConfig:
     @classmethod
     def from_params(cls, params: Mapping | None) -> MMGCNConfig:
         """Build from a parameters mapping; unknown keys are an error."""
-        params = dict(params or {})
-        known = {f.name for f in fields(cls)}
-        unknown = set(params) - known
-        if unknown:
-            raise ValueError(
-                f"unknown MMGCN parameters {sorted(unknown)}; expected some of {sorted(known)}"
-            )
+        params = known_params(cls, params, "MMGCN")
         if "ks" in params:
             params["ks"] = tuple(int(k) for k in params["ks"])
         config = cls(**params)

@@ -23,6 +23,7 @@ from PIL import Image
 from ...components import evaluation_report, probes
 from ...components.image_evaluation import (
     NO_REFERENCE_IMAGES,
+    References,
     fit_item_probe,
     score_images,
     simulated_flags,
@@ -129,9 +130,8 @@ def evaluate_chosen_images(
             "non_evaluation_rows_left_out": int(outside.sum()),
         }
     table = pd.DataFrame(records, columns=["variant", "user_id", "seed", "image_key", "key"])
-    scored, notes = score_images(
-        table, generated, histories, items, image_index, users, semantic_probe, params
-    )
+    references = References(histories, items, image_index, users)
+    scored, notes = score_images(table, generated, references, semantic_probe, params)
     notes["variants"] = status
     notes["generation"] = {
         k: personalization_report[k]
@@ -172,9 +172,8 @@ def evaluate_table2_images(
         }
     ).reset_index(drop=True)
     generated = {k: table2_images[k] for k in table["key"]}
-    scored, notes = score_images(
-        table, generated, histories, items, image_index, users, semantic_probe, params
-    )
+    references = References(histories, items, image_index, users)
+    scored, notes = score_images(table, generated, references, semantic_probe, params)
     if table.empty:
         notes["status"] = (
             "not applicable: no Table 2 images (the scene has no soft preference embeddings)"
