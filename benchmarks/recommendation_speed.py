@@ -91,6 +91,7 @@ def run(args) -> None:
 def stages(args) -> None:
     import torch
 
+    from pmg_kedro.components.features import MobileNetFeatures
     from pmg_kedro.pipelines.recommendation import nodes
 
     catalog, params = _session_catalog(args.env)
@@ -117,9 +118,10 @@ def stages(args) -> None:
     start = time.perf_counter()
     images = nodes._generate_images(generator, texts, p["image_generation"], "benchmark")
     gen_s = (time.perf_counter() - start) / len(images)
-    extractor = nodes._extractor(p)
+    features = p["features"]
+    extractor = MobileNetFeatures(int(features["input_size"]))
     start = time.perf_counter()
-    nodes._pooled(extractor, images, p)
+    extractor.pooled_images(images, int(features["image_size"]), int(features["batch_size"]))
     feat_s = (time.perf_counter() - start) / len(images)
     n_items = split["item_id"].nunique()
     g = p["image_generation"]

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from kedro.config import OmegaConfigLoader
 
+from pmg_kedro.components.reporting.environment import torch_threads
 from pmg_kedro.components.training import train_generator, train_scorer
 from pmg_kedro.pipelines.model_preparation.nodes import build_corpus
 from pmg_kedro.settings import CONFIG_LOADER_ARGS
@@ -42,13 +43,17 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     params = reference_parameters()
-    corpus, counts = build_corpus(params)  # the pipeline's own node: threads, corpus, counts
-    if args.model == "generator":
-        model, history = train_generator(corpus, params["generator"], str(args.out / "generator"))
-    else:
-        model, history = train_scorer(corpus, params["scorer"])
+    corpus, counts = build_corpus(params)  # the pipeline's own node: corpus, counts
+    with torch_threads(params.get("torch_threads")):  # the nodes' thread count, as they train
+        if args.model == "generator":
+            model, history = train_generator(
+                corpus, params["generator"], str(args.out / "generator")
+            )
+        else:
+            model, history = train_scorer(corpus, params["scorer"])
+        threads = torch.get_num_threads()
     model.save_pretrained(args.out / args.model)
-    history.update(corpus=counts, machine=platform.machine(), cpu_threads=torch.get_num_threads())
+    history.update(corpus=counts, machine=platform.machine(), cpu_threads=threads)
     (args.out / f"{args.model}_history.json").write_text(json.dumps(history, indent=2))
 
 

@@ -10,14 +10,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import matplotlib
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from kedro.framework.session import KedroSession  # noqa: E402
-from kedro.framework.startup import bootstrap_project  # noqa: E402
-
-from pmg_kedro.components.pmg import FULL, PMG, PMGSettings  # noqa: E402
+from pmg_kedro.components.pmg import FULL, PMG, PMGSettings
+from pmg_kedro.components.reporting.figures import subplots
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,7 +44,7 @@ def main() -> None:
     }
     n_pairs = len(settings["weight_ratios"])
     rows = [(mode, user) for user in requests["user_id"] for mode in modes]
-    fig, axes = plt.subplots(len(rows), n_pairs, figsize=(1.5 * n_pairs, 1.7 * len(rows)))
+    fig, axes = subplots(len(rows), n_pairs, size=(1.5 * n_pairs, 1.7 * len(rows)))
     for r, (mode, user) in enumerate(rows):
         table, images = results[mode]
         mine = table[table["user_id"] == user].reset_index(drop=True)

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .images import resize_normalise
+from .images import resize_normalise, to_array
 
 MOBILENET_FILE = "mobilenet_v2-b0353104.pth"
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
@@ -57,6 +58,11 @@ class MobileNetFeatures:
             x = self.model.features(_normalise(images[i : i + batch_size], self.input_size))
             out.append(x.mean(dim=(2, 3)))
         return torch.cat(out) if out else torch.zeros(0, 1280)
+
+    def pooled_images(self, images, size: int, batch_size: int = 64) -> np.ndarray:
+        """`pooled` of PIL images, each first resized to `size` px: float32 (n, 1280)."""
+        pixels = torch.from_numpy(to_array(images, size))
+        return self.pooled(pixels, batch_size).numpy().astype(np.float32)
 
     @torch.no_grad()
     def logits(self, images: Tensor) -> Tensor:

@@ -11,6 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from PIL import Image
 
 STANDALONE = -1  # image_offset of a plain image file
@@ -79,6 +80,48 @@ def load_images(index_rows, size: int) -> np.ndarray:
         offset = row["image_offset"] if isinstance(row, dict) else row.image_offset
         images.append(load_image(path, int(offset), size))
     return to_array(images, size)
+
+
+def item_arrays(item_ids, image_index: pd.DataFrame, size: int) -> dict[str, np.ndarray]:
+    """{item_id: (3, size, size) float32 array} of items through the image index, each item once.
+
+    Raises KeyError for an item without a row, FileNotFoundError for an image not on disk."""
+    index = image_index.assign(item_id=image_index["item_id"].astype(str))
+    index = index.drop_duplicates("item_id").set_index("item_id")
+    ids = list(dict.fromkeys(str(i) for i in item_ids))
+    unknown = [i for i in ids if i not in index.index]
+    if unknown:
+        raise KeyError(f"image_index: no row for items {unknown[:5]}")
+    rows = index.loc[ids].reset_index()
+    absent = missing_files(rows["image_path"])
+    if absent:
+        raise FileNotFoundError(f"image_index: image_path not on disk: {absent[:5]}")
+    arrays = load_images(list(rows.itertuples(index=False)), size)
+    return dict(zip(ids, arrays, strict=True))
+
+
+def indexed_or_given_images(
+    item_ids, image_index: pd.DataFrame, given: dict[str, Image.Image], given_name: str
+) -> tuple[list[Image.Image], list[str]]:
+    """Each item's image: its own through the image index ("item image"), else the one `given`
+    for it ("generated", from the dataset `given_name`); the images and where each came from.
+    An item with neither is an error."""
+    index = image_index.assign(item_id=image_index["item_id"].astype(str)).set_index("item_id")
+    images, sources = [], []
+    for item in item_ids:
+        if item in index.index:
+            entry = index.loc[item]
+            images.append(load_image(entry["image_path"], int(entry["image_offset"])))
+            sources.append("item image")
+        elif item in given:
+            images.append(given[item])
+            sources.append("generated")
+        else:
+            raise ValueError(
+                f"item {item!r}: no image in the image index and no generated image in "
+                f"{given_name}; rerun the node that generates them"
+            )
+    return images, sources
 
 
 def missing_files(paths) -> list[str]:

@@ -24,11 +24,9 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import os
-import platform
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -39,7 +37,9 @@ from tqdm.auto import tqdm
 from .captioner import metadata_captions
 from .keyword_quality import item_terms, items_by_id
 from .llm import LLM
+from .params import known_params
 from .prompts import format_behavior, most_frequent, preference_prompt, render
+from .reporting.environment import json_safe, machine_description, torch_threads
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ class WindowSettings:
 
     @classmethod
     def from_params(cls, params: Mapping | None) -> WindowSettings:
-        return cls(**_known(cls, params, "windows"))
+        return cls(**known_params(cls, params, "keyword adapter windows"))
 
 
 def behavior_windows(
@@ -208,6 +208,36 @@ def answer_terms(
     return most_frequent(values, k)
 
 
+def _answer(next_items, by_id: pd.DataFrame, supervision: Mapping[str, Any], k: int) -> list[str]:
+    """One attribute's answer over the next items, as its `supervision` entry says."""
+    return answer_terms(
+        next_items,
+        by_id,
+        supervision["column"],
+        supervision.get("transform"),
+        min(k, int(supervision.get("top", k))),
+        supervision.get("ignore", ()),
+    )
+
+
+def _supervised(scene: str, supervision, attributes, items: pd.DataFrame) -> dict[str, Mapping]:
+    """The supervision entries whose item column the items have (the others are logged); an
+    attribute the keyword prompts do not ask is an error."""
+    unknown = set(supervision) - set(attributes)
+    if unknown:
+        raise ValueError(
+            f"keyword_adapter.{scene}.supervision: attributes {sorted(unknown)} are not asked by "
+            f"keyword_extraction (attributes {list(attributes)})"
+        )
+    supervised = {a: s for a, s in supervision.items() if s["column"] in items.columns}
+    missing = sorted(set(supervision) - set(supervised))
+    if missing:
+        logger.info(
+            "%s: items lack the columns of attributes %s: no examples for them", scene, missing
+        )
+    return supervised
+
+
 def build_examples(
     scene: str,
     windows: pd.DataFrame,
@@ -226,18 +256,7 @@ def build_examples(
     are cut to `max_message_words` words (summarization shortens long ones with LLM_g, which
     training does not run). Training windows carry no conversation y.
     """
-    unknown = set(supervision) - set(keyword_params["attributes"])
-    if unknown:
-        raise ValueError(
-            f"keyword_adapter.{scene}.supervision: attributes {sorted(unknown)} are not asked by "
-            f"keyword_extraction (attributes {list(keyword_params['attributes'])})"
-        )
-    supervised = {a: s for a, s in supervision.items() if s["column"] in items.columns}
-    missing = sorted(set(supervision) - set(supervised))
-    if missing:
-        logger.info(
-            "%s: items lack the columns of attributes %s: no examples for them", scene, missing
-        )
+    supervised = _supervised(scene, supervision, keyword_params["attributes"], items)
     by_id = items_by_id(items)
     captions = dict(
         zip(
@@ -263,35 +282,25 @@ def build_examples(
             )
             for i, m in zip(window.history, window.history_messages, strict=True)
         ]
-        answers = {
-            a: answer_terms(
-                window.next_items,
-                by_id,
-                s["column"],
-                s.get("transform"),
-                min(k, int(s.get("top", k))),
-                s.get("ignore", ()),
-            )
-            for a, s in supervised.items()
-        }
+        answers = {a: _answer(window.next_items, by_id, s, k) for a, s in supervised.items()}
         asked = [a for a in supervised if answers[a]]
         for a in supervised:
             empty[a] += not answers[a]
-        for attribute, message, prefix in preference_messages(texts, "", keyword_params, asked):
-            rows.append(
-                {
-                    "scene": scene,
-                    "user_id": window.user_id,
-                    "window_end": window.window_end,
-                    "attribute": attribute,
-                    "history": list(window.history),
-                    "next_items": list(window.next_items),
-                    "message": message,
-                    "answer_prefix": prefix,
-                    "answer": ", ".join(answers[attribute]),
-                    "system_prompt": system_prompt,
-                }
-            )
+        rows += [
+            {
+                "scene": scene,
+                "user_id": window.user_id,
+                "window_end": window.window_end,
+                "attribute": attribute,
+                "history": list(window.history),
+                "next_items": list(window.next_items),
+                "message": message,
+                "answer_prefix": prefix,
+                "answer": ", ".join(answers[attribute]),
+                "system_prompt": system_prompt,
+            }
+            for attribute, message, prefix in preference_messages(texts, "", keyword_params, asked)
+        ]
     examples = pd.DataFrame(rows, columns=EXAMPLE_COLUMNS)
     counts = {
         "windows": len(windows),
@@ -343,7 +352,7 @@ class AdapterTraining:
 
     @classmethod
     def from_params(cls, params: Mapping | None) -> AdapterTraining:
-        values = _known(cls, params, "training")
+        values = known_params(cls, params, "keyword adapter training")
         if "target_modules" in values:
             values["target_modules"] = tuple(values["target_modules"])
         return cls(**values)
@@ -610,13 +619,9 @@ def train_keyword_lora(
     Stops early at `time_limit_minutes` (logged and recorded).
     """
     from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
-    from transformers import get_linear_schedule_with_warmup
 
     start = time.perf_counter()
-    threads = torch.get_num_threads()
-    if settings.torch_threads:
-        torch.set_num_threads(int(settings.torch_threads))
-    try:
+    with torch_threads(settings.torch_threads):
         torch.manual_seed(settings.seed)
         config = settings.lora_config(llm.num_layers)
         model = get_peft_model(copy.deepcopy(llm.model), LoraConfig(**config))
@@ -633,75 +638,11 @@ def train_keyword_lora(
             scene: tokenize_examples(llm, group)
             for scene, group in validation.groupby("scene", sort=True)
         }
-        before = {
-            s: mean_answer_loss(model, v, pad_id, settings.batch_size)
-            for s, v in validation_sets.items()
-        }
+        before = _validation_losses(model, validation_sets, pad_id, settings.batch_size)
         logger.info("keyword adapter: validation loss before training %s", before)
-
-        params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
-        schedule = get_linear_schedule_with_warmup(optimizer, settings.warmup_steps, settings.steps)
-        rng = np.random.default_rng(settings.seed)
-        lengths = [len(t) for t, _ in tokenized]
         groups = window_groups(train.iloc[keep].reset_index(drop=True))
-        queue: list[list[list[int]]] = []
-        log, window_loss, window_tokens = [], 0.0, 0
-        tokens_seen, examples_seen, stopped_by_time = 0, 0, False
-        limit = settings.time_limit_minutes * 60
-        train_start = time.perf_counter()
-        model.train()
-        progress = tqdm(range(settings.steps), desc="keyword adapter (LoRA)", unit="step")
-        step = 0
-        for step in progress:
-            if time.perf_counter() - start > limit:
-                stopped_by_time = True
-                logger.warning(
-                    "keyword adapter: time limit %.1f min reached after %d of %d steps",
-                    settings.time_limit_minutes,
-                    step,
-                    settings.steps,
-                )
-                break
-            if not queue:
-                queue = _batches(groups, lengths, settings.batch_size, rng)
-            windows = queue.pop()
-            batch = _collate_shared(tokenized, windows, pad_id)
-            loss_sum, n = shared_answer_loss(model, batch)
-            (loss_sum / n).backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad(set_to_none=True)
-            window_loss, window_tokens = window_loss + float(loss_sum.detach()), window_tokens + n
-            tokens_seen += int(batch["attention_mask"].sum() + batch["prefix_mask"].sum())
-            examples_seen += len(batch["owner"])
-            if (step + 1) % settings.log_every == 0 or step + 1 == settings.steps:
-                elapsed = time.perf_counter() - train_start
-                entry = {
-                    "step": step + 1,
-                    "loss": round(window_loss / max(window_tokens, 1), 4),
-                    "lr": float(schedule.get_last_lr()[0]),
-                    "elapsed_s": round(elapsed, 1),
-                }
-                log.append(entry)
-                progress.set_postfix(loss=entry["loss"])
-                logger.info(
-                    "keyword adapter step %d/%d: answer loss %.3f, %.2f examples/s, %.0f tokens/s",
-                    step + 1,
-                    settings.steps,
-                    entry["loss"],
-                    examples_seen / elapsed,
-                    tokens_seen / elapsed,
-                )
-                window_loss, window_tokens = 0.0, 0
-        else:
-            step = settings.steps
-        train_seconds = time.perf_counter() - train_start
-        after = {
-            s: mean_answer_loss(model, v, pad_id, settings.batch_size)
-            for s, v in validation_sets.items()
-        }
+        run = _train_steps(model, tokenized, groups, pad_id, settings, start)
+        after = _validation_losses(model, validation_sets, pad_id, settings.batch_size)
         logger.info("keyword adapter: validation loss after training %s", after)
         machine = machine_description()
         dtype = getattr(torch, settings.save_dtype)
@@ -709,47 +650,101 @@ def train_keyword_lora(
             k: v.detach().to(dtype).contiguous()
             for k, v in get_peft_model_state_dict(model).items()
         }
-    finally:
-        torch.set_num_threads(threads)
+    seconds = run.pop("train_seconds")
     history = {
         "lora_config": config,
-        "settings": {k: _jsonable(v) for k, v in asdict(settings).items()},
-        "steps_done": int(step),
+        "settings": json_safe(asdict(settings)),
+        **run,
         "planned_steps": settings.steps,
-        "stopped_by_time_limit": stopped_by_time,
-        "examples_seen": examples_seen,
-        "tokens_seen": tokens_seen,
         "train_examples_available": len(tokenized),
         "examples_over_max_tokens": dropped,
-        "train_seconds": round(train_seconds, 1),
+        "train_seconds": round(seconds, 1),
         "wall_seconds": round(time.perf_counter() - start, 1),
-        "examples_per_second": round(examples_seen / train_seconds, 3) if train_seconds else None,
-        "tokens_per_second": round(tokens_seen / train_seconds, 1) if train_seconds else None,
-        "loss_log": log,
+        "examples_per_second": round(run["examples_seen"] / seconds, 3) if seconds else None,
+        "tokens_per_second": round(run["tokens_seen"] / seconds, 1) if seconds else None,
         "validation_examples": {s: len(v) for s, v in validation_sets.items()},
         "validation_loss_before": {s: _round(v) for s, v in before.items()},
         "validation_loss_after": {s: _round(v) for s, v in after.items()},
-        "trainable_parameters": int(sum(p.numel() for p in params)),
         "machine": machine,
     }
     return tensors, history
 
 
-def machine_description() -> dict[str, Any]:
-    """Where a training ran: CPU, cores, torch threads, torch version (for the model card)."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            names = [line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
+def _validation_losses(model, validation_sets, pad_id: int, batch_size: int) -> dict[str, float]:
+    return {s: mean_answer_loss(model, v, pad_id, batch_size) for s, v in validation_sets.items()}
+
+
+def _train_steps(model, tokenized, groups, pad_id: int, settings: AdapterTraining, start: float):
+    """The training steps (AdamW, linear warmup and decay, whole windows per batch) until
+    `settings.steps` or the time limit (counted from `start`); returns what the history records
+    of them: steps_done, stopped_by_time_limit, examples_seen, tokens_seen, train_seconds,
+    loss_log, trainable_parameters."""
+    from transformers import get_linear_schedule_with_warmup
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    schedule = get_linear_schedule_with_warmup(optimizer, settings.warmup_steps, settings.steps)
+    rng = np.random.default_rng(settings.seed)
+    lengths = [len(t) for t, _ in tokenized]
+    queue: list[list[list[int]]] = []
+    log, window_loss, window_tokens = [], 0.0, 0
+    tokens_seen, examples_seen, stopped_by_time = 0, 0, False
+    train_start = time.perf_counter()
+    model.train()
+    progress = tqdm(range(settings.steps), desc="keyword adapter (LoRA)", unit="step")
+    step = 0
+    for step in progress:
+        if time.perf_counter() - start > settings.time_limit_minutes * 60:
+            stopped_by_time = True
+            logger.warning(
+                "keyword adapter: time limit %.1f min reached after %d of %d steps",
+                settings.time_limit_minutes,
+                step,
+                settings.steps,
+            )
+            break
+        if not queue:
+            queue = _batches(groups, lengths, settings.batch_size, rng)
+        batch = _collate_shared(tokenized, queue.pop(), pad_id)
+        loss_sum, n = shared_answer_loss(model, batch)
+        (loss_sum / n).backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        window_loss, window_tokens = window_loss + float(loss_sum.detach()), window_tokens + n
+        tokens_seen += int(batch["attention_mask"].sum() + batch["prefix_mask"].sum())
+        examples_seen += len(batch["owner"])
+        if (step + 1) % settings.log_every == 0 or step + 1 == settings.steps:
+            elapsed = time.perf_counter() - train_start
+            log.append(
+                {
+                    "step": step + 1,
+                    "loss": round(window_loss / max(window_tokens, 1), 4),
+                    "lr": float(schedule.get_last_lr()[0]),
+                    "elapsed_s": round(elapsed, 1),
+                }
+            )
+            progress.set_postfix(loss=log[-1]["loss"])
+            logger.info(
+                "keyword adapter step %d/%d: answer loss %.3f, %.2f examples/s, %.0f tokens/s",
+                step + 1,
+                settings.steps,
+                log[-1]["loss"],
+                examples_seen / elapsed,
+                tokens_seen / elapsed,
+            )
+            window_loss, window_tokens = 0.0, 0
+    else:
+        step = settings.steps
     return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        "steps_done": int(step),
+        "stopped_by_time_limit": stopped_by_time,
+        "examples_seen": examples_seen,
+        "tokens_seen": tokens_seen,
+        "train_seconds": time.perf_counter() - train_start,
+        "loss_log": log,
+        "trainable_parameters": int(sum(p.numel() for p in params)),
     }
 
 
@@ -812,26 +807,6 @@ def adapted_llm(llm: LLM, adapter: Mapping[str, Any], where: str = "keyword_adap
             "fits the model it was trained on (set keyword_extraction.llm_adapter: none)"
         )
     return llm.with_lora(adapter["tensors"], metadata["lora_config"])
-
-
-def _known(cls, params: Mapping | None, name: str) -> dict[str, Any]:
-    params = dict(params or {})
-    known = {f.name for f in fields(cls)}
-    unknown = set(params) - known
-    if unknown:
-        raise ValueError(
-            f"unknown keyword adapter {name} parameters {sorted(unknown)}; expected some of "
-            f"{sorted(known)}"
-        )
-    return params
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return list(value)
-    if isinstance(value, Mapping):
-        return dict(value)
-    return value
 
 
 def _round(value: float) -> float | None:

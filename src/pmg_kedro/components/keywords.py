@@ -123,43 +123,17 @@ def preference_keywords(
     by_id = items_by_id(items)
     fallback_columns = present_columns(params["fallback_columns"], items)
     n_attr = len(attributes)
-    records, empty_per_attribute = [], dict.fromkeys(attributes, 0)
+    empty_per_attribute = dict.fromkeys(attributes, 0)
+    answered_by = {"llm_adapter": adapter, "llm": getattr(llm_g, "name", type(llm_g).__name__)}
+    records = []
     for u, row in enumerate(behavior_texts.itertuples(index=False)):
-        raw = answers[u * n_attr : (u + 1) * n_attr]
-        done = finished[u * n_attr : (u + 1) * n_attr]
-        parsed = [
-            parse_keywords(
-                a,
-                max_words=int(params["max_keyword_words"]),
-                # The question's own words (attribute, description, principle) are echoes.
-                labels=[name, attributes[name], params["principle"]],
-                complete=f,
-            )
-            for name, a, f in zip(attributes, raw, done, strict=True)
-        ]
-        for name, words in zip(attributes, parsed, strict=True):
-            empty_per_attribute[name] += not words
-        keywords = merge_keywords(parsed, int(params["k_p"]), int(params["keywords_per_attribute"]))
-        n_parsed = len(merge_keywords(parsed, 10**6, 10**6))
-        fallback = not keywords
-        if fallback:
-            keywords = fallback_keywords(
-                row.history, list(row.history_texts), by_id, fallback_columns, int(params["k_p"])
-            )
-        records.append(
-            {
-                "user_id": row.user_id,
-                "purpose": row.purpose,
-                "keywords": keywords,
-                "attributes": list(attributes),
-                "raw_answers": list(raw),
-                "parsed": parsed,
-                "n_parsed": n_parsed,
-                "fallback": fallback,
-                "llm_adapter": adapter,
-                "llm": getattr(llm_g, "name", type(llm_g).__name__),
-            }
+        answer_slice = slice(u * n_attr, (u + 1) * n_attr)
+        record = _preference_record(
+            row, answers[answer_slice], finished[answer_slice], by_id, fallback_columns, params
         )
+        for name, words in zip(attributes, record["parsed"], strict=True):
+            empty_per_attribute[name] += not words
+        records.append(record | answered_by)
     result = pd.DataFrame(records, columns=PREFERENCE_COLUMNS)
     n_fallback = int(result["fallback"].sum()) if len(result) else 0
     logger.info(
@@ -177,6 +151,38 @@ def preference_keywords(
             list(result.loc[result["fallback"], "user_id"]),
         )
     return result
+
+
+def _preference_record(row, raw, done, by_id, fallback_columns, params) -> dict[str, Any]:
+    """One user's k^p from their answers (one per attribute): parsed, merged, cut to K_p, or
+    the fallback rule's keywords where nothing parses."""
+    attributes: dict[str, str] = params["attributes"]
+    parsed = [
+        parse_keywords(
+            a,
+            max_words=int(params["max_keyword_words"]),
+            # The question's own words (attribute, description, principle) are echoes.
+            labels=[name, attributes[name], params["principle"]],
+            complete=f,
+        )
+        for name, a, f in zip(attributes, raw, done, strict=True)
+    ]
+    keywords = merge_keywords(parsed, int(params["k_p"]), int(params["keywords_per_attribute"]))
+    fallback = not keywords
+    if fallback:
+        keywords = fallback_keywords(
+            row.history, list(row.history_texts), by_id, fallback_columns, int(params["k_p"])
+        )
+    return {
+        "user_id": row.user_id,
+        "purpose": row.purpose,
+        "keywords": keywords,
+        "attributes": list(attributes),
+        "raw_answers": list(raw),
+        "parsed": parsed,
+        "n_parsed": len(merge_keywords(parsed, 10**6, 10**6)),
+        "fallback": fallback,
+    }
 
 
 def target_keywords(

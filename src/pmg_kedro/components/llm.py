@@ -17,12 +17,14 @@ import shutil
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
+
+from .params import known_params
+from .reporting.environment import torch_threads
 
 logger = logging.getLogger(__name__)
 
@@ -42,14 +44,7 @@ class GenerationSettings:
     @classmethod
     def from_params(cls, params: Mapping | None) -> GenerationSettings:
         """Build from a parameters mapping; unknown keys are an error, missing keys take defaults."""
-        params = dict(params or {})
-        known = {f.name for f in fields(cls)}
-        unknown = set(params) - known
-        if unknown:
-            raise ValueError(
-                f"unknown generation parameters {sorted(unknown)}; expected some of {sorted(known)}"
-            )
-        return cls(**params)
+        return cls(**known_params(cls, params, "generation"))
 
 
 @dataclass(frozen=True)
@@ -160,18 +155,9 @@ class LLM:
         )
         return batch.to(self.device)
 
-    @contextmanager
     def _threads(self):
         """Run with `num_threads` CPU threads, then restore the process setting."""
-        if self.num_threads is None:
-            yield
-            return
-        previous = torch.get_num_threads()
-        torch.set_num_threads(self.num_threads)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(previous)
+        return torch_threads(self.num_threads)
 
     @torch.inference_mode()
     def generate(

@@ -1,4 +1,4 @@
-"""Image-pair metrics of paper §4.1.3 and the statistics behind Tables 1–2 (§4.4).
+"""Image-pair metrics of paper §4.1.3 (the statistics of Tables 1–2 are in `reporting.stats`).
 
 - SSIM: `skimage.metrics.structural_similarity` on images in [0, 1] (`data_range` 1), RGB (mean
   over channels) or grey (`skimage.color.rgb2gray`), at one common resolution.
@@ -7,8 +7,6 @@
   are computed once per distinct image and every generated image of a block is compared with every
   reference of the block as a matrix, instead of one forward pass per pair.
 - LPIPS (`features.Lpips`, AlexNet) only when its weights are on disk; pairs in batches.
-- Means over users with percentile bootstrap intervals (`scipy.stats.bootstrap`), and paired
-  differences (paired by user and seed, then averaged per user) with `scipy.stats.wilcoxon`.
 
 Images are float32 arrays (3, H, W) in [0, 1], as `images.to_array` returns them.
 """
@@ -25,7 +23,6 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from scipy import stats
 from skimage.color import rgb2gray
 from skimage.metrics import structural_similarity
 from torch import Tensor
@@ -179,69 +176,3 @@ class PairMetrics:
             b = F.interpolate(b, size=size, mode="bilinear", align_corners=False).clamp(0, 1)
             out.append(self.lpips.distance(a, b).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros(0)
-
-
-def bootstrap_interval(
-    values, n_boot: int, seed: int, confidence: float = 0.95
-) -> tuple[float, float, float]:
-    """Mean of per-user values and its percentile bootstrap interval over users (seeded).
-
-    NaN values (users without that reference) are left out; fewer than two users give NaN bounds.
-    """
-    x = np.asarray(values, dtype=float)
-    x = x[~np.isnan(x)]
-    if len(x) == 0:
-        return float("nan"), float("nan"), float("nan")
-    if len(x) < 2:
-        return float(x.mean()), float("nan"), float("nan")
-    result = stats.bootstrap(
-        (x,),
-        np.mean,
-        n_resamples=int(n_boot),
-        confidence_level=confidence,
-        method="percentile",
-        rng=np.random.default_rng(seed),
-    )
-    ci = result.confidence_interval
-    return float(x.mean()), float(ci.low), float(ci.high)
-
-
-def paired_user_differences(
-    a: pd.DataFrame, b: pd.DataFrame, value: str, keys: Sequence[str] = ("user_id", "seed")
-) -> pd.Series:
-    """Per user, the mean over its seeds of a[value] - b[value], paired by (user, seed).
-
-    Rows of either side without a partner, or with a NaN value, are left out.
-    """
-    keys = list(keys)
-    joined = a[[*keys, value]].merge(
-        b[[*keys, value]], on=keys, how="inner", suffixes=("_a", "_b"), validate="one_to_one"
-    )
-    joined["difference"] = joined[f"{value}_a"] - joined[f"{value}_b"]
-    joined = joined.dropna(subset=["difference"])
-    return joined.groupby("user_id", sort=True)["difference"].mean()
-
-
-def paired_test(
-    differences, n_boot: int, seed: int, confidence: float = 0.95
-) -> dict[str, float | int | str]:
-    """Mean paired difference over users, its bootstrap interval and the Wilcoxon signed-rank test."""
-    d = np.asarray(differences, dtype=float)
-    d = d[~np.isnan(d)]
-    mean, low, high = bootstrap_interval(d, n_boot, seed, confidence)
-    result: dict[str, float | int | str] = {
-        "mean_difference": mean,
-        "ci_low": low,
-        "ci_high": high,
-        "n_users": int(len(d)),
-        "n_nonzero": int(np.count_nonzero(d)),
-        "wilcoxon_p": float("nan"),
-        "test_note": "",
-    }
-    if len(d) < 2:
-        result["test_note"] = f"no test: {len(d)} paired user(s)"
-    elif not np.any(d):
-        result.update(wilcoxon_p=1.0, test_note="every paired difference is 0")
-    else:
-        result["wilcoxon_p"] = float(stats.wilcoxon(d).pvalue)
-    return result

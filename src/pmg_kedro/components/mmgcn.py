@@ -38,10 +38,12 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -49,7 +51,8 @@ from torch_geometric.nn import MessagePassing
 from torch_geometric.utils import spmm, to_torch_csr_tensor
 from tqdm.auto import tqdm
 
-from .ranking import evaluate_ranking, pair_matrix
+from .params import known_params
+from .ranking import evaluate_ranking, pair_matrix, popularity_scores
 
 logger = logging.getLogger(__name__)
 
@@ -78,13 +81,7 @@ class MMGCNConfig:
     @classmethod
     def from_params(cls, params: Mapping | None) -> MMGCNConfig:
         """Build from a parameters mapping; unknown keys are an error."""
-        params = dict(params or {})
-        known = {f.name for f in fields(cls)}
-        unknown = set(params) - known
-        if unknown:
-            raise ValueError(
-                f"unknown MMGCN parameters {sorted(unknown)}; expected some of {sorted(known)}"
-            )
+        params = known_params(cls, params, "MMGCN")
         if "ks" in params:
             params["ks"] = tuple(int(k) for k in params["ks"])
         config = cls(**params)
@@ -398,15 +395,122 @@ def evaluate(
     return evaluate_ranking(lambda u: zu[u] @ zi.T, model.n_users, relevant, known, ks)
 
 
-def evaluate_test(
-    model: MMGCN, train: Interactions, validation: Interactions, test: Interactions
-) -> dict[str, float]:
-    """Test metrics: the test items ranked among all items but the training and validation ones."""
-    adj_t = bipartite_adjacency(train)
-    known = Interactions(
+def known_pairs(train: Interactions, validation: Interactions) -> Tensor:
+    """The pairs a test ranking masks: training and validation interactions, as a matrix."""
+    return Interactions(
         np.concatenate([train.users, validation.users]),
         np.concatenate([train.items, validation.items]),
         train.n_users,
         train.n_items,
     ).matrix()
-    return evaluate(model, adj_t, test.matrix(), known, model.config.ks)
+
+
+def evaluate_test(
+    model: MMGCN, train: Interactions, validation: Interactions, test: Interactions
+) -> dict[str, float]:
+    """Test metrics: the test items ranked among all items but the training and validation ones."""
+    known = known_pairs(train, validation)
+    return evaluate(model, bipartite_adjacency(train), test.matrix(), known, model.config.ks)
+
+
+def popularity_test(parts: dict[str, Interactions]) -> dict[str, float]:
+    """The test metrics of ranking every item by its training popularity (a reference row)."""
+    train = parts["train"]
+    pop = popularity_scores(train.matrix())
+    known = known_pairs(train, parts["validation"])
+    return evaluate_ranking(
+        lambda u: pop.expand(len(u), -1), train.n_users, parts["test"].matrix(), known
+    )
+
+
+def split_interactions(split: pd.DataFrame) -> tuple[dict[str, Interactions], list, list]:
+    """Index pairs of a recommendation split (user_id, item_id, split in train / validation /
+    test): {split: Interactions}, and the sorted user and item ids the indices stand for."""
+    users = sorted(split["user_id"].unique())
+    items = sorted(split["item_id"].unique())
+    u = split["user_id"].map({x: k for k, x in enumerate(users)}).to_numpy()
+    i = split["item_id"].map({x: k for k, x in enumerate(items)}).to_numpy()
+    parts = {
+        s: Interactions(u[split["split"] == s], i[split["split"] == s], len(users), len(items))
+        for s in ("train", "validation", "test")
+    }
+    return parts, users, items
+
+
+def feature_matrix(table: pd.DataFrame, keys: list[str], key: str, what: str) -> torch.Tensor:
+    """The `features` of `table` stacked in the order of `keys` (values of its column `key`):
+    (len(keys), dim) float32; `what` names the table in the error for a missing key."""
+    by_key = table.set_index(key)["features"]
+    missing = [k for k in keys if k not in by_key.index]
+    if missing:
+        raise ValueError(f"{what}: no features for {key} {missing[:5]} ({len(missing)} in all)")
+    return torch.from_numpy(np.stack([np.asarray(by_key[k], dtype=np.float32) for k in keys]))
+
+
+@dataclass
+class SettingFeatures:
+    """The visual features of Table 3's settings: items' (n_items, d) and, per named user
+    feature set (averaged_user, generated_user), users' (n_users, d); `components` as in
+    `standardize`."""
+
+    items: Tensor
+    users: Mapping[str, Tensor]
+    components: int | None = None
+
+    def of(self, setting: Mapping) -> tuple[Tensor, Tensor | None]:
+        """(item, user or None) features of a setting, standardised together."""
+        name = setting.get("user_features")
+        return standardize(self.items, self.users[name] if name else None, self.components)
+
+
+def run_settings(
+    parts: dict[str, Interactions],
+    settings: Mapping[str, Mapping],
+    features: SettingFeatures,
+    seeds: Sequence[int],
+    config: MMGCNConfig,
+    metrics: Sequence[str],
+) -> list[dict[str, Any]]:
+    """Every setting (its `modalities` and `user_features`) under every seed: MMGCN seeded,
+    trained with early stopping on validation, tested with training and validation items
+    masked. One row per (setting, seed): the test `metrics`, the best validation ones (`val_`
+    prefix), test users, epochs and seconds."""
+    standardised = {name: features.of(setting) for name, setting in settings.items()}
+    runs = [(name, int(seed)) for name in settings for seed in seeds]
+    rows = []
+    for name, seed in tqdm(runs, desc="MMGCN runs", unit="run"):
+        torch.manual_seed(seed)
+        item_visual, user_visual = standardised[name]
+        model = MMGCN(
+            parts["train"].n_users,
+            parts["train"].n_items,
+            list(settings[name]["modalities"]),
+            {"visual": item_visual},
+            config,
+            None if user_visual is None else {"visual": user_visual},
+        )
+        result = train_mmgcn(model, parts["train"], parts["validation"], seed, progress=False)
+        test = evaluate_test(result.model, parts["train"], parts["validation"], parts["test"])
+        rows.append(
+            {
+                "setting": name,
+                "seed": seed,
+                **{m: test[m] for m in metrics},
+                **{f"val_{m}": result.validation[m] for m in metrics},
+                "test_users": test["users"],
+                "ranked_known": test["ranked_known"],
+                "best_epoch": result.best_epoch,
+                "epochs": result.epochs,
+                "seconds": round(result.seconds, 2),
+            }
+        )
+        logger.info(
+            "%s seed %s: test recall@20 %.4f, ndcg@20 %.4f (%d epochs, %.1f s)",
+            name,
+            seed,
+            test["recall@20"],
+            test["ndcg@20"],
+            result.epochs,
+            result.seconds,
+        )
+    return rows

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .reporting.stats import paired_test
+
 
 @dataclass(frozen=True)
 class SoftEmbeddingConfig:
@@ -334,21 +336,20 @@ def heldout_losses(
 
 def paired_difference(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: int = 0) -> dict:
     """a - b for paired (user, seed) losses of shape (users, seeds): each user's mean difference
-    over seeds, then the mean over users with its standard error and a 95% bootstrap interval over
-    users (seeded), and the share of (user, seed) pairs where a < b."""
+    over seeds, then the mean over users with its standard error, 95% bootstrap interval over
+    users (seeded) and Wilcoxon p (`reporting.stats.paired_test`), and the share of (user, seed)
+    pairs where a < b."""
     diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
     if diff.ndim == 1:
         diff = diff[:, None]
     per_user = diff.mean(axis=1)
     n = per_user.size
-    se = float(per_user.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
-    rng = np.random.default_rng(seed)
-    boots = per_user[rng.integers(0, n, size=(n_boot, n))].mean(axis=1)
-    low, high = np.percentile(boots, [2.5, 97.5])
+    test = paired_test(per_user, n_boot, seed, 0.95)
     return {
-        "mean_difference": float(per_user.mean()),
-        "standard_error": se,
-        "ci95": [float(low), float(high)],
+        "mean_difference": test["mean_difference"],
+        "standard_error": float(per_user.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan"),
+        "ci95": [test["ci_low"], test["ci_high"]],
+        "wilcoxon_p": test["wilcoxon_p"],
         "share_lower": float((diff < 0).mean()),
         "users": int(n),
         "pairs": int(diff.size),

@@ -1,6 +1,9 @@
-"""Per-user history/target split (paper §4.1.1: history of n = 10 items, the next item is the target)."""
+"""Per-user history/target split (paper §4.1.1: history of n = 10 items, the next item is the target),
+the protocol's user split, and the recommendation split of Table 3 (§4.5)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -71,3 +74,109 @@ def split_users(user_ids, n_evaluation: int, seed: int) -> pd.DataFrame:
             "seed": seed,
         }
     )
+
+
+def _k_core(pairs: pd.DataFrame, user_min: int, item_min: int) -> tuple[pd.DataFrame, int]:
+    """Drop users and items with fewer positives than the minimum until none is left; (pairs, rounds)."""
+    rounds = 0
+    while True:
+        rounds += 1
+        before = len(pairs)
+        pairs = pairs[pairs.groupby("item_id")["item_id"].transform("size") >= item_min]
+        pairs = pairs[pairs.groupby("user_id")["user_id"].transform("size") >= user_min]
+        if len(pairs) == before:
+            return pairs, rounds
+
+
+def _chronological_split(
+    pairs: pd.DataFrame, test_share: float, validation_share: float
+) -> tuple[pd.DataFrame, pd.Series]:
+    """Per user (rows in time order): the last `test_share` of the positives (at least one) is
+    test, the share before it validation (at least one), the rest train; users with fewer than
+    three positives stay whole in train. Returns the pairs with `position` and `split`, and the
+    mask of those short users' rows."""
+    pairs = pairs.copy()
+    pairs["position"] = pairs.groupby("user_id").cumcount()
+    n = pairs.groupby("user_id")["item_id"].transform("size")
+    n_test = np.maximum(1, np.round(n * test_share)).astype(int)
+    n_val = np.maximum(1, np.round(n * validation_share)).astype(int)
+    short = n < 3
+    split = np.where(
+        pairs["position"] >= n - n_test,
+        "test",
+        np.where(pairs["position"] >= n - n_test - n_val, "validation", "train"),
+    )
+    pairs["split"] = np.where(short, "train", split)
+    return pairs, short
+
+
+def recommendation_split(
+    interactions: pd.DataFrame, p: dict[str, Any]
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Recommendation's split (paper §4.5; `p` = recommendation.interactions): implicit feedback
+    (`positive_column` true, or every interaction), each (user, item) once, the k-core, then the
+    per-user chronological train / validation / test split (`_chronological_split`).
+
+    Returns the split (user_id, item_id, timestamp, position, split, simulated) and its counts.
+    """
+    deduplicated, counts = _positives(interactions, p)
+    core, rounds = _k_core(deduplicated, int(p["k_core"]["user_min"]), int(p["k_core"]["item_min"]))
+    counts.update(
+        k_core={**p["k_core"], "rounds": rounds},
+        positives_after_k_core=len(core),
+        users=int(core["user_id"].nunique()),
+        items=int(core["item_id"].nunique()),
+    )
+    if core.empty:
+        raise ValueError(f"recommendation: the k-core filter {p['k_core']} left no interaction")
+    core, short = _chronological_split(
+        core, float(p["split"]["test"]), float(p["split"]["validation"])
+    )
+    no_train = set(core["user_id"]) - set(core.loc[core["split"] == "train", "user_id"])
+    if no_train:
+        raise ValueError(
+            f"recommendation.interactions.split {p['split']}: users {sorted(no_train)[:5]} keep no "
+            "training interaction; lower the validation / test shares"
+        )
+    core["simulated"] = core["simulated"].astype(bool) if "simulated" in core else False
+    counts["users_only_in_train"] = int(core.loc[short, "user_id"].nunique())
+    counts.update(
+        {
+            f"{s}_interactions": int((core["split"] == s).sum())
+            for s in ("train", "validation", "test")
+        }
+    )
+    counts["simulated"] = bool(core["simulated"].any())
+    columns = ["user_id", "item_id", "timestamp", "position", "split", "simulated"]
+    return core[columns].reset_index(drop=True), counts
+
+
+def _positives(interactions: pd.DataFrame, p: dict[str, Any]) -> tuple[pd.DataFrame, dict]:
+    """The positive (user, item) pairs, each pair once (its first time), of the first `max_users`
+    users; and the counts of what was left out."""
+    column = p.get("positive_column")
+    if column:
+        if column not in interactions.columns:
+            raise ValueError(
+                f"interactions: no column {column!r} (recommendation.interactions.positive_column); "
+                f"columns are {list(interactions.columns)}"
+            )
+        positives = interactions[interactions[column].astype(bool)]
+    else:
+        positives = interactions
+    counts: dict[str, Any] = {
+        "interactions": len(interactions),
+        "positives": len(positives),
+        "positive_rule": f"{column} is true" if column else "every interaction",
+        "users_with_positives": int(positives["user_id"].nunique()),
+        "items_with_positives": int(positives["item_id"].nunique()),
+    }
+    order = list(p["order_columns"])
+    positives = positives.sort_values(["user_id", *order], kind="stable")
+    deduplicated = positives.drop_duplicates(["user_id", "item_id"], keep="first")
+    counts["repeated_pairs_dropped"] = len(positives) - len(deduplicated)
+    if p.get("max_users"):
+        keep = sorted(deduplicated["user_id"].unique())[: int(p["max_users"])]
+        counts["users_beyond_max_users"] = int(deduplicated["user_id"].nunique()) - len(keep)
+        deduplicated = deduplicated[deduplicated["user_id"].isin(keep)]
+    return deduplicated, counts

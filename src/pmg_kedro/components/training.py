@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -165,6 +166,57 @@ def build_unet(params: dict, sample_size: int, in_channels: int, cross_attention
     )
 
 
+@dataclass
+class _CaptionTable:
+    """Every distinct caption and concept of the corpus (and "") encoded once: embeddings and
+    masks by text, and each corpus row's caption and concept as indices into them."""
+
+    encoder: TextEncoder
+    emb: torch.Tensor  # (texts, tokens, dim)
+    mask: torch.Tensor  # (texts, tokens)
+    caption_ix: np.ndarray
+    concept_ix: np.ndarray
+    empty: int  # the index of "" (classifier-free guidance's unconditional text)
+
+    @classmethod
+    def of(cls, table, max_length: int) -> _CaptionTable:
+        encoder = minilm_encoder(max_length)
+        texts = sorted(set(table["caption"]) | set(table["concept"]) | {""})
+        text_index = {t: i for i, t in enumerate(texts)}
+        emb, mask = text_table(encoder, texts)
+        caption_ix = table["caption"].map(text_index).to_numpy()
+        concept_ix = table["concept"].map(text_index).to_numpy()
+        return cls(encoder, emb, mask, caption_ix, concept_ix, text_index[""])
+
+
+def _training_rows(table) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Row indices of the corpus's training split: all, and per source (twemoji, fashion_mnist)."""
+    train = table["split"].to_numpy() == "train"
+    rows = {
+        src: np.flatnonzero(train & (table["source"].to_numpy() == src))
+        for src in ("twemoji", "fashion_mnist")
+    }
+    return np.flatnonzero(train), rows
+
+
+def _autoencoder(corpus: IconCorpus, all_train, rows, params: dict, seed: int):
+    """The VAE on every training image, then (where `vae_decoder` asks) its decoder fine-tuned;
+    returns it and its part of the history (losses, steps, samples)."""
+    vae, vae_history, vae_steps = train_vae(corpus, all_train, params["vae"], seed)
+    decoder_history, decoder_steps = [], 0
+    if params.get("vae_decoder") and int(params["vae_decoder"]["steps"]):
+        decoder_history, decoder_steps = finetune_decoder(
+            vae, corpus, rows, params["vae_decoder"], seed
+        )
+    return vae, {
+        "vae_loss": vae_history,
+        "vae_steps": vae_steps,
+        "vae_samples": vae_steps * int(params["vae"]["batch_size"]),
+        "vae_decoder_loss": decoder_history,
+        "vae_decoder_steps": decoder_steps,
+    }
+
+
 def train_generator(
     corpus: IconCorpus, params: dict, checkpoint_dir: str | None = None
 ) -> tuple[Generator, dict]:
@@ -178,29 +230,15 @@ def train_generator(
 
     seed = int(params["seed"])
     table = corpus.table
-    train = table["split"].to_numpy() == "train"
-    rows = {
-        src: np.flatnonzero(train & (table["source"].to_numpy() == src))
-        for src in ("twemoji", "fashion_mnist")
-    }
-    all_train = np.flatnonzero(train)
+    all_train, rows = _training_rows(table)
     started = time.perf_counter()
-    vae, vae_history, vae_steps = train_vae(corpus, all_train, params["vae"], seed)
-    decoder_history, decoder_steps = [], 0
-    if params.get("vae_decoder") and int(params["vae_decoder"]["steps"]):
-        decoder_history, decoder_steps = finetune_decoder(
-            vae, corpus, rows, params["vae_decoder"], seed
-        )
+    vae, vae_summary = _autoencoder(corpus, all_train, rows, params, seed)
     lat_mean, lat_std, shift, scale = latent_statistics(vae, corpus)
     vae.register_to_config(shift_factor=shift, scaling_factor=scale)
     log.info("latent shift %.4f scale %.4f, latents %s", shift, scale, tuple(lat_mean.shape[1:]))
 
-    encoder = minilm_encoder(int(params["text"]["max_length"]))
-    texts = sorted(set(table["caption"]) | set(table["concept"]) | {""})
-    text_index = {t: i for i, t in enumerate(texts)}
-    text_emb, text_mask = text_table(encoder, texts)
-    caption_ix = table["caption"].map(text_index).to_numpy()
-    concept_ix = table["concept"].map(text_index).to_numpy()
+    captions = _CaptionTable.of(table, int(params["text"]["max_length"]))
+    encoder = captions.encoder
 
     cfg = params["training"]
     torch.manual_seed(seed)
@@ -219,13 +257,13 @@ def train_generator(
     def loss_fn(step: int) -> torch.Tensor:
         idx = _mixed_rows(rng, rows, batch, emoji_fraction)
         use_concept = rng.random(batch) < float(cfg["concept_caption_prob"])
-        tix = np.where(use_concept, concept_ix[idx], caption_ix[idx])
-        tix[rng.random(batch) < float(cfg["cond_dropout"])] = text_index[""]
+        tix = np.where(use_concept, captions.concept_ix[idx], captions.caption_ix[idx])
+        tix[rng.random(batch) < float(cfg["cond_dropout"])] = captions.empty
         tix_t, idx_t = torch.from_numpy(tix), torch.from_numpy(idx)
         noise = torch.randn(lat_mean[idx_t].shape, generator=gen)
         x0 = (lat_mean[idx_t] + lat_std[idx_t] * noise - shift) * scale
         return latent_denoising_loss(
-            unet, scheduler, x0, text_emb[tix_t], text_mask[tix_t], gen
+            unet, scheduler, x0, captions.emb[tix_t], captions.mask[tix_t], gen
         ).mean()
 
     def checkpoint(record: dict) -> None:
@@ -246,12 +284,8 @@ def train_generator(
     wall = time.perf_counter() - started
     generator = snapshot()
     summary = {
-        "vae_loss": vae_history,
+        **vae_summary,
         "unet_loss": run.history,
-        "vae_steps": vae_steps,
-        "vae_samples": vae_steps * int(params["vae"]["batch_size"]),
-        "vae_decoder_loss": decoder_history,
-        "vae_decoder_steps": decoder_steps,
         "unet_steps": run.steps,
         "unet_samples": run.steps * batch,
         "unet_seconds": round(run.seconds, 1),

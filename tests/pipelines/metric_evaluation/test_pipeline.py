@@ -8,6 +8,7 @@ import pytest
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
+from pmg_kedro.components import image_evaluation
 from pmg_kedro.pipelines.metric_evaluation import create_pipeline, nodes
 from pmg_kedro.scenes import GENERATION_VARIANTS, SCENES, scene_conf
 
@@ -59,7 +60,7 @@ def run(tmp_path_factory):
     for name in outputs:
         catalog[name] = _KeptDataset()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(nodes, "Lpips", _NoLpips)
+        patch.setattr(image_evaluation, "Lpips", _NoLpips)
         SequentialRunner().run(pipeline, catalog)
     return catalog
 

@@ -181,7 +181,8 @@ def test_the_adapter_header_lists_the_users_it_trained_on(run, llm):
     history = catalog.load("keyword_adapter_training_history")
     assert history["steps_done"] == 2
     card = catalog.load("keyword_adapter_card")
-    assert "| costume | 7 |" in card and "season, style" in card
+    cells = " ".join(card.split())  # Markdown tables pad their cells; compare the text
+    assert "| costume | 7 |" in cells and "season, style" in card
     assert "genre <- genres, age <- year (decade)" in card
 
 

@@ -176,7 +176,7 @@ def test_averaged_user_features_are_the_mean_of_training_items_only(interactions
         np.testing.assert_allclose(averaged[f"u{k}"], expected, atol=1e-7)
     # generated_user: each user's own image through the same extractor, in the users' order
     generated = table[table["setting"] == "generated_user"].set_index("user_id")["features"]
-    direct = nodes._pooled(nodes._extractor(PARAMS), [images["u2"], images["u0"]], PARAMS)
+    direct = nodes._pooled([images["u2"], images["u0"]], PARAMS)
     np.testing.assert_allclose(generated["u2"], direct[0], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(generated["u0"], direct[1], rtol=1e-4, atol=1e-5)
 

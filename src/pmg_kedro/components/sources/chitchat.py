@@ -50,11 +50,35 @@ def _context(messages: pd.DataFrame, n_turns: int) -> pd.Series:
 def build_tables(messages: pd.DataFrame, params: dict, source: str) -> SceneTables:
     """Emoticon uses as interactions (user = sender, item = emoji), users with >= min uses."""
     mapping: dict[str, str] = params["emoticon_map"]
-    pattern = emoticon_pattern(mapping)
     messages = messages.sort_values(["conversation_id", "turn", "timestamp"], kind="stable")
     messages = messages.reset_index(drop=True)
     messages["context"] = _context(messages, int(params["context_turns"]))
+    emoji_info = _emoji_info(mapping)
+    interactions = _emoticon_uses(messages, mapping, emoji_info)
 
+    per_user = interactions.groupby("user_id").size()
+    min_uses = int(params["min_emoticon_uses"])
+    kept = per_user[per_user >= min_uses]
+    interactions = interactions[interactions["user_id"].isin(kept.index)].reset_index(drop=True)
+    users = pd.DataFrame({"user_id": kept.index.astype(str), "n_emoticon_uses": kept.values})
+    users["simulated"] = False
+    items, image_index = _emoji_items(emoji_info, mapping)
+    counts = {
+        "conversations": int(messages["conversation_id"].nunique()),
+        "messages": len(messages),
+        "senders": int(messages["sender"].nunique()),
+        "senders_with_any_emoticon": len(per_user),
+        "emoticon_uses": int(per_user.sum()),
+        "users_kept": len(users),
+        "users_filtered_below_min_uses": int((per_user < min_uses).sum()),
+        "emoticon_uses_kept": len(interactions),
+        "emoji": len(items),
+    }
+    return SceneTables(items, interactions, image_index, users, source, counts)
+
+
+def _emoji_info(mapping: dict[str, str]) -> dict:
+    """emoji character -> its description (name, keywords, image), for every mapped emoji."""
     emoji_info = {}
     for token, char in mapping.items():
         try:
@@ -63,7 +87,13 @@ def build_tables(messages: pd.DataFrame, params: dict, source: str) -> SceneTabl
             raise ValueError(
                 f"emoticon map (conf parameters_ingestion.yml) entry {token!r}: {err}"
             ) from None
+    return emoji_info
 
+
+def _emoticon_uses(messages: pd.DataFrame, mapping: dict[str, str], emoji_info) -> pd.DataFrame:
+    """One row per emoticon in a message: the sender, the emoji, when, the message, its context
+    and its order (message index, then position in the message)."""
+    pattern = emoticon_pattern(mapping)
     uses = []
     for row in messages.itertuples():
         for position, match in enumerate(pattern.finditer(row.text)):
@@ -80,29 +110,16 @@ def build_tables(messages: pd.DataFrame, params: dict, source: str) -> SceneTabl
                     row.Index * 100 + position,
                 )
             )
-    interactions = pd.DataFrame(
-        uses,
-        columns=[
-            "user_id",
-            "item_id",
-            "timestamp",
-            "emoticon",
-            "message",
-            "context",
-            "conversation_id",
-            "order",
-        ],
-    )
+    columns = ["user_id", "item_id", "timestamp", "emoticon", "message", "context"]
+    interactions = pd.DataFrame(uses, columns=[*columns, "conversation_id", "order"])
     interactions["timestamp"] = interactions["timestamp"].astype("int64")
     interactions["simulated"] = False
+    return interactions
 
-    per_user = interactions.groupby("user_id").size()
-    min_uses = int(params["min_emoticon_uses"])
-    kept = per_user[per_user >= min_uses]
-    interactions = interactions[interactions["user_id"].isin(kept.index)].reset_index(drop=True)
-    users = pd.DataFrame({"user_id": kept.index.astype(str), "n_emoticon_uses": kept.values})
-    users["simulated"] = False
 
+def _emoji_items(emoji_info, mapping: dict[str, str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The emoji as items (name, keywords, the emoticons mapped to it, caption) and their
+    image index."""
     infos = sorted(emoji_info.values(), key=lambda i: i.item_id)
     items = pd.DataFrame(
         {
@@ -121,15 +138,4 @@ def build_tables(messages: pd.DataFrame, params: dict, source: str) -> SceneTabl
             "image_offset": STANDALONE,
         }
     )
-    counts = {
-        "conversations": int(messages["conversation_id"].nunique()),
-        "messages": len(messages),
-        "senders": int(messages["sender"].nunique()),
-        "senders_with_any_emoticon": len(per_user),
-        "emoticon_uses": int(per_user.sum()),
-        "users_kept": len(users),
-        "users_filtered_below_min_uses": int((per_user < min_uses).sum()),
-        "emoticon_uses_kept": len(interactions),
-        "emoji": len(items),
-    }
-    return SceneTables(items, interactions, image_index, users, source, counts)
+    return items, image_index

@@ -52,28 +52,7 @@ def build_tables(
             f"{source}: missing columns {sorted(missing)}; found {list(ratings.columns)}"
         )
 
-    # The index stays the source table's row number, so a validation error names the source row.
-    movies = ratings.drop_duplicates("movieId").sort_values("movieId")
-    genres = movies["genres"].map(_genres)
-    # A few rows of the 2016 snapshot have no title: they keep a placeholder title, flagged and counted.
-    no_title = movies["title"].isna() | (movies["title"].astype("string").str.strip() == "")
-    titles = movies["title"].astype("string").str.strip()
-    titles[no_title] = "untitled MovieLens movie " + movies.loc[no_title, "movieId"].astype(str)
-    items = pd.DataFrame(
-        {
-            "item_id": movies["movieId"].astype("int64").astype(str),
-            "movieId": movies["movieId"].astype("int64"),
-            "title": titles.astype(str),
-            "title_missing": no_title.to_numpy(),
-            "year": movies["year"].astype("Int64"),
-            "genres": genres,
-        }
-    )
-    items["caption"] = [
-        _caption(t, y, g)
-        for t, y, g in zip(items["title"], items["year"], items["genres"], strict=True)
-    ]
-
+    items, no_title = _movie_items(ratings)
     interactions = pd.DataFrame(
         {
             "user_id": ratings["userId"].astype("int64").astype(str),
@@ -95,6 +74,49 @@ def build_tables(
     users["simulated"] = False
 
     movie_ids = set(items["item_id"])
+    image_index, defects = _poster_index(items, posters)
+    counts = {
+        "ratings": len(interactions),
+        "positive_ratings": int(interactions["positive"].sum()),
+        "users": len(users),
+        "movies": len(items),
+        "movies_without_title": int(no_title.sum()),
+        "movies_with_poster": len(image_index),
+        "poster_files_without_movie": len(set(posters) - movie_ids),
+    }
+    return SceneTables(items, interactions, image_index, users, source, counts, defects=defects)
+
+
+def _movie_items(ratings: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
+    """One item per movie (title, year, genres, caption) and which had no title."""
+    # The index stays the source table's row number, so a validation error names the source row.
+    movies = ratings.drop_duplicates("movieId").sort_values("movieId")
+    genres = movies["genres"].map(_genres)
+    # A few rows of the 2016 snapshot have no title: they keep a placeholder title, flagged and counted.
+    no_title = movies["title"].isna() | (movies["title"].astype("string").str.strip() == "")
+    titles = movies["title"].astype("string").str.strip()
+    titles[no_title] = "untitled MovieLens movie " + movies.loc[no_title, "movieId"].astype(str)
+    items = pd.DataFrame(
+        {
+            "item_id": movies["movieId"].astype("int64").astype(str),
+            "movieId": movies["movieId"].astype("int64"),
+            "title": titles.astype(str),
+            "title_missing": no_title.to_numpy(),
+            "year": movies["year"].astype("Int64"),
+            "genres": genres,
+        }
+    )
+    items["caption"] = [
+        _caption(t, y, g)
+        for t, y, g in zip(items["title"], items["year"], items["genres"], strict=True)
+    ]
+    return items, no_title
+
+
+def _poster_index(items: pd.DataFrame, posters: dict[str, list[str]]) -> tuple[pd.DataFrame, list]:
+    """The image index of the movies with exactly one poster file, and a defect per movie with
+    several."""
+    movie_ids = set(items["item_id"])
     defects = [
         Defect(
             "posters", f"movieId {movie}", "(file)", "one poster file per movie", ", ".join(paths)
@@ -113,14 +135,4 @@ def build_tables(
         ).reset_index(drop=True)
     else:
         image_index = empty_image_index()
-
-    counts = {
-        "ratings": len(interactions),
-        "positive_ratings": int(interactions["positive"].sum()),
-        "users": len(users),
-        "movies": len(items),
-        "movies_without_title": int(no_title.sum()),
-        "movies_with_poster": len(image_index),
-        "poster_files_without_movie": len(set(posters) - movie_ids),
-    }
-    return SceneTables(items, interactions, image_index, users, source, counts, defects=defects)
+    return image_index, defects

@@ -124,35 +124,8 @@ def build_tables(raw: dict, images: dict[str, list[str]], folder: str) -> SceneT
     item_data.txt, an item without exactly one image file. Those rows are left out of the tables
     (their defects make `validation.validate_scene` raise).
     """
-    defects = list(raw["defects"])
-    items_raw = raw["items"]
-    first_line = items_raw.drop_duplicates("item_id").set_index("item_id")["line"]
-    repeated = items_raw[items_raw["item_id"].duplicated()]
-    defects += [
-        Defect(
-            "item_data.txt",
-            f"line {n}",
-            "item_id",
-            "an id not used on an earlier line",
-            f"{i!r} (first on line {first_line[i]})",
-        )
-        for i, n in zip(repeated["item_id"], repeated["line"], strict=True)
-    ]
-    items = items_raw.drop_duplicates("item_id").reset_index(drop=True)
-
-    clicks = raw["clicks"]
-    unknown = ~clicks["item_id"].isin(set(items["item_id"]))
-    for number, ids in clicks[unknown].groupby("line", sort=True)["item_id"]:
-        defects.append(
-            Defect(
-                "user_data.txt",
-                f"line {number}",
-                "item_ids",
-                "ids listed in item_data.txt",
-                ", ".join(repr(i) for i in ids),
-            )
-        )
-    clicks = clicks[~unknown]
+    items, item_defects = _unique_items(raw["items"])
+    clicks, click_defects = _known_clicks(raw["clicks"], items)
     interactions = pd.DataFrame(
         {
             "user_id": clicks["user_id"],
@@ -166,27 +139,7 @@ def build_tables(raw: dict, images: dict[str, list[str]], folder: str) -> SceneT
     ).reset_index(drop=True)
     users = interactions.groupby("user_id").size().rename("n_clicks").reset_index()
     users["simulated"] = False
-
-    n_images = items["item_id"].map(lambda i: len(images.get(i, [])))
-    for item_id, number, n in zip(items["item_id"], items["line"], n_images, strict=True):
-        if n != 1:
-            defects.append(
-                Defect(
-                    "item_data.txt",
-                    f"line {number}",
-                    "item_id",
-                    f"one image file images/{item_id}.<{'|'.join(s[1:] for s in IMAGE_SUFFIXES)}>",
-                    f"{n}: {', '.join(images.get(item_id, [])) or 'none'}",
-                )
-            )
-    with_image = items[n_images == 1]
-    image_index = pd.DataFrame(
-        {
-            "item_id": with_image["item_id"],
-            "image_path": with_image["item_id"].map(lambda i: images[i][0]),
-            "image_offset": STANDALONE,
-        }
-    ).reset_index(drop=True)
+    image_index, image_defects = _image_index(items, images)
     items = items.drop(columns="line")
     items["caption"] = items["title"]
     outfit_items = {i for ids in raw["outfits"]["item_ids"] for i in ids}
@@ -200,6 +153,67 @@ def build_tables(raw: dict, images: dict[str, list[str]], folder: str) -> SceneT
         "outfit_items_not_in_item_data": len(outfit_items - set(items["item_id"])),
         "image_files_without_item": len(set(images) - set(items["item_id"])),
     }
+    defects = [*raw["defects"], *item_defects, *click_defects, *image_defects]
     return SceneTables(
         items, interactions, image_index, users, f"POG files in {folder}", counts, defects=defects
     )
+
+
+def _unique_items(items_raw: pd.DataFrame) -> tuple[pd.DataFrame, list[Defect]]:
+    """Each item id once (its first line), and a defect per repeated one."""
+    first_line = items_raw.drop_duplicates("item_id").set_index("item_id")["line"]
+    repeated = items_raw[items_raw["item_id"].duplicated()]
+    defects = [
+        Defect(
+            "item_data.txt",
+            f"line {n}",
+            "item_id",
+            "an id not used on an earlier line",
+            f"{i!r} (first on line {first_line[i]})",
+        )
+        for i, n in zip(repeated["item_id"], repeated["line"], strict=True)
+    ]
+    return items_raw.drop_duplicates("item_id").reset_index(drop=True), defects
+
+
+def _known_clicks(clicks: pd.DataFrame, items: pd.DataFrame) -> tuple[pd.DataFrame, list[Defect]]:
+    """The clicks on items of item_data.txt, and a defect per line with other ids."""
+    unknown = ~clicks["item_id"].isin(set(items["item_id"]))
+    defects = [
+        Defect(
+            "user_data.txt",
+            f"line {number}",
+            "item_ids",
+            "ids listed in item_data.txt",
+            ", ".join(repr(i) for i in ids),
+        )
+        for number, ids in clicks[unknown].groupby("line", sort=True)["item_id"]
+    ]
+    return clicks[~unknown], defects
+
+
+def _image_index(
+    items: pd.DataFrame, images: dict[str, list[str]]
+) -> tuple[pd.DataFrame, list[Defect]]:
+    """The image index of the items with exactly one image file, and a defect per other item."""
+    n_images = items["item_id"].map(lambda i: len(images.get(i, [])))
+    defects = [
+        Defect(
+            "item_data.txt",
+            f"line {number}",
+            "item_id",
+            f"one image file images/{item_id}.<{'|'.join(s[1:] for s in IMAGE_SUFFIXES)}>",
+            f"{n}: {', '.join(images.get(item_id, [])) or 'none'}",
+        )
+        for item_id, number, n in zip(items["item_id"], items["line"], n_images, strict=True)
+        if n != 1
+    ]
+    with_image = items[n_images == 1]
+    image_index = pd.DataFrame(
+        {
+            "item_id": with_image["item_id"],
+            "image_path": with_image["item_id"].map(lambda i: images[i][0]),
+            "image_offset": STANDALONE,
+        }
+    ).reset_index(drop=True)
+    return image_index, defects

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -181,42 +182,77 @@ def summarize_behavior(
     summarised by LLM_g into one sentence, all in one batched generation. An empty summary keeps
     the text cut to the budget (counted and logged). Returns (behavior_texts, item_texts).
     """
-    settings = GenerationSettings.from_params(params["generation"])
+    columns = _Columns.of(params)
+    _require(users, columns.present(), "histories")
+    summaries = _summaries(users, item_texts, columns, llm, params)
+
+    def short(text: str) -> str:
+        return summaries.get(text, text)
+
+    item_texts = item_texts.copy()
+    item_texts["original_text"] = item_texts["text"]
+    item_texts["text"] = item_texts["text"].map(short)
+    item_texts.loc[item_texts["text"] != item_texts["original_text"], "text_source"] = "llm_summary"
+    text_of = dict(zip(item_texts["item_id"], item_texts["text"], strict=True))
+    records, empty_messages = [], 0
+    for row in users.itertuples(index=False):
+        record, empty = _behavior_record(row._asdict(), columns, short, summaries, text_of, params)
+        records.append(record)
+        empty_messages += empty
+    if empty_messages:
+        logger.info(
+            "%d target messages were only emoticons: x^t is %r for them",
+            empty_messages,
+            params["empty_message_text"],
+        )
+    return pd.DataFrame(records), item_texts
+
+
+@dataclass(frozen=True)
+class _Columns:
+    """The histories columns a scene names (`columns`): history messages, the target message,
+    the conversation; None where the scene has none."""
+
+    history_message: str | None
+    target_message: str | None
+    conversation: str | None
+
+    @classmethod
+    def of(cls, params: dict[str, Any]) -> _Columns:
+        columns = params.get("columns") or {}
+        return cls(*(columns.get(k) for k in ("history_message", "target_message", "conversation")))
+
+    def present(self) -> list[str]:
+        return [c for c in (self.history_message, self.target_message, self.conversation) if c]
+
+    def messages(self, row: dict) -> list[str]:
+        return [str(m) for m in _as_list(row[self.history_message])] if self.history_message else []
+
+
+def _summaries(users, item_texts, columns: _Columns, llm: LLM, params) -> dict[str, str]:
+    """One sentence per text that needs one: item texts and messages over the token budget, and
+    every conversation (always summarised, §3.2.1), each once, in one batched generation."""
     budget = int(params["max_text_tokens"])
-    columns = params.get("columns") or {}
-    history_message_col = columns.get("history_message")
-    target_message_col = columns.get("target_message")
-    conversation_col = columns.get("conversation")
-    _require(
-        users,
-        [c for c in (history_message_col, target_message_col, conversation_col) if c],
-        "histories",
-    )
-
-    def messages_of(row) -> list[str]:
-        return [str(m) for m in _as_list(row[history_message_col])] if history_message_col else []
-
-    # Every text that may need a summary, each once: item texts and messages (one sentence if
-    # over budget), conversations (always summarised, §3.2.1).
     short_texts = list(item_texts["text"])
     for row in users.itertuples(index=False):
         row = row._asdict()
-        short_texts += messages_of(row)
-        if target_message_col and isinstance(row[target_message_col], str):
-            short_texts.append(row[target_message_col])
+        short_texts += columns.messages(row)
+        if columns.target_message and isinstance(row[columns.target_message], str):
+            short_texts.append(row[columns.target_message])
     short_texts = list(dict.fromkeys(short_texts))
     long_texts = [
         t for t, n in zip(short_texts, llm.count_tokens(short_texts), strict=True) if n > budget
     ]
     conversations = []
-    if conversation_col:
+    if columns.conversation:
         conversations = list(
             dict.fromkeys(
-                str(c) for c in users[conversation_col] if isinstance(c, str) and c.strip()
+                str(c) for c in users[columns.conversation] if isinstance(c, str) and c.strip()
             )
         )
     prompts = [render(params["summary_prompt"], text=t) for t in long_texts]
     prompts += [render(params["conversation_prompt"], conversation=c) for c in conversations]
+    settings = GenerationSettings.from_params(params["generation"])
     answers = llm.generate(prompts, settings, desc="summaries") if prompts else []
     summaries: dict[str, str] = {}
     failed = 0
@@ -232,59 +268,44 @@ def summarize_behavior(
         len(conversations),
         failed,
     )
+    return summaries
 
-    def short(text: str) -> str:
-        return summaries.get(text, text)
 
-    item_texts = item_texts.copy()
-    item_texts["original_text"] = item_texts["text"]
-    item_texts["text"] = item_texts["text"].map(short)
-    item_texts.loc[item_texts["text"] != item_texts["original_text"], "text_source"] = "llm_summary"
-    text_of = dict(zip(item_texts["item_id"], item_texts["text"], strict=True))
-
-    records, empty_messages = [], 0
-    for row in users.itertuples(index=False):
-        row = row._asdict()
-        history = [str(i) for i in _as_list(row["history"])]
-        messages = [short(m) for m in messages_of(row)] or [""] * len(history)
-        if len(messages) != len(history):
-            raise ValueError(
-                f"histories: user {row['user_id']}: {len(history)} history items but "
-                f"{len(messages)} messages (field {history_message_col})"
-            )
-        target = row["target"] if isinstance(row["target"], str) and row["target"] else ""
-        message = row[target_message_col] if target_message_col else None
-        target_message = short(message) if isinstance(message, str) else ""
-        if target_message_col and target and not target_message:
-            target_message = params["empty_message_text"]
-            empty_messages += 1
-        value = row[conversation_col] if conversation_col else None
-        conversation = value if isinstance(value, str) else ""  # missing (NaN/None): none
-        records.append(
-            {
-                "user_id": str(row["user_id"]),
-                "purpose": row["purpose"],
-                "history": history,
-                "history_texts": [
-                    render(params["history_text"], item=text_of[i], message=m)
-                    for i, m in zip(history, messages, strict=True)
-                ],
-                "target": target,
-                # Training rows have no target: their last history item supervises, unseen here.
-                "target_text": render(
-                    params["target_text"], item=text_of[target], message=target_message
-                )
-                if target
-                else "",
-                "supervision_item": row["supervision_item"],
-                "conversation": conversation,
-                "conversation_summary": summaries.get(conversation, ""),
-            }
+def _behavior_record(
+    row: dict, columns: _Columns, short, summaries, text_of, params
+) -> tuple[dict, bool]:
+    """One user's row (history, x_i texts, target and x^t, supervision item, y) and whether the
+    target message was empty (only emoticons) and got `empty_message_text`."""
+    history = [str(i) for i in _as_list(row["history"])]
+    messages = [short(m) for m in columns.messages(row)] or [""] * len(history)
+    if len(messages) != len(history):
+        raise ValueError(
+            f"histories: user {row['user_id']}: {len(history)} history items but "
+            f"{len(messages)} messages (field {columns.history_message})"
         )
-    if empty_messages:
-        logger.info(
-            "%d target messages were only emoticons: x^t is %r for them",
-            empty_messages,
-            params["empty_message_text"],
-        )
-    return pd.DataFrame(records), item_texts
+    target = row["target"] if isinstance(row["target"], str) and row["target"] else ""
+    message = row[columns.target_message] if columns.target_message else None
+    target_message = short(message) if isinstance(message, str) else ""
+    empty_message = bool(columns.target_message and target and not target_message)
+    if empty_message:
+        target_message = params["empty_message_text"]
+    value = row[columns.conversation] if columns.conversation else None
+    conversation = value if isinstance(value, str) else ""  # missing (NaN/None): none
+    record = {
+        "user_id": str(row["user_id"]),
+        "purpose": row["purpose"],
+        "history": history,
+        "history_texts": [
+            render(params["history_text"], item=text_of[i], message=m)
+            for i, m in zip(history, messages, strict=True)
+        ],
+        "target": target,
+        # Training rows have no target: their last history item supervises, unseen here.
+        "target_text": render(params["target_text"], item=text_of[target], message=target_message)
+        if target
+        else "",
+        "supervision_item": row["supervision_item"],
+        "conversation": conversation,
+        "conversation_summary": summaries.get(conversation, ""),
+    }
+    return record, empty_message

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
-import matplotlib
+import pandas as pd
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-
-from ...components.images import load_images  # noqa: E402
-from ...components.soft_embeddings import (  # noqa: E402
+from ...components.images import load_images
+from ...components.reporting.figures import subplots, text_figure
+from ...components.soft_embeddings import (
     SoftPreferenceEmbedder,
     TrainingSettings,
     heldout_losses,
@@ -108,14 +106,11 @@ def _variants(params: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _not_applicable(why: str) -> tuple:
     record = {"tensors": {}, "metadata": {"not_applicable": why}}
-    fig, ax = plt.subplots(figsize=(6, 1.5))
-    ax.axis("off")
-    ax.text(0.5, 0.5, why, ha="center", va="center", wrap=True)
     return (
         record,
         pd.DataFrame(columns=["variant", "step", "loss", "seconds"]),
         {"not_applicable": why},
-        fig,
+        text_figure(why, fontsize=10),
         record,
         record,
     )
@@ -145,96 +140,23 @@ def train_soft_preference_embeddings(
     if examples.empty:
         return _not_applicable(NOT_APPLICABLE_NO_IMAGES)
     torch.manual_seed(int(params["seed"]))
-    train = examples[examples["split"] == "train"]
-    evaluation = examples[examples["split"] == "evaluation"]
-    size = generator.resolution
-    train_images = torch.from_numpy(load_images(train.to_dict("records"), size))
-    evaluation_images = torch.from_numpy(load_images(evaluation.to_dict("records"), size))
-    settings = TrainingSettings.from_params(params["training"])
-    seeds = list(params["evaluation_seeds"])
-    baseline = heldout_losses(
-        None,
-        generator,
-        [],
-        evaluation["keywords_text"].tolist(),
-        evaluation_images,
-        seeds,
-        max_tokens=settings.max_tokens,
-    )["without_embeddings"]
-    # E_m starts at the mean token state of the generator's empty prompt (SoftPreferenceEmbedder).
-    neutral = generator.unconditional().embeddings.float().mean(dim=0)
-    users, prompts = evaluation["user_id"].tolist(), evaluation["prompt"].tolist()
-    batch = settings.batch_size
+    data = _TrainingData.of(examples, generator, params)
     logs, rows, sweep, main, main_embeddings = [], [], {}, None, None
     for variant in _variants(params):
-        start = time.perf_counter()
-        model = SoftPreferenceEmbedder(
-            llm,
-            variant["n_tokens"],
-            variant["n_prefixes"],
-            generator.text_encoder.dim,
-            seed=int(params["seed"]),
-            neutral_token=neutral,
-        )
-        if main is None and params.get("resume_from"):
-            model.load_trainable_state(read_soft_embedding_file(params["resume_from"]))
-            logger.info("%s: resumed from %s", variant["name"], params["resume_from"])
-        history = train_soft_embeddings(
-            model,
-            generator,
-            train["prompt"].tolist(),
-            train["keywords_text"].tolist(),
-            train_images,
-            settings,
+        model, history, row, embeddings = _train_variant(
+            variant, data, llm, generator, params, resume=main is None
         )
         logs += [{"variant": variant["name"], **h} for h in history]
-        model.eval()
-        losses = heldout_losses(
-            model,
-            generator,
-            prompts,
-            evaluation["keywords_text"].tolist(),
-            evaluation_images,
-            seeds,
-            max_tokens=settings.max_tokens,
-        )
-        versus = paired_difference(losses["pmg"], baseline)
-        rows.append(
-            {
-                "variant": variant["name"],
-                "p_tuning_v2": bool(variant["n_prefixes"]),
-                "n_tokens": variant["n_tokens"],
-                "n_prefixes": variant["n_prefixes"],
-                "evaluation_loss_pmg": float(losses["pmg"].mean()),
-                "evaluation_loss_without_keywords": float(losses["without_keywords"].mean()),
-                "evaluation_loss_without_embeddings": float(baseline.mean()),
-                "pmg_minus_without_embeddings": versus,
-                "train_seconds": round(time.perf_counter() - start, 1),
-            }
-        )
-        logger.info(
-            "%s: evaluation users' target denoising loss E^p %.4f vs E_k alone %.4f (difference "
-            "%.4f, 95%% interval [%.4f, %.4f] over %d users; lower in %.0f%% of %d user x seed "
-            "pairs)",
-            variant["name"],
-            losses["pmg"].mean(),
-            baseline.mean(),
-            versus["mean_difference"],
-            *versus["ci95"],
-            versus["users"],
-            100 * versus["share_lower"],
-            versus["pairs"],
-        )
-        embeddings = _embed(model, prompts, users, batch)
+        rows.append(row)
         sweep.update({f"{variant['name']}/{u}": e for u, e in embeddings.items()})
         metadata = {
             "config": model.config.to_json(),
             "variant": variant["name"],
             "llm": llm.name,
             "generator": generator.info.get("name", "generator"),
-            "steps": settings.steps,
+            "steps": data.settings.steps,
             "seed": int(params["seed"]),
-            "train_users": sorted(train["user_id"]),
+            "train_users": sorted(data.train["user_id"]),
         }
         if main is None:
             main = {"tensors": model.trainable_state(), "metadata": metadata}
@@ -247,18 +169,124 @@ def train_soft_preference_embeddings(
         "shape; lower is better)",
         "llm": llm.name,
         "generator": generator.info.get("name", "generator"),
-        "train_users": len(train),
-        "evaluation_users": len(evaluation),
-        "evaluation_seeds": seeds,
-        "training": vars(settings),
+        "train_users": len(data.train),
+        "evaluation_users": len(data.evaluation),
+        "evaluation_seeds": data.seeds,
+        "training": vars(data.settings),
         "variants": rows,
     }
     sweep_record = {"tensors": sweep, "metadata": {"variants": [r["variant"] for r in rows]}}
     return main, log, report, _loss_figure(log), main_embeddings, sweep_record
 
 
+@dataclass
+class _TrainingData:
+    """What every variant trains and is scored on: the train and evaluation examples, their
+    supervision images, the settings, the noise seeds, E_k alone's losses (the baseline) and the
+    neutral token E_m starts from."""
+
+    train: pd.DataFrame
+    evaluation: pd.DataFrame
+    train_images: torch.Tensor
+    evaluation_images: torch.Tensor
+    settings: TrainingSettings
+    seeds: list
+    baseline: Any  # (users, seeds) losses of E_k alone
+    neutral: torch.Tensor  # (dim,)
+
+    @classmethod
+    def of(cls, examples: pd.DataFrame, generator, params: dict[str, Any]) -> _TrainingData:
+        train = examples[examples["split"] == "train"]
+        evaluation = examples[examples["split"] == "evaluation"]
+        size = generator.resolution
+        train_images = torch.from_numpy(load_images(train.to_dict("records"), size))
+        evaluation_images = torch.from_numpy(load_images(evaluation.to_dict("records"), size))
+        settings = TrainingSettings.from_params(params["training"])
+        seeds = list(params["evaluation_seeds"])
+        baseline = heldout_losses(
+            None,
+            generator,
+            [],
+            evaluation["keywords_text"].tolist(),
+            evaluation_images,
+            seeds,
+            max_tokens=settings.max_tokens,
+        )["without_embeddings"]
+        # E_m starts at the mean token state of the generator's empty prompt
+        # (SoftPreferenceEmbedder).
+        neutral = generator.unconditional().embeddings.float().mean(dim=0)
+        return cls(
+            train, evaluation, train_images, evaluation_images, settings, seeds, baseline, neutral
+        )
+
+
+def _train_variant(variant, data: _TrainingData, llm, generator, params, resume: bool):
+    """One soft-embedding variant trained and scored: (model, training history, report row,
+    E_m of every evaluation user)."""
+    start = time.perf_counter()
+    model = SoftPreferenceEmbedder(
+        llm,
+        variant["n_tokens"],
+        variant["n_prefixes"],
+        generator.text_encoder.dim,
+        seed=int(params["seed"]),
+        neutral_token=data.neutral,
+    )
+    if resume and params.get("resume_from"):
+        model.load_trainable_state(read_soft_embedding_file(params["resume_from"]))
+        logger.info("%s: resumed from %s", variant["name"], params["resume_from"])
+    train = data.train
+    history = train_soft_embeddings(
+        model,
+        generator,
+        train["prompt"].tolist(),
+        train["keywords_text"].tolist(),
+        data.train_images,
+        data.settings,
+    )
+    model.eval()
+    prompts = data.evaluation["prompt"].tolist()
+    losses = heldout_losses(
+        model,
+        generator,
+        prompts,
+        data.evaluation["keywords_text"].tolist(),
+        data.evaluation_images,
+        data.seeds,
+        max_tokens=data.settings.max_tokens,
+    )
+    versus = paired_difference(losses["pmg"], data.baseline)
+    row = {
+        "variant": variant["name"],
+        "p_tuning_v2": bool(variant["n_prefixes"]),
+        "n_tokens": variant["n_tokens"],
+        "n_prefixes": variant["n_prefixes"],
+        "evaluation_loss_pmg": float(losses["pmg"].mean()),
+        "evaluation_loss_without_keywords": float(losses["without_keywords"].mean()),
+        "evaluation_loss_without_embeddings": float(data.baseline.mean()),
+        "pmg_minus_without_embeddings": versus,
+        "train_seconds": round(time.perf_counter() - start, 1),
+    }
+    logger.info(
+        "%s: evaluation users' target denoising loss E^p %.4f vs E_k alone %.4f (difference "
+        "%.4f, 95%% interval [%.4f, %.4f] over %d users; lower in %.0f%% of %d user x seed "
+        "pairs)",
+        variant["name"],
+        losses["pmg"].mean(),
+        data.baseline.mean(),
+        versus["mean_difference"],
+        *versus["ci95"],
+        versus["users"],
+        100 * versus["share_lower"],
+        versus["pairs"],
+    )
+    users = data.evaluation["user_id"].tolist()
+    return model, history, row, _embed(model, prompts, users, data.settings.batch_size)
+
+
 def _loss_figure(log: pd.DataFrame):
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, axes = subplots(1, 1, (6, 3.5))
+    ax = axes[0][0]
     for name, group in log.groupby("variant", sort=False):
         smooth = group["loss"].rolling(10, min_periods=1).mean()
         ax.plot(group["step"], smooth, label=name)

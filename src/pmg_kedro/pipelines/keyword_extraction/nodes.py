@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import matplotlib.pyplot as plt
 import pandas as pd
 
 from ...components.keyword_quality import keyword_quality_report
 from ...components.keywords import preference_keywords, target_keywords
 from ...components.llm import LLM
+from ...components.reporting.figures import subplots
 
 
 def extract_preference_keywords(
@@ -87,7 +87,8 @@ def plot_keyword_quality(report: dict[str, Any], params: dict[str, Any]):
         " (SIMULATED)" if report["simulated_users"] else ""
     )
     height = 0.8 / max(len(methods), 1)
-    fig, ax = plt.subplots(figsize=(9.0, 1.8 + 0.55 * max(len(checks), 1) * len(methods) / 2))
+    fig, axes = subplots(1, 1, (9.0, 1.8 + 0.55 * max(len(checks), 1) * len(methods) / 2))
+    ax = axes[0][0]
     for m, method in enumerate(methods):
         rows = [(i, c["methods"].get(method, {})) for i, c in enumerate(checks.values())]
         rows = [(i, r) for i, r in rows if r.get("share") is not None]

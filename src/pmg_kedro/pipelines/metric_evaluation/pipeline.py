@@ -83,54 +83,61 @@ def create_pipeline(**kwargs) -> Pipeline:
                 outputs=["table2_image_metrics", "table2_notes"],
                 name="evaluate_table2_images",
             ),
-            Node(
-                build_table1,
-                inputs=["image_metrics", "evaluation_notes", PARAMS],
-                outputs=["table1", "table1_comparisons", "table1_report"],
-                name="build_table1",
-            ),
-            Node(
-                build_table2,
-                inputs=["table2_image_metrics", "table2_notes", PARAMS],
-                outputs=["table2", "table2_report"],
-                name="build_table2",
-            ),
-            Node(
-                summarize_metric_evaluation,
-                inputs=[
-                    "table1",
-                    "table1_comparisons",
-                    "table2",
-                    "evaluation_notes",
-                    "table2_notes",
-                    "semantic_probe",
-                ],
-                outputs="metric_summary",
-                name="summarize_metric_evaluation",
-            ),
-            Node(
-                plot_comparison_figure,
-                inputs=_figure_inputs(COMPARISON_FIGURE),
-                outputs="comparison_figure",
-                name="plot_comparison_figure",
-            ),
-            Node(
-                plot_embedding_figure,
-                inputs=_figure_inputs(EMBEDDING_FIGURE),
-                outputs="embedding_figure",
-                name="plot_embedding_figure",
-            ),
-            Node(
-                plot_selection_scatter,
-                inputs={
-                    "ablations": "params:ablations",
-                    "weighted_generation": "params:weighted_generation",
-                    "params": PARAMS,
-                    **{v: f"{v}.selections" for v in grid_variants},
-                },
-                outputs="selection_scatter",
-                name="plot_selection_scatter",
-            ),
+            *_report_nodes(grid_variants),
         ]
     )
     return per_scene(template, shared=frozenset({"params:ablations"}))
+
+
+def _report_nodes(grid_variants: list[str]) -> list[Node]:
+    """Tables 1-2, the MLflow summary and the figures, from the per-image metrics."""
+    return [
+        Node(
+            build_table1,
+            inputs=["image_metrics", "evaluation_notes", PARAMS],
+            outputs=["table1", "table1_comparisons", "table1_report"],
+            name="build_table1",
+        ),
+        Node(
+            build_table2,
+            inputs=["table2_image_metrics", "table2_notes", PARAMS],
+            outputs=["table2", "table2_report"],
+            name="build_table2",
+        ),
+        Node(
+            summarize_metric_evaluation,
+            inputs=[
+                "table1",
+                "table1_comparisons",
+                "table2",
+                "evaluation_notes",
+                "table2_notes",
+                "semantic_probe",
+            ],
+            outputs="metric_summary",
+            name="summarize_metric_evaluation",
+        ),
+        Node(
+            plot_comparison_figure,
+            inputs=_figure_inputs(COMPARISON_FIGURE),
+            outputs="comparison_figure",
+            name="plot_comparison_figure",
+        ),
+        Node(
+            plot_embedding_figure,
+            inputs=_figure_inputs(EMBEDDING_FIGURE),
+            outputs="embedding_figure",
+            name="plot_embedding_figure",
+        ),
+        Node(
+            plot_selection_scatter,
+            inputs={
+                "ablations": "params:ablations",
+                "weighted_generation": "params:weighted_generation",
+                "params": PARAMS,
+                **{v: f"{v}.selections" for v in grid_variants},
+            },
+            outputs="selection_scatter",
+            name="plot_selection_scatter",
+        ),
+    ]

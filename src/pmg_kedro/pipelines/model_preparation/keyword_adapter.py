@@ -31,6 +31,7 @@ from ...components.keyword_adapter import (
     train_sequences,
 )
 from ...components.llm import LLM
+from ...components.reporting.tables import markdown_table
 from ...scenes import SCENES, per_scene
 from .nodes import ensure_enabled
 
@@ -148,7 +149,9 @@ def write_keyword_adapter_card(history: dict[str, Any]) -> str:
     """The adapter's model card (Markdown) from its training history."""
     if "skipped" in history:
         return f"# Keyword adapter\n\n{history['skipped']}\n"
-    settings, machine = history["settings"], history["machine"]
+    before, after = history["validation_loss_before"], history["validation_loss_after"]
+    validation = [[s, history["validation_examples"][s], before[s], after[s]] for s in before]
+    losses = [[e["step"], e["loss"], f"{e['lr']:.2e}", e["elapsed_s"]] for e in history["loss_log"]]
     lines = [
         "# Keyword adapter (LoRA on SmolLM2-135M-Instruct's keyword prompts)",
         "",
@@ -167,27 +170,46 @@ def write_keyword_adapter_card(history: dict[str, Any]) -> str:
         "",
         "## Data",
         "",
-        "| scene | split seed | windows | users | examples | sampled | users trained on | "
-        "validation users | supervised attributes | left out (no supervision in the data) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        _data_table(history),
+        "",
+        "## Training",
+        "",
+        *_training_lines(history),
+        "",
+        "Answer loss per token (cross-entropy) on held-out train users' windows:",
+        "",
+        markdown_table(validation, ["scene", "examples", "before", "after"]),
+        "",
+        "Training loss (answer tokens, mean over each logging interval):",
+        "",
+        markdown_table(losses, ["step", "loss", "lr", "elapsed (s)"]),
     ]
+    return "\n".join(lines) + "\n"
+
+
+def _data_table(history: dict[str, Any]) -> str:
+    """Per scene: the split seed, windows, users, examples and what was supervised."""
+    rows = []
     for scene, c in history["examples"].items():
         supervised = ", ".join(
             f"{a} <- {s['column']}" + (f" ({s['transform']})" if s.get("transform") else "")
             for a, s in c["supervised"].items()
         )
-        lines.append(
-            f"| {scene} | {history['split_seed'][scene]} | {c['windows']} | {c['users']} | "
-            f"{c['examples']} | {c['examples_sampled']} | {c['users_trained_on']} | "
-            f"{c['validation_users']} | {supervised or '-'} | {', '.join(c['left_out']) or '-'} |"
+        rows.append(
+            [scene, history["split_seed"][scene], c["windows"], c["users"], c["examples"]]
+            + [c["examples_sampled"], c["users_trained_on"], c["validation_users"]]
+            + [supervised or "-", ", ".join(c["left_out"]) or "-"]
         )
-    before, after = history["validation_loss_before"], history["validation_loss_after"]
-    lora = history["lora_config"]
+    columns = ["scene", "split seed", "windows", "users", "examples", "sampled"]
+    columns += ["users trained on", "validation users", "supervised attributes"]
+    return markdown_table(rows, [*columns, "left out (no supervision in the data)"])
+
+
+def _training_lines(history: dict[str, Any]) -> list[str]:
+    """LoRA shape, steps, examples, throughput, wall time and the machine, as bullets."""
+    settings, machine, lora = history["settings"], history["machine"], history["lora_config"]
     layers = lora.get("layers_to_transform")
-    lines += [
-        "",
-        "## Training",
-        "",
+    return [
         f"- LoRA r={lora['r']}, alpha={lora['lora_alpha']}, dropout={lora['lora_dropout']} on "
         f"{', '.join(lora['target_modules'])}"
         + (f" of layers {layers[0]}-{layers[-1]}" if layers else " of every layer")
@@ -206,25 +228,7 @@ def write_keyword_adapter_card(history: dict[str, Any]) -> str:
         f"- machine: {machine['cpu']}, {machine['cores']} cores, {machine['torch_threads']} torch "
         f"thread(s), torch {machine['torch']}, 1-min load average at the end "
         f"{machine['load_average_1min']} (shared with other work)",
-        "",
-        "Answer loss per token (cross-entropy) on held-out train users' windows:",
-        "",
-        "| scene | examples | before | after |",
-        "|---|---|---|---|",
     ]
-    lines += [
-        f"| {s} | {history['validation_examples'][s]} | {before[s]} | {after[s]} |" for s in before
-    ]
-    lines += ["", "Training loss (answer tokens, mean over each logging interval):", ""]
-    lines += [
-        "| step | loss | lr | elapsed (s) |",
-        "|---|---|---|---|",
-        *[
-            f"| {e['step']} | {e['loss']} | {e['lr']:.2e} | {e['elapsed_s']} |"
-            for e in history["loss_log"]
-        ],
-    ]
-    return "\n".join(lines) + "\n"
 
 
 def keyword_adapter_pipeline() -> Pipeline:

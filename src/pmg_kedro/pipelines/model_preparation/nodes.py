@@ -8,17 +8,19 @@ committed weights are kept and only measured), `torch_threads`, and one block pe
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import Any
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
 from ...components.icon_corpus import SHOWCASE_CONCEPTS, IconCorpus, build_icon_corpus
 from ...components.images import load_image, read_idx_labels
 from ...components.pmg import PMG
+from ...components.reporting.environment import torch_threads
+from ...components.reporting.figures import image_grid, subplots, text_figure
 from ...components.sources.fashion_mnist import CLASS_NAMES
 from ...datasets.model_folder import KEEP_EXISTING
 
@@ -37,16 +39,17 @@ class ModelPreparationDisabled(RuntimeError):
     """Raised by the first node where the environment has nothing to prepare."""
 
 
-def _setup(params: dict) -> None:
-    """Applies the thread count."""
-    torch.set_num_threads(int(params.get("torch_threads", torch.get_num_threads())))
+def _with_threads(node):
+    """Runs a node under `torch_threads` of its parameters (its last argument): the node's thread
+    count, then the process setting again (it used to stay set for every later node)."""
 
+    @functools.wraps(node)
+    def run(*args, **kwargs):
+        params = kwargs["params"] if "params" in kwargs else args[-1]
+        with torch_threads(params.get("torch_threads")):
+            return node(*args, **kwargs)
 
-def _text_figure(message: str):
-    fig, ax = plt.subplots(figsize=(6, 1.5))
-    ax.axis("off")
-    ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True, fontsize=9)
-    return fig
+    return run
 
 
 def ensure_enabled(params: dict) -> None:
@@ -59,13 +62,13 @@ def ensure_enabled(params: dict) -> None:
         raise ModelPreparationDisabled(DISABLED)
 
 
+@_with_threads
 def build_corpus(params: dict) -> tuple[IconCorpus, dict]:
     """The captioned icon corpus (emoji + Fashion-MNIST, held-out emoji concepts) and its counts.
 
     The generator's and scorer's nodes depend on it, so where `enabled` is false they never run.
     """
     ensure_enabled(params)
-    _setup(params)
     c = params["icon_corpus"]
     corpus, counts = build_icon_corpus(
         int(c["resolution"]),
@@ -80,9 +83,9 @@ def build_corpus(params: dict) -> tuple[IconCorpus, dict]:
     return corpus, counts
 
 
+@_with_threads
 def train_tiny_scorer(corpus: IconCorpus, params: dict) -> tuple[Any, dict]:
     """The tiny CLIP's projection heads trained contrastively; (scorer, training history)."""
-    _setup(params)
     if not params.get("train", False):
         return KEEP_EXISTING, {"skipped": KEPT}
     from ...components.training import train_scorer
@@ -90,9 +93,9 @@ def train_tiny_scorer(corpus: IconCorpus, params: dict) -> tuple[Any, dict]:
     return train_scorer(corpus, params["scorer"])
 
 
+@_with_threads
 def train_tiny_generator(corpus: IconCorpus, params: dict) -> tuple[Any, dict]:
     """VAE then latent UNet with CFG dropout and EMA; (generator, training history)."""
-    _setup(params)
     if not params.get("train", False):
         return KEEP_EXISTING, {"skipped": KEPT}
     from ...components.training import train_generator
@@ -110,9 +113,9 @@ def plot_training_curves(generator_history: dict, scorer_history: dict):
         ("scorer heads (contrastive)", scorer_history.get("loss")),
     ]
     if not any(points for _, points in curves):
-        return _text_figure(generator_history.get("skipped") or "no training in this run")
-    fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.5))
-    for ax, (title, points) in zip(axes, curves, strict=True):
+        return text_figure(generator_history.get("skipped") or "no training in this run")
+    fig, axes = subplots(1, len(curves), (4.2 * len(curves), 3.5))
+    for ax, (title, points) in zip(axes[0], curves, strict=True):
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step")
         if points:
@@ -126,23 +129,16 @@ def plot_training_curves(generator_history: dict, scorer_history: dict):
 
 def _grid(rows: list[tuple[str, np.ndarray]], title: str):
     """One row per label: images float (n, 3, H, W) in [0, 1]."""
-    cols = max(len(images) for _, images in rows)
-    fig, axes = plt.subplots(
-        len(rows), cols, figsize=(1.1 * cols + 2.2, 1.1 * len(rows) + 0.6), squeeze=False
+    label = {"rotation": 0, "ha": "right", "va": "center", "fontsize": 8}
+    return image_grid(
+        [(name, list(images)) for name, images in rows],
+        title,
+        cell_size=(1.1, 1.1),
+        margin=(2.2, 0.6),
+        title_size=10,
+        label_style=label,
+        frames=False,
     )
-    for r, (label, images) in enumerate(rows):
-        for c in range(cols):
-            ax = axes[r][c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            for spine in ax.spines.values():
-                spine.set_visible(False)
-            if c < len(images):
-                ax.imshow(np.asarray(images[c]).transpose(1, 2, 0))
-        axes[r][0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
 
 
 def _generate(generator, captions: list[str], seeds: int, cfg: dict) -> np.ndarray:
@@ -160,9 +156,9 @@ def _generate(generator, captions: list[str], seeds: int, cfg: dict) -> np.ndarr
     return images.numpy()
 
 
+@_with_threads
 def render_sample_grids(generator, corpus: IconCorpus, params: dict) -> dict:
     """Sample grids: held-out emoji captions (real first), showcase emoji, Fashion-MNIST classes."""
-    _setup(params)
     cfg = params["checks"]
     seeds = int(cfg["grid_seeds"])
     figures = {}
@@ -222,6 +218,7 @@ def _real_fashion(path_images: str, path_labels: str, per_class: int, size: int,
     return torch.from_numpy(images.transpose(0, 3, 1, 2)), labels[offsets].astype(int)
 
 
+@_with_threads
 def check_generator(generator, params: dict) -> dict:
     """Class-conditional check and batch cost of the generator.
 
@@ -229,7 +226,6 @@ def check_generator(generator, params: dict) -> dict:
     sees generated ones) classifies images generated from the ten class captions; chance is 10%.
     Also times one denoising call for 1 and for `batch_candidates` candidates.
     """
-    _setup(params)
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import cross_val_score
 
@@ -298,9 +294,9 @@ def batch_cost(generator, cfg: dict) -> dict:
     }
 
 
+@_with_threads
 def check_scorer(scorer, corpus: IconCorpus, params: dict) -> dict:
     """Text-to-image top-k retrieval on the held-out emoji concepts, with its chance level."""
-    _setup(params)
     from ...components.scorer import heldout_retrieval
 
     held = corpus.table["split"].to_numpy() == "heldout"

@@ -57,65 +57,73 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="generate_recommendation_item_images",
                 tags=[IMAGES],
             ),
-            Node(
-                extract_recommendation_item_features,
-                inputs=[
-                    "recommendation_split",
-                    "image_index",
-                    "recommendation_item_images",
-                    PARAMS,
-                ],
-                outputs="recommendation_item_features",
-                name="extract_recommendation_item_features",
-                tags=[EXPERIMENT],
-            ),
-            Node(
-                build_recommendation_user_features,
-                inputs=[
-                    "recommendation_split",
-                    "recommendation_item_features",
-                    "recommendation_user_keywords",
-                    "recommendation_user_images",
-                    PARAMS,
-                ],
-                outputs="recommendation_user_features",
-                name="build_recommendation_user_features",
-                tags=[EXPERIMENT],
-            ),
-            Node(
-                run_recommendation_experiment,
-                inputs=[
-                    "recommendation_split",
-                    "recommendation_item_features",
-                    "recommendation_user_features",
-                    PARAMS,
-                ],
-                outputs="recommendation_results",
-                name="run_recommendation_experiment",
-                tags=[EXPERIMENT],
-            ),
-            Node(
-                report_recommendation,
-                inputs=[
-                    "recommendation_results",
-                    "recommendation_split",
-                    "recommendation_split_stats",
-                    "recommendation_item_features",
-                    "recommendation_item_image_log",
-                    "recommendation_user_keywords",
-                    "recommendation_user_image_log",
-                    PARAMS,
-                ],
-                outputs=[
-                    "recommendation_report",
-                    "recommendation_report_markdown",
-                    "recommendation_chart",
-                ],
-                name="report_recommendation",
-                tags=[EXPERIMENT],
-            ),
+            *_experiment_nodes(),
         ]
     )
     return per_scene(
         template, scenes=scenes_where("recommendation"), shared=frozenset({"generator", "llm"})
     )
+
+
+def _experiment_nodes() -> list[Node]:
+    """Features, MMGCN runs and the report (tag `recommendation_experiment`): they read the images
+    the catalog holds."""
+    return [
+        Node(
+            extract_recommendation_item_features,
+            inputs=[
+                "recommendation_split",
+                "image_index",
+                "recommendation_item_images",
+                PARAMS,
+            ],
+            outputs="recommendation_item_features",
+            name="extract_recommendation_item_features",
+            tags=[EXPERIMENT],
+        ),
+        Node(
+            build_recommendation_user_features,
+            inputs=[
+                "recommendation_split",
+                "recommendation_item_features",
+                "recommendation_user_keywords",
+                "recommendation_user_images",
+                PARAMS,
+            ],
+            outputs="recommendation_user_features",
+            name="build_recommendation_user_features",
+            tags=[EXPERIMENT],
+        ),
+        Node(
+            run_recommendation_experiment,
+            inputs=[
+                "recommendation_split",
+                "recommendation_item_features",
+                "recommendation_user_features",
+                PARAMS,
+            ],
+            outputs="recommendation_results",
+            name="run_recommendation_experiment",
+            tags=[EXPERIMENT],
+        ),
+        Node(
+            report_recommendation,
+            inputs=[
+                "recommendation_results",
+                "recommendation_split",
+                "recommendation_split_stats",
+                "recommendation_item_features",
+                "recommendation_item_image_log",
+                "recommendation_user_keywords",
+                "recommendation_user_image_log",
+                PARAMS,
+            ],
+            outputs=[
+                "recommendation_report",
+                "recommendation_report_markdown",
+                "recommendation_chart",
+            ],
+            name="report_recommendation",
+            tags=[EXPERIMENT],
+        ),
+    ]

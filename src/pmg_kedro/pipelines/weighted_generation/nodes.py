@@ -12,14 +12,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import matplotlib
+import pandas as pd
+from PIL import Image
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from ...components.pmg import (  # noqa: E402
+from ...components.pmg import (
     CANDIDATE_COLUMNS,
     PMG,
     SELECTION_COLUMNS,
@@ -27,7 +23,8 @@ from ...components.pmg import (  # noqa: E402
     Variant,
     chosen_images,
 )
-from ...components.selection import weight_grid  # noqa: E402
+from ...components.reporting.figures import subplots
+from ...components.selection import weight_grid
 
 logger = logging.getLogger(__name__)
 
@@ -237,9 +234,7 @@ def plot_weight_strips(
     selections = selections[selections["seed"] == selections["seed"].min()]
     users = list(dict.fromkeys(selections["user_id"]))[: int(params["figure_users"])]
     grid = weight_grid(params["weight_ratios"], float(params["weight_total"]))
-    fig, axes = plt.subplots(
-        len(users), len(grid), figsize=(1.6 * len(grid), 1.9 * len(users)), squeeze=False
-    )
+    fig, axes = subplots(len(users), len(grid), size=(1.6 * len(grid), 1.9 * len(users)))
     for r, user in enumerate(users):
         rows = selections[selections["user_id"] == user].set_index(["w_p", "w_t"])
         for c, (w_p, w_t) in enumerate(grid):

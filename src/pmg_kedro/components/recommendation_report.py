@@ -1,0 +1,236 @@
+"""The report of Table 3 (paper §4.5): MMGCN's test metrics per setting, mean ± std over seeds, a
+popularity reference, and the paired difference of two settings per seed with its t interval
+(`reporting.stats.paired_test`); as a JSON-ready dict, Markdown and a bar chart.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from .reporting import figures
+from .reporting.stats import paired_test
+from .reporting.tables import fmt, markdown_table
+
+METRIC_COLUMNS = [f"{m}@{k}" for k in (10, 20) for m in ("precision", "recall", "ndcg")]
+
+
+def setting_table(results: pd.DataFrame, settings: dict[str, Any]) -> dict[str, dict]:
+    """Per setting (results' order): its label, mean ± std over seeds of every metric, the
+    seeds, mean epochs and seconds."""
+    return {
+        name: {
+            "label": settings[name]["label"],
+            **{m: _mean_std(group[m]) for m in METRIC_COLUMNS},
+            "seeds": sorted(int(s) for s in group["seed"]),
+            "mean_epochs": float(group["epochs"].mean()),
+            "mean_seconds": float(group["seconds"].mean()),
+        }
+        for name, group in results.groupby("setting", sort=False)
+    }
+
+
+def _mean_std(values: pd.Series) -> dict[str, float]:
+    return {
+        "mean": float(values.mean()),
+        "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+    }
+
+
+def paired_by_seed(results: pd.DataFrame, a: str, b: str, confidence: float) -> dict[str, Any]:
+    """a - b per seed for every metric (same seed = same initialisation and negatives), with the
+    t interval of the mean difference over seeds."""
+    pivot = results.pivot(index="seed", columns="setting")
+    out: dict[str, Any] = {}
+    for metric in METRIC_COLUMNS:
+        diff = (pivot[(metric, a)] - pivot[(metric, b)]).to_numpy()
+        test = paired_test(diff, confidence=confidence, interval="t")
+        out[metric] = {
+            "per_seed": {str(s): float(d) for s, d in zip(pivot.index, diff, strict=True)},
+            "mean": test["mean_difference"],
+            "interval": [test["ci_low"], test["ci_high"]],
+        }
+    return out
+
+
+def describe_generation(log: pd.DataFrame, params: dict[str, Any]) -> dict[str, Any]:
+    """Which generator made the logged images, how many, with which sampling settings."""
+    generator = str(log["generator"].iloc[0]) if len(log) else None
+    return {
+        "generator": generator,
+        "images": len(log),
+        **{k: params[k] for k in ("mode", "sampler", "steps", "guidance_scale", "seed")},
+    }
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """Table 3's Markdown: what was run on which data and machine, the settings' metrics with the
+    popularity reference, and the paired difference per metric."""
+    data, env, model = report["data"], report["environment"], report["model"]
+    users, generated = report["user_images"], report["user_images"]["generated_with"]
+    lines = ["# MMGCN with image features (paper §4.5, Table 3 shape)", ""]
+    lines += [f"**{label}**" for label in report["labels"]]
+    lines += [
+        "",
+        f"Data: {data['users']} users, {data['items']} items, {data['positives_after_k_core']} "
+        f"positives after the k-core filter {data['k_core']} (positives: {data['positive_rule']}); "
+        f"per-user chronological split train / validation / test = {data['train_interactions']} / "
+        f"{data['validation_interactions']} / {data['test_interactions']}; {data['test_users']} test users.",
+        f"Model: {model['name']}, dim {model.get('dim')}, {model.get('n_layers')} layers, "
+        f"{model.get('aggregation')} aggregation, {model.get('combination')} combination, "
+        f"{model.get('fusion')} fusion. Seeds: {report['seeds']}.",
+        f"Item features: {report['item_features']['extractor']}; sources "
+        f"{report['item_features']['image_sources']}.",
+        f"User images: {users['what']}; LLM {users['llm']}, generator {generated['generator']} "
+        f"({generated['steps']} {generated['sampler']} steps); {users['keyword_fallbacks']} of "
+        f"{users['users']} users fell back to their training items' metadata.",
+        f"Environment: Python {env['python']}, torch {env['torch']}, {env['platform']}, "
+        f"{env['cpu']}, {env['cores']} CPUs, {env['torch_threads']} torch threads.",
+        "",
+        "Test metrics, mean ± std over seeds:",
+        "",
+        _settings_markdown(report),
+    ]
+    paired = report["paired_difference"]
+    if paired["metrics"]:
+        rows = [
+            [
+                metric,
+                fmt(entry["mean"], sign=True),
+                f"[{fmt(entry['interval'][0], sign=True)}, {fmt(entry['interval'][1], sign=True)}]",
+                ", ".join(fmt(d, sign=True) for d in entry["per_seed"].values()),
+            ]
+            for metric, entry in paired["metrics"].items()
+        ]
+        lines += [
+            "",
+            f"Paired difference {paired['what']}:",
+            "",
+            markdown_table(rows, ["metric", "mean", "interval", "per seed"]),
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _settings_markdown(report: dict[str, Any]) -> str:
+    rows = [
+        [entry["label"]]
+        + [f"{fmt(entry[m]['mean'])} ± {fmt(entry[m]['std'])}" for m in METRIC_COLUMNS]
+        + [f"{entry['mean_epochs']:.0f}"]
+        for entry in report["settings"].values()
+    ]
+    pop = report["popularity_reference"]
+    rows.append(["(popularity, reference)", *(fmt(pop[m]) for m in METRIC_COLUMNS), ""])
+    return markdown_table(rows, ["setting", *METRIC_COLUMNS, "epochs"])
+
+
+def chart(report: dict[str, Any]) -> Figure:
+    """Bars of every setting's mean ± std per metric, the popularity reference as ticks."""
+    names = list(report["settings"])
+    fig, axes = figures.subplots(1, 1, (10, 4))
+    ax = axes[0][0]
+    width = 0.8 / max(len(names), 1)
+    x = np.arange(len(METRIC_COLUMNS))
+    for k, name in enumerate(names):
+        entry = report["settings"][name]
+        ax.bar(
+            x + k * width,
+            [entry[m]["mean"] for m in METRIC_COLUMNS],
+            width,
+            yerr=[entry[m]["std"] for m in METRIC_COLUMNS],
+            capsize=2,
+            label=entry["label"],
+        )
+    pop = report["popularity_reference"]
+    ax.scatter(
+        x + 0.4 - width / 2,
+        [pop[m] for m in METRIC_COLUMNS],
+        marker="_",
+        s=400,
+        color="k",
+        label="popularity",
+    )
+    ax.set_xticks(x + 0.4 - width / 2)
+    ax.set_xticklabels(METRIC_COLUMNS)
+    ax.legend(fontsize=8)
+    data, model, env = report["data"], report["model"], report["environment"]
+    title = (
+        f"MMGCN (dim {model.get('dim')}, {model.get('n_layers')} layers) test metrics, mean ± std "
+        f"over seeds {report['seeds']}; {data['users']} users, {data['items']} items; torch "
+        f"{env['torch']}, {env['cpu']}, {env['cores']} CPUs, {env['torch_threads']} threads"
+    )
+    if report["labels"]:
+        title += "\n" + "; ".join(report["labels"])
+    ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def table3(
+    results: pd.DataFrame,
+    split_stats: dict[str, Any],
+    image_sources: dict[str, int],
+    item_image_log: pd.DataFrame,
+    user_keywords: pd.DataFrame,
+    user_image_log: pd.DataFrame,
+    popularity: dict[str, float],
+    simulated: bool,
+    machine: dict[str, Any],
+    params: dict[str, Any],
+) -> dict[str, Any]:
+    """Table 3's report: every number with what produced it (data, features, user images,
+    model, machine, seeds), the settings' table, the popularity reference and the paired
+    difference of `report.paired` (a, b)."""
+    settings = params["settings"]
+    table = setting_table(results, settings)
+    a, b = params["report"]["paired"]
+    confidence = float(params["report"]["confidence"])
+    generated_items = int(image_sources.get("generated", 0))
+    labels = []
+    if simulated:
+        labels.append("SIMULATED users: simulated click histories, real item images")
+    if generated_items:
+        labels.append(
+            f"item features of {generated_items} of {sum(image_sources.values())} items come "
+            "from GENERATED item images (no poster in the image index)"
+        )
+    gen = params["image_generation"]
+    return {
+        "what": "MMGCN full-ranking test metrics per setting (paper §4.5, Table 3 shape): mean and "
+        "std over seeds; training and validation items masked; early stopping on validation "
+        f"{params['model'].get('early_stopping_metric', 'recall@20')}",
+        "labels": labels,
+        "simulated_users": simulated,
+        "data": {
+            **split_stats,
+            "test_users": int(results["test_users"].iloc[0]) if len(results) else 0,
+        },
+        "item_features": {
+            "extractor": f"ImageNet MobileNetV2 pooled features (1280), images at "
+            f"{params['features']['image_size']} px resized to {params['features']['input_size']} px",
+            "image_sources": {k: int(v) for k, v in image_sources.items()},
+            "generated_with": describe_generation(item_image_log, gen) if generated_items else None,
+        },
+        "user_images": {
+            "what": "PMG user-only images: preference keywords from the user's last "
+            f"{params['user_images']['n_history']} TRAINING positives, preference condition only, "
+            "no target",
+            "llm": str(user_keywords["llm"].iloc[0]) if len(user_keywords) else None,
+            "users": len(user_keywords),
+            "keyword_fallbacks": int(user_keywords["fallback"].sum()),
+            "generated_with": describe_generation(user_image_log, gen),
+        },
+        "model": {"name": "MMGCN (own torch_geometric implementation)", **params["model"]},
+        "environment": machine,
+        "seeds": [int(s) for s in params["seeds"]],
+        "settings": table,
+        "popularity_reference": {m: float(popularity[m]) for m in METRIC_COLUMNS},
+        "paired_difference": {
+            "what": f"{settings[a]['label']} - {settings[b]['label']} per seed (same seed = same "
+            f"initialisation and negatives), mean and {confidence:.0%} t interval over seeds",
+            "metrics": paired_by_seed(results, a, b, confidence) if {a, b} <= set(table) else None,
+        },
+        "results": results.to_dict(orient="records"),
+    }

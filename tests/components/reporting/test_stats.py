@@ -1,0 +1,152 @@
+"""The one bootstrap interval and the one paired test of the reports, and the helpers they
+replaced: the same inputs and seeds give the same numbers as before."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as scipy_stats
+
+from pmg_kedro.components.reporting import stats
+
+
+def test_bootstrap_interval_covers_the_mean_and_is_seeded():
+    values = np.random.default_rng(0).normal(0.3, 0.1, size=40)
+    mean, low, high = stats.bootstrap_interval(values, 500, seed=1)
+    assert mean == pytest.approx(values.mean())
+    assert low < mean < high
+    # about 2 standard errors either side
+    se = values.std(ddof=1) / np.sqrt(len(values))
+    assert 2.5 * se < high - low < 5.5 * se
+    assert stats.bootstrap_interval(values, 500, seed=1) == (mean, low, high)
+    assert stats.bootstrap_interval(values, 500, seed=2) != (mean, low, high)
+    # NaN users are left out; one user has no interval
+    assert stats.bootstrap_interval([np.nan, 2.0, 4.0], 100, 0)[0] == pytest.approx(3.0)
+    single = stats.bootstrap_interval([0.7], 100, 0)
+    assert single[0] == 0.7 and np.isnan(single[1]) and np.isnan(single[2])
+
+
+def _per_seed(values: dict[tuple[str, int], float]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [(u, s, v) for (u, s), v in values.items()], columns=["user_id", "seed", "value"]
+    )
+
+
+def test_a_variant_better_for_every_user_gives_an_interval_without_zero():
+    rng = np.random.default_rng(3)
+    users = [f"u{i}" for i in range(12)]
+    b = {(u, s): rng.normal() for u in users for s in (1, 2)}
+    a = {k: v + 0.5 + 0.1 * rng.random() for k, v in b.items()}
+    diffs = stats.paired_user_differences(_per_seed(a), _per_seed(b), "value")
+    result = stats.paired_test(diffs, 1000, seed=0)
+    assert result["n"] == 12 and result["ci_low"] > 0.45
+    assert result["wilcoxon_p"] == pytest.approx(2 / 2**12)  # exact two-sided test, all positive
+    flipped = stats.paired_test(-diffs, 1000, seed=0)
+    assert flipped["ci_high"] < 0 and flipped["wilcoxon_p"] == pytest.approx(result["wilcoxon_p"])
+
+
+def test_pairs_are_matched_by_user_and_seed():
+    # u1 lacks seed 2 in b: only seed 1 pairs (10 - 9 = 1), not the user means (15 - 9 = 6)
+    a = _per_seed({("u1", 1): 10.0, ("u1", 2): 20.0, ("u2", 1): 1.0, ("u2", 2): 5.0})
+    b = _per_seed({("u1", 1): 9.0, ("u2", 1): 0.0, ("u2", 2): 2.0})
+    diffs = stats.paired_user_differences(a, b, "value")
+    assert diffs.to_dict() == {"u1": 1.0, "u2": 2.0}
+
+
+def test_identical_variants_give_p_one_and_a_note():
+    result = stats.paired_test(np.zeros(5), 100, seed=0)
+    assert result["wilcoxon_p"] == 1.0 and result["mean_difference"] == 0.0
+    assert "0" in result["test_note"]
+    assert stats.paired_test([0.3], 100, 0)["test_note"].startswith("no test")
+
+
+def test_paired_test_t_interval_is_ttest_rels_and_collapses_without_spread():
+    rng = np.random.default_rng(7)
+    a, b = rng.normal(size=5), rng.normal(size=5)
+    result = stats.paired_test(a - b, interval="t", confidence=0.9)
+    expected = scipy_stats.ttest_rel(a, b).confidence_interval(0.9)
+    assert result["mean_difference"] == pytest.approx((a - b).mean(), rel=1e-12)
+    assert (result["ci_low"], result["ci_high"]) == pytest.approx(
+        (expected.low, expected.high), rel=1e-12
+    )
+    same = stats.paired_test([0.2, 0.2, 0.2], interval="t")
+    assert (same["ci_low"], same["ci_high"]) == pytest.approx((0.2, 0.2))
+    with pytest.raises(ValueError, match="interval"):
+        stats.paired_test([1.0, 2.0], interval="normal")
+
+
+def test_favours_reads_the_interval_with_the_metrics_direction():
+    assert stats.favours(0.1, 0.3, "higher", "a", "b") == "a"
+    assert stats.favours(0.1, 0.3, "lower", "a", "b") == "b"
+    assert stats.favours(-0.3, -0.1, "lower", "a", "b") == "a"
+    assert stats.favours(-0.1, 0.3, "higher", "a", "b").startswith("neither")
+    assert stats.favours(np.nan, np.nan, "higher", "a", "b").startswith("neither")
+
+
+# -- the helpers the reporting layer replaced, as they were, against it on the same inputs --------
+
+
+def _soft_embeddings_bootstrap_before(a, b, n_boot=2000, seed=0):
+    """components.soft_embeddings.paired_difference's own resampling loop, before issue 18."""
+    diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    per_user = diff.mean(axis=1)
+    rng = np.random.default_rng(seed)
+    boots = per_user[rng.integers(0, per_user.size, size=(n_boot, per_user.size))].mean(axis=1)
+    low, high = np.percentile(boots, [2.5, 97.5])
+    return float(per_user.mean()), float(low), float(high)
+
+
+@pytest.mark.parametrize(("users", "seeds", "seed"), [(10, 3, 0), (7, 1, 5), (40, 2, 11)])
+def test_soft_embeddings_paired_difference_keeps_its_intervals(users, seeds, seed):
+    from pmg_kedro.components.soft_embeddings import paired_difference
+
+    rng = np.random.default_rng(users)
+    a, b = rng.normal(size=(users, seeds)), rng.normal(size=(users, seeds))
+    before = _soft_embeddings_bootstrap_before(a, b, 2000, seed)
+    after = paired_difference(a, b, n_boot=2000, seed=seed)
+    # scipy.stats.bootstrap draws the same resamples from the same seed; only the order of a
+    # floating-point sum differs
+    assert [after["mean_difference"], *after["ci95"]] == pytest.approx(before, rel=1e-12)
+
+
+def _bootstrap_share_before(values, n_resamples, seed):
+    """components.keyword_quality.bootstrap_share's own scipy call, before issue 18."""
+    x = np.asarray(values, dtype=float)
+    result = scipy_stats.bootstrap(
+        (x,),
+        np.mean,
+        n_resamples=n_resamples,
+        confidence_level=0.95,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    ci = result.confidence_interval
+    return {"share": round(float(x.mean()), 4), "ci95": [round(ci.low, 4), round(ci.high, 4)]}
+
+
+def test_keyword_quality_shares_keep_their_intervals():
+    from pmg_kedro.components.keyword_quality import bootstrap_share
+
+    values = np.random.default_rng(2).random(60) < 0.3
+    for seed in (0, 1):
+        assert bootstrap_share(values, 1000, seed) == _bootstrap_share_before(values, 1000, seed)
+    differences = values.astype(float) - (np.random.default_rng(3).random(60) < 0.5)
+    assert bootstrap_share(differences, 500, 4) == _bootstrap_share_before(differences, 500, 4)
+
+
+def _recommendation_paired_before(x, y, confidence):
+    """recommendation's `_paired` interval of one metric, before issue 18."""
+    diff = (x - y).to_numpy()
+    if len(diff) > 1 and np.ptp(diff) > 0:
+        ci = scipy_stats.ttest_rel(x, y).confidence_interval(confidence)
+        return float(diff.mean()), [float(ci.low), float(ci.high)]
+    return float(diff.mean()), [float(diff.mean()), float(diff.mean())]
+
+
+@pytest.mark.parametrize("n_seeds", [1, 2, 3, 5])
+def test_recommendation_paired_difference_keeps_its_t_interval(n_seeds):
+    rng = np.random.default_rng(n_seeds)
+    x, y = pd.Series(rng.random(n_seeds)), pd.Series(rng.random(n_seeds))
+    mean, interval = _recommendation_paired_before(x, y, 0.95)
+    result = stats.paired_test((x - y).to_numpy(), interval="t", confidence=0.95)
+    assert result["mean_difference"] == mean
+    assert [result["ci_low"], result["ci_high"]] == pytest.approx(interval, rel=1e-12)
