@@ -51,7 +51,7 @@ BEHAVIOR_PARAMS = {"captioner": {"template": "{title} ({year})"}, "history_text"
 
 @pytest.fixture(scope="module")
 def llm(tmp_path_factory) -> LLM:
-    return LLM.from_folder(build_tiny_chat_llama(tmp_path_factory.mktemp("tiny_llama")))
+    return LLM.from_pretrained(build_tiny_chat_llama(tmp_path_factory.mktemp("tiny_llama")))
 
 
 @pytest.fixture()

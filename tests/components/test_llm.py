@@ -33,7 +33,7 @@ def chat_llama(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def llm(chat_llama) -> LLM:
-    return LLM.from_folder(chat_llama)
+    return LLM.from_pretrained(chat_llama)
 
 
 def test_loads_a_local_folder_and_supplies_a_pad_token(llm):
@@ -151,7 +151,7 @@ def test_final_hidden_states_keep_gradients_for_the_soft_prompt(llm):
 
 
 def test_plain_prompt_when_the_tokenizer_has_no_chat_template(tiny_llama):
-    llm = LLM.from_folder(tiny_llama)  # MiniLM WordPiece tokenizer: no chat template
+    llm = LLM.from_pretrained(tiny_llama)  # MiniLM WordPiece tokenizer: no chat template
     assert llm.chat_prompt("cat", "sys") == "sys\n\ncat\nAnswer:"
     assert len(llm.generate(["cat", "dog"], GenerationSettings(max_new_tokens=3))) == 2
 

@@ -108,7 +108,7 @@ def test_scorer_and_llm_folders_load_as_the_paper_models_do(folders):
     memory = pm.random_scorer("tiny", seed=0)
     images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     assert torch.allclose(scorer.score(images, ["cat"]), memory.score(images, ["cat"]), atol=1e-6)
-    llm = LLM.from_folder(folders / "llm")
+    llm = LLM.from_pretrained(folders / "llm")
     assert type(llm.model).__name__ == "LlamaForCausalLM"
     assert llm.chat_prompt("hi").endswith("[INST] hi [/INST]")
     answers = llm.generate(["hi", "what do you like?"], GenerationSettings(max_new_tokens=4))
@@ -161,7 +161,7 @@ def test_swap_group_keeps_one_exclusive_user_on_the_device():
 
 
 def test_joined_llm_answers_as_before_and_reports_the_group_device(folders):
-    llm = LLM.from_folder(folders / "llm")
+    llm = LLM.from_pretrained(folders / "llm")
     settings = GenerationSettings(max_new_tokens=5)
     expected = llm.generate(["which colours?"], settings)
     group = pm.SwapGroup("cpu-test", "cpu")

@@ -130,7 +130,7 @@ def test_render_same_noise_ignores_batching_and_distinct_noise_differs(tiny_gene
 
 
 def test_soft_embeddings_are_e_m_per_user(tiny_llama, tiny_generator):
-    llm = LLM.from_folder(tiny_llama)
+    llm = LLM.from_pretrained(tiny_llama)
     embedder = SoftPreferenceEmbedder(llm, n_tokens=3, n_prefixes=0, out_dim=384).eval()
     pmg = PMG(tiny_generator, llm=llm, embedder=embedder)
     soft = pmg.soft_embeddings(["u1", "u2", "u3"], ["likes cats", "red dresses", "ships"], 2)

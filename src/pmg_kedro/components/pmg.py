@@ -224,7 +224,11 @@ class PMG:
     def soft_embeddings(
         self, user_ids: list[str], prompts: list[str], batch_size: int = 32
     ) -> dict[str, torch.Tensor]:
-        """E_m per user, (L, dim) float32 on the CPU, from LLM_f on each behavior prompt."""
+        """E_m per user, (L, dim) float32 on the CPU, from LLM_f on each behavior prompt.
+
+        With P-Tuning v2 prefixes a user's E_m depends on the left padding of its batch (the
+        prompt's positions shift against the prefixes): use the batch size the embeddings were
+        made with to reproduce them exactly (embedding_training: `training.batch_size`)."""
         if self.embedder is None:
             raise ValueError("PMG.soft_embeddings needs an embedder (PMG(..., embedder=...))")
         out = [

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -132,6 +133,34 @@ class SoftPreferenceEmbedder(nn.Module):
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """The small checkpoint: trainable tensors only, never the frozen LLM."""
         return {k: v.detach().cpu().contiguous() for k, v in self.trainable_parameters().items()}
+
+    def save_pretrained(self, path: str | Path, metadata: dict | None = None) -> None:
+        """The trainable tensors as one .safetensors file whose header holds the config (and
+        `metadata`): the `soft_embedding_model` file the embedding_training pipeline writes."""
+        from .tensor_files import write_tensors
+
+        write_tensors(
+            path, self.trainable_state(), {**(metadata or {}), "config": self.config.to_json()}
+        )
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, llm) -> SoftPreferenceEmbedder:
+        """The embedder of a saved file around `llm` (the frozen LLM it was trained with: its
+        hidden size must match the file's config)."""
+        from .tensor_files import read_tensors
+
+        saved = read_tensors(path)
+        if "config" not in saved["metadata"]:
+            raise ValueError(f"{path}: no soft-embedding config in the file's header")
+        config = SoftEmbeddingConfig.from_json(saved["metadata"]["config"])
+        if config.hidden_size != llm.hidden_size:
+            raise ValueError(
+                f"{path}: trained on an LLM of hidden size {config.hidden_size}, "
+                f"{llm.name} has {llm.hidden_size}"
+            )
+        model = cls(llm, config.n_tokens, config.n_prefixes, config.out_dim)
+        model.load_trainable_state(saved["tensors"])
+        return model.eval()
 
     def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
         """Restore tensors saved by `trainable_state`; shapes and names must match exactly."""

@@ -94,7 +94,7 @@ class LLMFolderDataset(AbstractDataset[LLM, LLM]):
         return llm
 
     def save(self, data: LLM) -> None:
-        data.save(self.path)
+        data.save_pretrained(self.path)
 
     def _exists(self) -> bool:
         return (self.path / "config.json").is_file()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import PurePosixPath
 from typing import Any
@@ -12,7 +11,7 @@ from kedro.io import AbstractVersionedDataset, Version
 from kedro.io.core import VersionNotFoundError, get_filepath_str, get_protocol_and_path
 from kedro_datasets._typing import TablePreview
 
-METADATA_KEY = "pmg_metadata"
+from ..components.tensor_files import read_tensors, write_tensors
 
 
 class TensorsDataset(AbstractVersionedDataset[dict[str, Any], dict[str, Any]]):
@@ -41,13 +40,7 @@ class TensorsDataset(AbstractVersionedDataset[dict[str, Any], dict[str, Any]]):
         )
 
     def load(self) -> dict[str, Any]:
-        from safetensors import safe_open
-
-        path = get_filepath_str(self._get_load_path(), self._protocol)
-        with safe_open(path, framework="pt") as fh:
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 (not a dict)
-            header = fh.metadata() or {}
-        return {"tensors": tensors, "metadata": json.loads(header.get(METADATA_KEY, "{}"))}
+        return read_tensors(get_filepath_str(self._get_load_path(), self._protocol))
 
     def preview(self, nrows: int = 20) -> TablePreview:
         """Kedro-Viz preview: one row per tensor (name, shape, dtype, numel), from the header only.
@@ -70,12 +63,9 @@ class TensorsDataset(AbstractVersionedDataset[dict[str, Any], dict[str, Any]]):
         return TablePreview({"index": list(range(len(rows))), "columns": columns, "data": rows})
 
     def save(self, data: dict[str, Any]) -> None:
-        from safetensors.torch import save_file
-
         path = get_filepath_str(self._get_save_path(), self._protocol)
         self._fs.makedirs(str(PurePosixPath(path).parent), exist_ok=True)
-        tensors = {k: v.detach().cpu().contiguous() for k, v in data["tensors"].items()}
-        save_file(tensors, path, metadata={METADATA_KEY: json.dumps(data.get("metadata", {}))})
+        write_tensors(path, data["tensors"], data.get("metadata", {}))
 
     def _exists(self) -> bool:
         try:

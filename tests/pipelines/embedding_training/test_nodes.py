@@ -83,7 +83,7 @@ def test_no_item_images_give_an_empty_table(tables):
 
 @pytest.fixture()
 def llm(tiny_llama):
-    return LLM.from_folder(tiny_llama)
+    return LLM.from_pretrained(tiny_llama)
 
 
 def test_training_sees_only_train_users_and_embeds_evaluation_users(

@@ -3,6 +3,7 @@ generator) and the test environment's run: E_m for exactly the evaluation users,
 text space, trained on train users only; "not applicable" where items have no images."""
 
 import pytest
+import torch
 
 from pmg_kedro.pipelines.embedding_training import create_pipeline
 from pmg_kedro.scenes import SCENES, scene_conf
@@ -43,3 +44,32 @@ def test_the_run_trains_on_train_users_and_embeds_evaluation_users(
     dim = catalog.load("generator").text_encoder.dim
     n_tokens = {tuple(t.shape) for t in embeddings["tensors"].values()}
     assert len(n_tokens) == 1 and next(iter(n_tokens))[1] == dim
+
+
+def test_the_saved_model_reproduces_the_evaluation_users_e_m(
+    test_env_default_run, test_catalog, tmp_path
+):
+    """The `soft_embedding_model` file, loaded with `SoftPreferenceEmbedder.from_pretrained` around
+    the same frozen LLM, gives the E_m the run stored for each evaluation user (its prompt), in
+    batches of the node's size: with P-Tuning v2 prefixes, E_m depends on the left padding of its
+    batch (prompt positions shift against the prefixes), so other batch sizes differ by ~1e-2."""
+    from pmg_kedro.components.pmg import PMG
+    from pmg_kedro.components.soft_embeddings import SoftPreferenceEmbedder
+    from pmg_kedro.components.tensor_files import write_tensors
+
+    catalog = test_catalog()
+    scene = "costume"
+    saved = catalog.load(f"{scene}.soft_embedding_model")
+    write_tensors(tmp_path / "model.safetensors", saved["tensors"], saved["metadata"])
+    llm = catalog.load("llm")
+    embedder = SoftPreferenceEmbedder.from_pretrained(tmp_path / "model.safetensors", llm)
+    examples = catalog.load(f"{scene}.soft_embedding_examples")
+    evaluation = examples[examples["split"] == "evaluation"]
+    pmg = PMG(catalog.load("generator"), llm=llm, embedder=embedder)
+    batch = catalog.load("parameters")[scene]["embedding_training"]["training"]["batch_size"]
+    users, prompts = evaluation["user_id"].tolist(), evaluation["prompt"].tolist()
+    soft = pmg.soft_embeddings(users, prompts, batch_size=int(batch))
+    stored = catalog.load(f"{scene}.soft_embeddings")["tensors"]
+    assert soft.keys() == stored.keys()
+    for user, e_m in soft.items():
+        torch.testing.assert_close(e_m, stored[user].float(), rtol=0, atol=0)

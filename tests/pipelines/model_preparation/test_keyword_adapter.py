@@ -104,7 +104,7 @@ def test_params(project_root):
 
 @pytest.fixture(scope="module")
 def llm(tmp_path_factory) -> LLM:
-    return LLM.from_folder(build_tiny_chat_llama(tmp_path_factory.mktemp("tiny_llama")))
+    return LLM.from_pretrained(build_tiny_chat_llama(tmp_path_factory.mktemp("tiny_llama")))
 
 
 @pytest.fixture(scope="module")
