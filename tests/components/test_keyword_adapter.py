@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
+from pmg_kedro.components.item_terms import decade, item_terms, items_by_id
 from pmg_kedro.components.keyword_adapter import (
     ADAPTER_KIND,
     AdapterLeakError,
@@ -27,7 +28,6 @@ from pmg_kedro.components.keyword_adapter import (
     train_sequences,
     window_groups,
 )
-from pmg_kedro.components.keyword_quality import decade, item_terms, items_by_id
 from pmg_kedro.components.llm import LLM, GenerationSettings
 from pmg_kedro.components.prompts import parse_keywords
 

@@ -35,7 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .captioner import metadata_captions
-from .keyword_quality import item_terms, items_by_id
+from .item_terms import item_terms, items_by_id
 from .llm import LLM
 from .params import known_params
 from .prompts import format_behavior, most_frequent, preference_prompt, render

@@ -24,14 +24,8 @@ from typing import Any
 
 import pandas as pd
 
+from .item_terms import fallback_keywords, item_values, items_by_id, present_columns
 from .keyword_adapter import adapted_llm, check_not_trained_on, preference_messages
-from .keyword_quality import (
-    adapter_label,
-    fallback_keywords,
-    item_values,
-    items_by_id,
-    present_columns,
-)
 from .llm import LLM, GenerationSettings
 from .prompts import (
     content_words,
@@ -43,6 +37,16 @@ from .prompts import (
 )
 
 logger = logging.getLogger(__name__)
+
+# The LLM settings of keyword_extraction (`llm_adapter`) as report keys and labels.
+METHODS = {"none": ("llm_zero_shot", "zero-shot LLM"), "lora": ("llm_lora", "LoRA LLM")}
+BASELINE = ("baseline", "no-LLM baseline")
+
+
+def adapter_label(adapter: str) -> str:
+    """How a keyword_extraction `llm_adapter` setting is named in logs and reports."""
+    return METHODS.get(adapter, (adapter, adapter))[1]
+
 
 PREFERENCE_COLUMNS = [
     "user_id",

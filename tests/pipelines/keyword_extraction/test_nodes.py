@@ -4,8 +4,9 @@ rule, target prefix, and the quality report's arithmetic."""
 import pandas as pd
 import pytest
 
+from pmg_kedro.components.item_terms import fallback_keywords, items_by_id
 from pmg_kedro.components.keyword_adapter import AdapterLeakError
-from pmg_kedro.components.keyword_quality import bootstrap_share, fallback_keywords, items_by_id
+from pmg_kedro.components.keyword_quality import bootstrap_share
 from pmg_kedro.pipelines.keyword_extraction.nodes import (
     extract_comparison_keywords,
     extract_preference_keywords,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..validation import Defect
+from ..defects import Defect
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..validation import Defect, IngestionError
+from ..defects import Defect, IngestionError
 from . import SceneTables
 
 CLASS_NAMES = (

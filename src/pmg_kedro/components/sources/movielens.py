@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ..defects import Defect
 from ..images import STANDALONE
-from ..validation import Defect
 from . import SceneTables, empty_image_index, image_files
 
 NO_GENRES = "(no genres listed)"

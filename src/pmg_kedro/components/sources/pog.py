@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..defects import Defect
 from ..images import STANDALONE
-from ..validation import Defect
 from . import IMAGE_SUFFIXES, SceneTables, image_files
 
 FILES = ("user_data.txt", "item_data.txt", "outfit_data.txt")

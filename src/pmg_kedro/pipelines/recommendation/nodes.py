@@ -26,7 +26,7 @@ from PIL import Image
 from ...components import mmgcn, recommendation_report
 from ...components.features import MobileNetFeatures
 from ...components.images import indexed_or_given_images, to_pil
-from ...components.keyword_quality import fallback_keywords, items_by_id, present_columns
+from ...components.item_terms import fallback_keywords, items_by_id, present_columns
 from ...components.llm import GenerationSettings
 from ...components.pmg import PMG
 from ...components.prompts import (
