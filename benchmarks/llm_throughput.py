@@ -30,7 +30,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 
-from pmg_kedro.components.llm import GenerationSettings, load_llm  # noqa: E402
+from pmg_kedro.components.models.llm import GenerationSettings, load_llm  # noqa: E402
 
 # Open-ended instructions: every answer runs to max_new_tokens, so both modes generate the same
 # number of tokens per prompt.
@@ -82,7 +82,7 @@ def _catalog_config(env: str) -> dict:
 def keyword_timing(llm, env: str, n_users: int, scenes: list[str]) -> dict[str, dict[str, float]]:
     from kedro.io import DataCatalog
 
-    from pmg_kedro.components.keywords import preference_keywords, target_keywords
+    from pmg_kedro.components.method.keywords import preference_keywords, target_keywords
     from pmg_kedro.pipelines.behavior_summarization import nodes as bs
 
     config = _config_loader(env)

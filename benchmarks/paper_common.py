@@ -2,7 +2,7 @@
 peak memory per stage, one JSON record per measurement.
 
 Every benchmark runs the paper's architectures at random initialisation
-(`pmg_kedro.components.paper_models`: Llama-2-7B-chat's layout, Stable Diffusion 1.5, CLIP
+(`pmg_kedro.components.models.paper_models`: Llama-2-7B-chat's layout, Stable Diffusion 1.5, CLIP
 ViT-L/14) built in memory on the chosen device, at `--size full` (the real sizes, for a GPU) or
 `--size tiny` (same layouts at tiny width, for the CPU). Method settings (batch sizes, steps,
 guidance, chunk sizes, dtypes) come from a Kedro environment's conf (`--env`, default `paper`), so
@@ -105,7 +105,7 @@ def model_dtype(config: dict, entry: str, device: str) -> str:
 
 def llm_tokenizer(path: str | None):
     if path is None:
-        from pmg_kedro.components.paper_models import llm_tokenizer as packaged
+        from pmg_kedro.components.models.paper_models import llm_tokenizer as packaged
 
         return packaged()
     from transformers import AutoTokenizer
@@ -232,7 +232,7 @@ def synthetic_history(scene: str, n_items: int, user: int) -> list[str]:
 def keyword_prompts(params: dict, scene: str, users: int) -> tuple[list[str], list[str]]:
     """(preference prompts: one per user and attribute, target prompts: one per user) built by
     the pipeline's own prompt functions from the environment's keyword_extraction parameters."""
-    from pmg_kedro.components.prompts import format_behavior, preference_prompt, target_prompt
+    from pmg_kedro.components.data.prompts import format_behavior, preference_prompt, target_prompt
 
     kw = params[scene]["keyword_extraction"]
     n_history = int(params[scene]["ingestion"]["split"]["n_history"])

@@ -33,10 +33,10 @@ PAPER_SECONDS_PER_IMAGE_V100 = 5.0
 
 
 def main() -> None:
-    from pmg_kedro.components.llm import GenerationSettings
-    from pmg_kedro.components.paper_models import random_generator, random_llm, random_scorer
-    from pmg_kedro.components.pmg import FULL, PMG, PMGSettings
-    from pmg_kedro.components.soft_embeddings import SoftPreferenceEmbedder
+    from pmg_kedro.components.method.pmg import FULL, PMG, PMGSettings
+    from pmg_kedro.components.method.soft_embeddings import SoftPreferenceEmbedder
+    from pmg_kedro.components.models.llm import GenerationSettings
+    from pmg_kedro.components.models.paper_models import random_generator, random_llm, random_scorer
 
     p = base_parser(__doc__.splitlines()[0], users=(32, 2))
     p.add_argument("--steps", type=int, default=25)

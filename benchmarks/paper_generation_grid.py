@@ -46,8 +46,8 @@ def requests_and_soft_embeddings(scene: str, users: int, n_tokens: int, dim: int
 
 
 def main() -> None:
-    from pmg_kedro.components.paper_models import random_generator
-    from pmg_kedro.components.pmg import FULL, PMG, PMGSettings
+    from pmg_kedro.components.method.pmg import FULL, PMG, PMGSettings
+    from pmg_kedro.components.models.paper_models import random_generator
 
     p = base_parser(__doc__.splitlines()[0], users=(16, 2))
     p.add_argument("--steps", type=int, default=None, help="default: the environment's")

@@ -23,7 +23,7 @@ from paper_common import parser as base_parser
 
 
 def build_llm(args, config):
-    from pmg_kedro.components.paper_models import random_llm
+    from pmg_kedro.components.models.paper_models import random_llm
 
     dtype = model_dtype(config, "llm", args.device)
     tokenizer = llm_tokenizer(args.llm_tokenizer)
@@ -39,7 +39,7 @@ def _count(model) -> int:
 
 def extract(llm, params: dict, scene: str, users: int) -> dict:
     """Answer every keyword prompt of `users` users as the pipeline does; the numbers."""
-    from pmg_kedro.components.llm import GenerationSettings
+    from pmg_kedro.components.models.llm import GenerationSettings
 
     kw = params[scene]["keyword_extraction"]
     preference, target = keyword_prompts(params, scene, users)

@@ -1,5 +1,5 @@
 """Benchmark: the image metrics of paper §4.1.3 as metric_evaluation computes them
-(`components.metrics.PairMetrics`: SSIM, the MobileNetV2 feature distance and LPIPS), for
+(`components.evaluation.metrics.PairMetrics`: SSIM, the MobileNetV2 feature distance and LPIPS), for
 `--users` users, each chosen image against 10 history images and the target, at the environment's
 `metric_evaluation` sizes.
 
@@ -44,7 +44,7 @@ def metric_networks(input_size: int, tmp: Path):
     """(MobileNetFeatures, LPIPS, what they are): packaged/on-disk weights, else random ones."""
     from torchvision.models import mobilenet_v2
 
-    from pmg_kedro.components.features import Lpips, MobileNetFeatures
+    from pmg_kedro.components.evaluation.features import Lpips, MobileNetFeatures
 
     try:
         features, what = MobileNetFeatures(input_size), {"mobilenet": "ImageNet (packaged)"}
@@ -58,7 +58,7 @@ def metric_networks(input_size: int, tmp: Path):
 
 
 def main() -> None:
-    from pmg_kedro.components.metrics import PairMetrics
+    from pmg_kedro.components.evaluation.metrics import PairMetrics
 
     p = base_parser(__doc__.splitlines()[0], users=(64, 4))
     args = p.parse_args()

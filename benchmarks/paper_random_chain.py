@@ -102,7 +102,7 @@ def write_llm_folder(env: str, tokenizer_folder: str) -> float:
     from paper_common import env_config
     from transformers import AutoTokenizer
 
-    from pmg_kedro.components import paper_models
+    from pmg_kedro.components.models import paper_models
 
     entry = env_config(env)["models"]["llm"]["dataset"]
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder)

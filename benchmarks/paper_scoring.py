@@ -21,8 +21,8 @@ RESOLUTION = {"full": 512, "tiny": 64}  # SD 1.5's output, and its tiny layout's
 
 
 def main() -> None:
-    from pmg_kedro.components.images import to_array
-    from pmg_kedro.components.paper_models import random_scorer
+    from pmg_kedro.components.data.images import to_array
+    from pmg_kedro.components.models.paper_models import random_scorer
 
     p = base_parser(__doc__.splitlines()[0])
     p.add_argument("--images", type=int, default=None, help="default: 512 full, 32 tiny")

@@ -28,12 +28,12 @@ PAPER_TRAINING_HOURS_V100 = 12.0
 
 
 def main() -> None:
-    from pmg_kedro.components.paper_models import random_generator, random_llm
-    from pmg_kedro.components.soft_embeddings import (
+    from pmg_kedro.components.method.soft_embeddings import (
         SoftPreferenceEmbedder,
         TrainingSettings,
         train_soft_embeddings,
     )
+    from pmg_kedro.components.models.paper_models import random_generator, random_llm
 
     p = base_parser(__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=3, help="timed steps (after one warm-up step)")

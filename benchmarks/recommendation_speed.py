@@ -91,7 +91,7 @@ def run(args) -> None:
 def stages(args) -> None:
     import torch
 
-    from pmg_kedro.components.features import MobileNetFeatures
+    from pmg_kedro.components.evaluation.features import MobileNetFeatures
     from pmg_kedro.pipelines.recommendation import nodes
 
     catalog, params = _session_catalog(args.env)

@@ -16,7 +16,7 @@ import time
 import torch
 from kedro.config import OmegaConfigLoader
 
-from pmg_kedro.components.generator import Generator
+from pmg_kedro.components.models.generator import Generator
 from pmg_kedro.pipelines.model_preparation.nodes import check_generator
 
 

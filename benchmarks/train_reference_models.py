@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 from kedro.config import OmegaConfigLoader
 
+from pmg_kedro.components.models.training import train_generator, train_scorer
 from pmg_kedro.components.reporting.environment import torch_threads
-from pmg_kedro.components.training import train_generator, train_scorer
 from pmg_kedro.pipelines.model_preparation.nodes import build_corpus
 from pmg_kedro.settings import CONFIG_LOADER_ARGS
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
-from pmg_kedro.components.pmg import FULL, PMG, PMGSettings
+from pmg_kedro.components.method.pmg import FULL, PMG, PMGSettings
 from pmg_kedro.components.reporting.figures import subplots
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -95,7 +95,7 @@ def tiny_generator():
     import torch
     from diffusers import UNet2DConditionModel
 
-    from pmg_kedro.components.generator import Generator, minilm_encoder
+    from pmg_kedro.components.models.generator import Generator, minilm_encoder
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pmg_kedro.components.captioner import ImageCaptioner, metadata_captions
+from pmg_kedro.components.models.captioner import ImageCaptioner, metadata_captions
 from pmg_kedro.pipelines.behavior_summarization.nodes import caption_items
 
 

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from pmg_kedro.components import features
-from pmg_kedro.components.features import Lpips, MobileNetFeatures
+from pmg_kedro.components.evaluation import features
+from pmg_kedro.components.evaluation.features import Lpips, MobileNetFeatures
 
 
 @pytest.fixture(scope="module")

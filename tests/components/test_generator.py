@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from pmg_kedro.components.generator import Condition, Generator, minilm_encoder
-from pmg_kedro.components.training import build_unet
+from pmg_kedro.components.models.generator import Condition, Generator, minilm_encoder
+from pmg_kedro.components.models.training import build_unet
 
 # Tiny models on a shared CPU run fastest without intra-op threads.
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pmg_kedro.components import icon_corpus as ic
-from pmg_kedro.components.sources.fashion_mnist import CLASS_NAMES
+from pmg_kedro.components.data.sources.fashion_mnist import CLASS_NAMES
+from pmg_kedro.components.models import icon_corpus as ic
 
 
 @pytest.fixture()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pmg_kedro.components.images import (
+from pmg_kedro.components.data.images import (
     STANDALONE,
     load_image,
     read_idx_images,

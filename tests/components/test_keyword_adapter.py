@@ -5,8 +5,9 @@ import pandas as pd
 import pytest
 import torch
 
-from pmg_kedro.components.item_terms import decade, item_terms, items_by_id
-from pmg_kedro.components.keyword_adapter import (
+from pmg_kedro.components.data.item_terms import decade, item_terms, items_by_id
+from pmg_kedro.components.data.prompts import parse_keywords
+from pmg_kedro.components.method.keyword_adapter import (
     ADAPTER_KIND,
     AdapterLeakError,
     AdapterTraining,
@@ -28,8 +29,7 @@ from pmg_kedro.components.keyword_adapter import (
     train_sequences,
     window_groups,
 )
-from pmg_kedro.components.llm import LLM, GenerationSettings
-from pmg_kedro.components.prompts import parse_keywords
+from pmg_kedro.components.models.llm import LLM, GenerationSettings
 
 from .tiny_llm import build_tiny_chat_llama
 

@@ -6,14 +6,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from pmg_kedro.components.llm import (
+from pmg_kedro.components.data.prompts import parse_keywords
+from pmg_kedro.components.models.llm import (
     LLM,
     GenerationSettings,
     _length_until_eos,
     installed_file,
     load_llm,
 )
-from pmg_kedro.components.prompts import parse_keywords
 
 from .tiny_llm import build_tiny_chat_llama
 
@@ -89,7 +89,7 @@ def test_the_repetition_penalty_counts_real_tokens_only():
     """As transformers' processor where nothing is padded; padding (here EOS = 2) is not seen."""
     from transformers import RepetitionPenaltyLogitsProcessor
 
-    from pmg_kedro.components.llm import _RealTokenRepetitionPenalty
+    from pmg_kedro.components.models.llm import _RealTokenRepetitionPenalty
 
     torch.manual_seed(0)
     scores = torch.randn(2, 9)
@@ -104,7 +104,7 @@ def test_the_repetition_penalty_counts_real_tokens_only():
 
 
 def test_groups_share_their_common_tokens_and_keep_one_of_their_own(llm):
-    from pmg_kedro.components.llm import _common_prefix_length
+    from pmg_kedro.components.models.llm import _common_prefix_length
 
     assert _common_prefix_length([[1, 2, 3], [1, 2, 4], [1, 2]]) == 2
     assert _common_prefix_length([[5, 6]]) == 2

@@ -6,8 +6,8 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
-from pmg_kedro.components import metrics
-from pmg_kedro.components.features import MobileNetFeatures
+from pmg_kedro.components.evaluation import metrics
+from pmg_kedro.components.evaluation.features import MobileNetFeatures
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

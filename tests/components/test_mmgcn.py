@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pmg_kedro.components.mmgcn import (
+from pmg_kedro.components.evaluation.mmgcn import (
     MMGCN,
     Interactions,
     MMGCNConfig,
@@ -18,7 +18,7 @@ from pmg_kedro.components.mmgcn import (
     standardize,
     train_mmgcn,
 )
-from pmg_kedro.components.ranking import (
+from pmg_kedro.components.evaluation.ranking import (
     evaluate_ranking,
     metrics_at_k,
     pair_matrix,

@@ -1,4 +1,4 @@
-"""The paper's architectures at random initialisation (components/paper_models.py): published
+"""The paper's architectures at random initialisation (components/models/paper_models.py): published
 sizes, folders laid out as downloaded, tokenizers from packages, GPU swap groups."""
 
 import json
@@ -7,10 +7,10 @@ import jinja2
 import pytest
 import torch
 
-from pmg_kedro.components import paper_models as pm
-from pmg_kedro.components.generator import Generator
-from pmg_kedro.components.llm import LLM, GenerationSettings
-from pmg_kedro.components.scorer import OpenClipScorer, load_scorer
+from pmg_kedro.components.models import paper_models as pm
+from pmg_kedro.components.models.generator import Generator
+from pmg_kedro.components.models.llm import LLM, GenerationSettings
+from pmg_kedro.components.models.scorer import OpenClipScorer, load_scorer
 from pmg_kedro.datasets.llm_folder import LLMFolderDataset
 from pmg_kedro.datasets.model_folder import ModelFolderDataset
 

@@ -4,9 +4,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from pmg_kedro.components.llm import GenerationSettings
-from pmg_kedro.components.mmgcn import MMGCNConfig
-from pmg_kedro.components.params import known_params
+from pmg_kedro.components.evaluation.mmgcn import MMGCNConfig
+from pmg_kedro.components.models.llm import GenerationSettings
+from pmg_kedro.components.models.params import known_params
 
 
 @dataclass(frozen=True)

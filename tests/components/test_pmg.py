@@ -1,4 +1,4 @@
-"""The method object (paper §3, `components.pmg.PMG`): settings and variants refuse unknown keys,
+"""The method object (paper §3, `components.method.pmg.PMG`): settings and variants refuse unknown keys,
 the candidate plan of every variant, and, on the test environment's own requests, one in-memory
 `personalize` call equals what the pipeline's nodes wrote (candidates, scores, choice, images)."""
 
@@ -7,9 +7,8 @@ import pandas as pd
 import pytest
 import torch
 
-from pmg_kedro.components.images import to_array
-from pmg_kedro.components.llm import LLM
-from pmg_kedro.components.pmg import (
+from pmg_kedro.components.data.images import to_array
+from pmg_kedro.components.method.pmg import (
     PMG,
     SELECTION_COLUMNS,
     PMGSettings,
@@ -18,7 +17,8 @@ from pmg_kedro.components.pmg import (
     noise_seed,
     requests_frame,
 )
-from pmg_kedro.components.soft_embeddings import SoftPreferenceEmbedder
+from pmg_kedro.components.method.soft_embeddings import SoftPreferenceEmbedder
+from pmg_kedro.components.models.llm import LLM
 from pmg_kedro.scenes import GENERATION_VARIANTS, scene_conf
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -77,7 +77,7 @@ def test_requests_are_checked():
 
 
 def test_personalize_scores_every_candidate_and_chooses_one_per_user_and_seed(tiny_generator):
-    from pmg_kedro.components.scorer import TinyClip
+    from pmg_kedro.components.models.scorer import TinyClip
 
     torch.manual_seed(0)
     scorer = TinyClip(dim=16, hidden=32, image_size=32).eval()

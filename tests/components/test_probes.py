@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 import torch
 
-from pmg_kedro.components import probes
-from pmg_kedro.components.features import MobileNetFeatures
+from pmg_kedro.components.evaluation import probes
+from pmg_kedro.components.evaluation.features import MobileNetFeatures
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from pmg_kedro.components.prompts import (
+from pmg_kedro.components.data.prompts import (
     content_words,
     format_behavior,
     keyword_key,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pmg_kedro.components.scorer import (
+from pmg_kedro.components.models.scorer import (
     OpenClipScorer,
     TinyClip,
     contrastive_loss,

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pmg_kedro.components.selection import choose, weight_grid, z_scores
+from pmg_kedro.components.method.selection import choose, weight_grid, z_scores
 
 
 def test_weight_grid_scales_the_paper_ratios_to_the_total():

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pmg_kedro.components.llm import LLM
-from pmg_kedro.components.soft_embeddings import (
+from pmg_kedro.components.method.soft_embeddings import (
     SoftPreferenceEmbedder,
     TrainingSettings,
     heldout_losses,
@@ -15,6 +14,7 @@ from pmg_kedro.components.soft_embeddings import (
     preference_condition,
     train_soft_embeddings,
 )
+from pmg_kedro.components.models.llm import LLM
 
 PROMPTS = ["a user who likes cats", "dogs and more dogs", "red dresses in summer", "ghost stories"]
 KEYWORDS = ["cat, cute", "dog, park", "red, dress", "ghost, night"]
@@ -119,7 +119,7 @@ def test_paired_difference_is_per_user_with_a_bootstrap_interval():
 
 
 def test_preference_condition_is_soft_tokens_then_keywords_within_the_budget():
-    from pmg_kedro.components.generator import Condition
+    from pmg_kedro.components.models.generator import Condition
 
     soft = torch.randn(2, 3, 4)  # (batch, L, dim)
     keywords = Condition(torch.randn(2, 5, 4), torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]))
@@ -234,7 +234,7 @@ def test_save_pretrained_round_trips_through_from_pretrained(llm, tmp_path, n_pr
 
 
 def test_from_pretrained_refuses_another_llms_checkpoint(llm, tmp_path):
-    from pmg_kedro.components.tensor_files import read_tensors, write_tensors
+    from pmg_kedro.components.models.tensor_files import read_tensors, write_tensors
 
     model = SoftPreferenceEmbedder(llm, n_tokens=2, n_prefixes=0, out_dim=16)
     model.save_pretrained(tmp_path / "e.safetensors")

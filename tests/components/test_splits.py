@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from pmg_kedro.components.splits import split_histories
+from pmg_kedro.components.data.splits import split_histories
 
 
 def _interactions(rows):

@@ -1,11 +1,11 @@
-"""The one training loop (components/training_loop.py) against plain loops written out here: the
+"""The one training loop (components/models/training_loop.py) against plain loops written out here: the
 loop the embedded weights were trained with must compute the same thing."""
 
 import pytest
 import torch
 
-from pmg_kedro.components import training_loop
-from pmg_kedro.components.training_loop import LoopSettings, WeightEma, run_training
+from pmg_kedro.components.models import training_loop
+from pmg_kedro.components.models.training_loop import LoopSettings, WeightEma, run_training
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pmg_kedro.components import validation as v
-from pmg_kedro.components.sources import SceneTables
+from pmg_kedro.components.data import validation as v
+from pmg_kedro.components.data.sources import SceneTables
 
 
 def _items(**overrides):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pmg_kedro.components.llm import GenerationStats
+from pmg_kedro.components.models.llm import GenerationStats
 
 _WORDS_TEXT = """
 comedy drama action horror romance animation war crime fantasy thriller western musical mystery

@@ -8,7 +8,7 @@ variant paired by (user, seed), z computed from d_p and d_t.
 import numpy as np
 import pytest
 
-from pmg_kedro.components.answer_masking import leaked_emoticons
+from pmg_kedro.components.data.answer_masking import leaked_emoticons
 from pmg_kedro.scenes import GENERATION_VARIANTS, SCENES, scene_conf
 
 

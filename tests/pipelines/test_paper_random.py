@@ -24,8 +24,8 @@ import pytest
 import torch
 from kedro.config import OmegaConfigLoader
 
-from pmg_kedro.components.images import to_array
-from pmg_kedro.components.paper_models import MARKER, SD15, spec_of
+from pmg_kedro.components.data.images import to_array
+from pmg_kedro.components.models.paper_models import MARKER, SD15, spec_of
 from pmg_kedro.scenes import GENERATION_VARIANTS, SCENES, scene_conf
 from pmg_kedro.settings import CONFIG_LOADER_ARGS
 
@@ -209,7 +209,7 @@ def test_models_are_the_paper_architectures_from_their_folders(run):
 def test_the_llm_left_the_device_while_images_were_generated(run):
     """conf/paper_random_tiny puts the three models in one swap group: the run parked the LLM
     when the generator's first inference call came (and every node still got its models)."""
-    from pmg_kedro.components.paper_models import swap_group
+    from pmg_kedro.components.models.paper_models import swap_group
 
     if RUN_ENV != ENV or REUSE_RUN:
         pytest.skip(f"{RUN_ENV} has no swap group, or its run was made in another process")

@@ -5,10 +5,10 @@ and reused afterwards: the ~17 s dequantisation happens once per machine, not on
 Without one (the paper's Llama-2-7B) the folder must exist; `path_env_var` lets an environment
 variable (PMG_LLAMA_PATH) point to it without editing conf. With `random_init` (the `paper_random`
 environments) a Llama-2-7B-architecture model at random initialisation is written there on first
-load (`components.paper_models`), then loaded like downloaded weights.
+load (`components.models.paper_models`), then loaded like downloaded weights.
 
 `load_args.swap_group` (a name, on a GPU) makes the LLM take turns on the device with the other
-models of that group (the generator, the scorer): see `components.paper_models.SwapGroup`.
+models of that group (the generator, the scorer): see `components.models.paper_models.SwapGroup`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Any
 
 from kedro.io import AbstractDataset, DatasetError
 
-from ..components.llm import LLM, load_llm
-from ..components.paper_models import (
+from ..components.models.llm import LLM, load_llm
+from ..components.models.paper_models import (
     join_swap_group,
     materialise_random_model,
     random_init_args,

@@ -1,8 +1,8 @@
 """A Kedro dataset for model folders written by `save_pretrained` (generator, scorer).
 
-`kind: generator` loads `components.generator.Generator.from_pretrained` (a saved embedded
+`kind: generator` loads `components.models.generator.Generator.from_pretrained` (a saved embedded
 generator or a Stable Diffusion 1.5 folder as downloaded); `kind: scorer` loads
-`components.scorer.load_scorer` (the tiny CLIP folder, an open_clip folder, or an open_clip
+`components.models.scorer.load_scorer` (the tiny CLIP folder, an open_clip folder, or an open_clip
 checkpoint file with `model_name`).
 
 Saving `KEEP_EXISTING` leaves the folder untouched: `model_preparation` returns it where the
@@ -11,11 +11,11 @@ environment does not train (base keeps the committed weights and only measures t
 `random_init: {size: full | tiny, seed: 0}` (the `paper_random` environments): when the folder is
 missing, the paper's architecture at random initialisation is written there first (SD 1.5 as
 `StableDiffusionPipeline.save_pretrained` lays it out, CLIP ViT-L/14 as an open_clip folder;
-`components.paper_models`), then it loads like downloaded weights. Nothing is downloaded.
+`components.models.paper_models`), then it loads like downloaded weights. Nothing is downloaded.
 
 `load_args`: `device` ("cpu", "cuda"), for a generator `dtype` ("float16", "bfloat16", ...), and
 `swap_group` (a name): the model takes turns on the device with the other members of that group,
-e.g. the LLM, when the GPU cannot hold them all (`components.paper_models.SwapGroup`).
+e.g. the LLM, when the GPU cannot hold them all (`components.models.paper_models.SwapGroup`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any
 from kedro.io import AbstractVersionedDataset, DatasetError, Version
 from kedro.io.core import VersionNotFoundError
 
-from ..components.paper_models import (
+from ..components.models.paper_models import (
     join_swap_group,
     materialise_random_model,
     random_init_args,
@@ -105,11 +105,11 @@ class ModelFolderDataset(AbstractVersionedDataset[Any, Any]):
         import torch
 
         if self._kind == "generator":
-            from pmg_kedro.components.generator import Generator
+            from pmg_kedro.components.models.generator import Generator
 
             model = Generator.from_pretrained(path, dtype=getattr(torch, dtype)).to(device)
         else:
-            from pmg_kedro.components.scorer import load_scorer
+            from pmg_kedro.components.models.scorer import load_scorer
 
             model = load_scorer(path, self._model_name)
             _scorer_module(model).to(device)

@@ -11,8 +11,8 @@ from typing import Any
 
 from kedro.io import AbstractDataset, DatasetError
 
-from ..components.images import read_idx_images, read_idx_labels
-from ..components.sources import chitchat, movielens, pog
+from ..components.data.images import read_idx_images, read_idx_labels
+from ..components.data.sources import chitchat, movielens, pog
 
 
 class _ReadOnly(AbstractDataset[None, dict[str, Any]]):

@@ -11,7 +11,7 @@ from kedro.io import AbstractVersionedDataset, Version
 from kedro.io.core import VersionNotFoundError, get_filepath_str, get_protocol_and_path
 from kedro_datasets._typing import TablePreview
 
-from ..components.tensor_files import read_tensors, write_tensors
+from ..components.models.tensor_files import read_tensors, write_tensors
 
 
 class TensorsDataset(AbstractVersionedDataset[dict[str, Any], dict[str, Any]]):

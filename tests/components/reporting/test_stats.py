@@ -86,7 +86,7 @@ def test_favours_reads_the_interval_with_the_metrics_direction():
 
 
 def _soft_embeddings_bootstrap_before(a, b, n_boot=2000, seed=0):
-    """components.soft_embeddings.paired_difference's own resampling loop, before issue 18."""
+    """components.method.soft_embeddings.paired_difference's own resampling loop, before issue 18."""
     diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
     per_user = diff.mean(axis=1)
     rng = np.random.default_rng(seed)
@@ -97,7 +97,7 @@ def _soft_embeddings_bootstrap_before(a, b, n_boot=2000, seed=0):
 
 @pytest.mark.parametrize(("users", "seeds", "seed"), [(10, 3, 0), (7, 1, 5), (40, 2, 11)])
 def test_soft_embeddings_paired_difference_keeps_its_intervals(users, seeds, seed):
-    from pmg_kedro.components.soft_embeddings import paired_difference
+    from pmg_kedro.components.method.soft_embeddings import paired_difference
 
     rng = np.random.default_rng(users)
     a, b = rng.normal(size=(users, seeds)), rng.normal(size=(users, seeds))
@@ -109,7 +109,7 @@ def test_soft_embeddings_paired_difference_keeps_its_intervals(users, seeds, see
 
 
 def _bootstrap_share_before(values, n_resamples, seed):
-    """components.keyword_quality.bootstrap_share's own scipy call, before issue 18."""
+    """components.evaluation.keyword_quality.bootstrap_share's own scipy call, before issue 18."""
     x = np.asarray(values, dtype=float)
     result = scipy_stats.bootstrap(
         (x,),
@@ -124,7 +124,7 @@ def _bootstrap_share_before(values, n_resamples, seed):
 
 
 def test_keyword_quality_shares_keep_their_intervals():
-    from pmg_kedro.components.keyword_quality import bootstrap_share
+    from pmg_kedro.components.evaluation.keyword_quality import bootstrap_share
 
     values = np.random.default_rng(2).random(60) < 0.3
     for seed in (0, 1):

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from pmg_kedro.components.sources import chitchat
+from pmg_kedro.components.data.sources import chitchat
 
 MAP = {":)": "🙂", "XD": "😆", "<3": "❤️"}
 

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from pmg_kedro.components.defects import IngestionError
-from pmg_kedro.components.sources import fashion_mnist as fm
+from pmg_kedro.components.data.defects import IngestionError
+from pmg_kedro.components.data.sources import fashion_mnist as fm
 
 PARAMS = {
     "seed": 7,

@@ -2,9 +2,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pmg_kedro.components.defects import IngestionError
-from pmg_kedro.components.sources import movielens
-from pmg_kedro.components.validation import validate_scene
+from pmg_kedro.components.data.defects import IngestionError
+from pmg_kedro.components.data.sources import movielens
+from pmg_kedro.components.data.validation import validate_scene
 
 
 def _ratings():

@@ -1,9 +1,9 @@
 import pytest
 from PIL import Image
 
-from pmg_kedro.components.defects import IngestionError
-from pmg_kedro.components.sources import pog
-from pmg_kedro.components.validation import validate_scene
+from pmg_kedro.components.data.defects import IngestionError
+from pmg_kedro.components.data.sources import pog
+from pmg_kedro.components.data.validation import validate_scene
 
 
 def _write_pog(folder, user_lines, item_lines, outfit_lines, image_ids):

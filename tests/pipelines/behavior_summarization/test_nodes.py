@@ -119,7 +119,7 @@ def test_the_target_message_and_conversation_lose_the_answer(histories):
 def test_no_emoticon_of_the_real_table_survives_masking(project_root):
     import yaml
 
-    from pmg_kedro.components.answer_masking import leaked_emoticons, strip_emoticons
+    from pmg_kedro.components.data.answer_masking import leaked_emoticons, strip_emoticons
 
     conf = yaml.safe_load((project_root / "conf/base/parameters_ingestion.yml").read_text())
     table = conf["emoticon"]["ingestion"]["emoticon_map"]

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pmg_kedro.components.llm import LLM
+from pmg_kedro.components.models.llm import LLM
 from pmg_kedro.pipelines.embedding_training import nodes
 
 PARAMS = {

@@ -53,9 +53,9 @@ def test_the_saved_model_reproduces_the_evaluation_users_e_m(
     the same frozen LLM, gives the E_m the run stored for each evaluation user (its prompt), in
     batches of the node's size: with P-Tuning v2 prefixes, E_m depends on the left padding of its
     batch (prompt positions shift against the prefixes), so other batch sizes differ by ~1e-2."""
-    from pmg_kedro.components.pmg import PMG
-    from pmg_kedro.components.soft_embeddings import SoftPreferenceEmbedder
-    from pmg_kedro.components.tensor_files import write_tensors
+    from pmg_kedro.components.method.pmg import PMG
+    from pmg_kedro.components.method.soft_embeddings import SoftPreferenceEmbedder
+    from pmg_kedro.components.models.tensor_files import write_tensors
 
     catalog = test_catalog()
     scene = "costume"

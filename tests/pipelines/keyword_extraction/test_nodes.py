@@ -4,9 +4,9 @@ rule, target prefix, and the quality report's arithmetic."""
 import pandas as pd
 import pytest
 
-from pmg_kedro.components.item_terms import fallback_keywords, items_by_id
-from pmg_kedro.components.keyword_adapter import AdapterLeakError
-from pmg_kedro.components.keyword_quality import bootstrap_share
+from pmg_kedro.components.data.item_terms import fallback_keywords, items_by_id
+from pmg_kedro.components.evaluation.keyword_quality import bootstrap_share
+from pmg_kedro.components.method.keyword_adapter import AdapterLeakError
 from pmg_kedro.pipelines.keyword_extraction.nodes import (
     extract_comparison_keywords,
     extract_preference_keywords,
@@ -284,7 +284,7 @@ def test_without_a_threshold_only_exact_words_count_and_no_encoder_loads(
 ):
     """`quality.threshold: null` (the GPU session, where MiniLM cannot travel): the same exact
     shares, a hit is an exact hit, and the text encoder is never built."""
-    from pmg_kedro.components import keyword_quality
+    from pmg_kedro.components.evaluation import keyword_quality
 
     args = (LORA, ZERO_SHOT, TARGET, behavior, _years(items), REAL_USERS)
     with_encoder, _ = report_keyword_quality(*args, QUALITY_PARAMS)
@@ -467,7 +467,7 @@ def test_fallback_to_titles_when_the_texts_have_no_latin_words(items):
 
 
 def test_the_adapters_decoding_overrides_apply_to_lora_only(behavior, items, monkeypatch):
-    from pmg_kedro.components import keywords as nodes
+    from pmg_kedro.components.method import keywords as nodes
 
     llm, merged = ScriptedLLM(LLM_RULES), ScriptedLLM(LLM_RULES)
     llm.name, merged.name = "scripted", "scripted+lora"
@@ -500,7 +500,7 @@ def test_a_users_attribute_prompts_form_one_prefix_cached_group(behavior, items)
 
 
 def test_most_frequent_history_values_keep_ties_at_the_cut():
-    from pmg_kedro.components.keyword_quality import most_frequent_with_ties
+    from pmg_kedro.components.evaluation.keyword_quality import most_frequent_with_ties
 
     values = ["drama", "crime", "comedy", "drama", "war", "comedy", "crime", "drama"]
     # drama 3, crime 2, comedy 2, war 1: the two most frequent are drama and (crime or comedy)

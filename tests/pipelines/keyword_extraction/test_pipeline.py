@@ -7,8 +7,8 @@ import pytest
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
-from pmg_kedro.components.llm import load_llm
-from pmg_kedro.components.splits import split_users
+from pmg_kedro.components.data.splits import split_users
+from pmg_kedro.components.models.llm import load_llm
 from pmg_kedro.pipelines.behavior_summarization import create_pipeline as behavior_pipeline
 from pmg_kedro.pipelines.keyword_extraction import create_pipeline as keyword_pipeline
 from pmg_kedro.scenes import SCENES
@@ -198,7 +198,7 @@ def test_lora_keywords_come_from_the_merged_adapter_and_are_compared(tmp_path, t
     import torch
     from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
 
-    from pmg_kedro.components.keyword_adapter import ADAPTER_KIND
+    from pmg_kedro.components.method.keyword_adapter import ADAPTER_KIND
 
     llm = load_llm(build_tiny_chat_llama(tmp_path / "llama"))
     config = {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj", "down_proj"]}

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 import torch
 
-from pmg_kedro.components import evaluation_report, image_evaluation, metrics
-from pmg_kedro.components.features import MobileNetFeatures
-from pmg_kedro.components.images import load_image
+from pmg_kedro.components.data.images import load_image
+from pmg_kedro.components.evaluation import evaluation_report, image_evaluation, metrics
+from pmg_kedro.components.evaluation.features import MobileNetFeatures
 from pmg_kedro.pipelines.metric_evaluation import nodes
 
 from . import synthetic_scene as scene

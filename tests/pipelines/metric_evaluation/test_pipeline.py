@@ -8,7 +8,7 @@ import pytest
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
-from pmg_kedro.components import image_evaluation
+from pmg_kedro.components.evaluation import image_evaluation
 from pmg_kedro.pipelines.metric_evaluation import create_pipeline, nodes
 from pmg_kedro.scenes import GENERATION_VARIANTS, SCENES, scene_conf
 

@@ -8,8 +8,8 @@ from kedro.config import OmegaConfigLoader
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
-from pmg_kedro.components.keyword_adapter import ADAPTER_KIND, adapted_llm
-from pmg_kedro.components.llm import LLM
+from pmg_kedro.components.method.keyword_adapter import ADAPTER_KIND, adapted_llm
+from pmg_kedro.components.models.llm import LLM
 from pmg_kedro.pipelines.model_preparation.keyword_adapter import (
     TAG,
     keyword_adapter_pipeline,

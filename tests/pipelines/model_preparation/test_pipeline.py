@@ -13,8 +13,8 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.pipeline import Pipeline
 from kedro.runner import SequentialRunner
 
-from pmg_kedro.components.generator import Generator
-from pmg_kedro.components.scorer import TinyClip
+from pmg_kedro.components.models.generator import Generator
+from pmg_kedro.components.models.scorer import TinyClip
 from pmg_kedro.datasets.model_folder import KEEP_EXISTING, ModelFolderDataset
 from pmg_kedro.pipelines.model_preparation.keyword_adapter import keyword_adapter_pipeline
 from pmg_kedro.pipelines.model_preparation.nodes import (

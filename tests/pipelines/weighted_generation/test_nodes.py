@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from pmg_kedro.components.images import to_array
-from pmg_kedro.components.pmg import PMG, PMGSettings, Variant
+from pmg_kedro.components.data.images import to_array
+from pmg_kedro.components.method.pmg import PMG, PMGSettings, Variant
 from pmg_kedro.pipelines.weighted_generation import nodes
 from pmg_kedro.scenes import scene_conf
 
@@ -35,7 +35,7 @@ ABLATIONS = scene_conf()["ablations"]
 
 @pytest.fixture(scope="module")
 def scorer():
-    from pmg_kedro.components.scorer import TinyClip
+    from pmg_kedro.components.models.scorer import TinyClip
 
     torch.manual_seed(0)
     return TinyClip(dim=16, hidden=32, image_size=32).eval()

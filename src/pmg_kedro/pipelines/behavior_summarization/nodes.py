@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ...components.answer_masking import strip_emoticons
-from ...components.captioner import ImageCaptioner, metadata_captions
-from ...components.images import load_image
-from ...components.llm import LLM, GenerationSettings
-from ...components.prompts import render
+from ...components.data.answer_masking import strip_emoticons
+from ...components.data.images import load_image
+from ...components.data.prompts import render
+from ...components.models.captioner import ImageCaptioner, metadata_captions
+from ...components.models.llm import LLM, GenerationSettings
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def select_users(
       soft preference embeddings learn from them): history[:-1] as the history and history[-1] as
       `supervision_item`, so no text of theirs ever describes the image that supervises.
     The target message and conversation lose every emoticon of the scene's table and every emoji
-    (`components.answer_masking`): they are the answer the emoticon scene evaluates.
+    (`components.data.answer_masking`): they are the answer the emoticon scene evaluates.
     """
     _require(histories, ["user_id", "history", "target"], "histories")
     split = user_split.set_index("user_id")["split"]

@@ -10,9 +10,8 @@ from typing import Any
 import pandas as pd
 import torch
 
-from ...components.images import load_images
-from ...components.reporting.figures import subplots, text_figure
-from ...components.soft_embeddings import (
+from ...components.data.images import load_images
+from ...components.method.soft_embeddings import (
     SoftPreferenceEmbedder,
     TrainingSettings,
     heldout_losses,
@@ -20,6 +19,7 @@ from ...components.soft_embeddings import (
     read_soft_embedding_file,
     train_soft_embeddings,
 )
+from ...components.reporting.figures import subplots, text_figure
 
 logger = logging.getLogger(__name__)
 

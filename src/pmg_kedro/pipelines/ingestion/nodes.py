@@ -7,9 +7,9 @@ from typing import Any
 
 import pandas as pd
 
-from ...components import validation as v
-from ...components.sources import SceneTables, chitchat, fashion_mnist, movielens, pog
-from ...components.splits import split_histories, split_users
+from ...components.data import validation as v
+from ...components.data.sources import SceneTables, chitchat, fashion_mnist, movielens, pog
+from ...components.data.splits import split_histories, split_users
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Keyword extraction nodes (paper §3.2.2): behavior texts -> preference and target keywords,
 and the keyword-quality report.
 
-The keywords are `components.keywords` (the one implementation, also `PMG.keywords`); these nodes
+The keywords are `components.method.keywords` (the one implementation, also `PMG.keywords`); these nodes
 choose the LLM setting: `llm_adapter: lora` answers the preference prompts with the keyword adapter
 model_preparation trained (ours, issue 12), `none` prompts LLM_g zero-shot, as the paper does.
 """
@@ -12,9 +12,9 @@ from typing import Any
 
 import pandas as pd
 
-from ...components.keyword_quality import keyword_quality_report
-from ...components.keywords import preference_keywords, target_keywords
-from ...components.llm import LLM
+from ...components.evaluation.keyword_quality import keyword_quality_report
+from ...components.method.keywords import preference_keywords, target_keywords
+from ...components.models.llm import LLM
 from ...components.reporting.figures import subplots
 
 
@@ -25,7 +25,7 @@ def extract_preference_keywords(
     keyword_adapter: dict[str, Any],
     params: dict[str, Any],
 ) -> pd.DataFrame:
-    """k^p per user under `llm_adapter` (`components.keywords.preference_keywords`)."""
+    """k^p per user under `llm_adapter` (`components.method.keywords.preference_keywords`)."""
     adapter = params.get("llm_adapter", "none")
     return preference_keywords(behavior_texts, items, llm, params, adapter, keyword_adapter)
 
@@ -49,7 +49,7 @@ def extract_comparison_keywords(
 def extract_target_keywords(
     behavior_texts: pd.DataFrame, items: pd.DataFrame, llm: LLM, params: dict[str, Any]
 ) -> pd.DataFrame:
-    """k^t per evaluation user (`components.keywords.target_keywords`)."""
+    """k^t per evaluation user (`components.method.keywords.target_keywords`)."""
     return target_keywords(behavior_texts, items, llm, params)
 
 

@@ -3,10 +3,10 @@ user and noise seed against the user's history images and target image; Table 1/
 with bootstrap intervals over users and paired tests; Figure 4–8-shaped figures.
 
 Metrics: SSIM (scikit-image), LPIPS (AlexNet, only when its weights are on disk) and always the
-MobileNetV2 feature distance (components/image_evaluation.py); semantic checks by a probe fitted
-on real item images only (components/probes.py). The selection scorer's d_p, d_t and z are never
+MobileNetV2 feature distance (components/evaluation/image_evaluation.py); semantic checks by a probe fitted
+on real item images only (components/evaluation/probes.py). The selection scorer's d_p, d_t and z are never
 an evaluation metric: they appear only in the figure that shows how selection works. The nodes
-assemble data; tables, statistics and figures come from components/evaluation_report.py and
+assemble data; tables, statistics and figures come from components/evaluation/evaluation_report.py and
 components/reporting/.
 """
 
@@ -20,15 +20,15 @@ import pandas as pd
 from matplotlib.figure import Figure
 from PIL import Image
 
-from ...components import evaluation_report, probes
-from ...components.image_evaluation import (
+from ...components.data.images import item_arrays
+from ...components.evaluation import evaluation_report, probes
+from ...components.evaluation.image_evaluation import (
     NO_REFERENCE_IMAGES,
     References,
     fit_item_probe,
     score_images,
     simulated_flags,
 )
-from ...components.images import item_arrays
 from ...components.reporting.environment import json_safe
 
 logger = logging.getLogger(__name__)

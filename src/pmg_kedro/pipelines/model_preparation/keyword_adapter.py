@@ -1,6 +1,6 @@
 """`model_preparation`'s keyword adapter: train users' behavior -> a LoRA adapter for LLM_g.
 
-Beyond the paper (issue 12): `components.keyword_adapter` says what the examples are and how the
+Beyond the paper (issue 12): `components.method.keyword_adapter` says what the examples are and how the
 adapter trains. Per scene, windows of the train users' behavior become keyword-prompt examples;
 one adapter, shared by the scenes, trains on them; its header lists the users it was trained on.
 `keyword_adapter_training.train` is false in `base` (the committed adapter in
@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 from kedro.pipeline import Node, Pipeline
 
-from ...components.keyword_adapter import (
+from ...components.method.keyword_adapter import (
     ADAPTER_KIND,
     AdapterTraining,
     WindowSettings,
@@ -30,7 +30,7 @@ from ...components.keyword_adapter import (
     train_keyword_lora,
     train_sequences,
 )
-from ...components.llm import LLM
+from ...components.models.llm import LLM
 from ...components.reporting.tables import markdown_table
 from ...scenes import SCENES, per_scene
 from .nodes import ensure_enabled

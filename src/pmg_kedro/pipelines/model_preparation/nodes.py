@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...components.icon_corpus import SHOWCASE_CONCEPTS, IconCorpus, build_icon_corpus
-from ...components.images import load_image, read_idx_labels
-from ...components.pmg import PMG
+from ...components.data.images import load_image, read_idx_labels
+from ...components.data.sources.fashion_mnist import CLASS_NAMES
+from ...components.method.pmg import PMG
+from ...components.models.icon_corpus import SHOWCASE_CONCEPTS, IconCorpus, build_icon_corpus
 from ...components.reporting.environment import torch_threads
 from ...components.reporting.figures import image_grid, subplots, text_figure
-from ...components.sources.fashion_mnist import CLASS_NAMES
 from ...datasets.model_folder import KEEP_EXISTING
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ def train_tiny_scorer(corpus: IconCorpus, params: dict) -> tuple[Any, dict]:
     """The tiny CLIP's projection heads trained contrastively; (scorer, training history)."""
     if not params.get("train", False):
         return KEEP_EXISTING, {"skipped": KEPT}
-    from ...components.training import train_scorer
+    from ...components.models.training import train_scorer
 
     return train_scorer(corpus, params["scorer"])
 
@@ -98,7 +98,7 @@ def train_tiny_generator(corpus: IconCorpus, params: dict) -> tuple[Any, dict]:
     """VAE then latent UNet with CFG dropout and EMA; (generator, training history)."""
     if not params.get("train", False):
         return KEEP_EXISTING, {"skipped": KEPT}
-    from ...components.training import train_generator
+    from ...components.models.training import train_generator
 
     cfg = params["generator"]
     return train_generator(corpus, cfg, cfg.get("checkpoint_dir"))
@@ -229,7 +229,7 @@ def check_generator(generator, params: dict) -> dict:
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import cross_val_score
 
-    from ...components.features import MobileNetFeatures
+    from ...components.evaluation.features import MobileNetFeatures
 
     cfg = params["checks"]
     fm = params["icon_corpus"]["fashion_mnist"]
@@ -297,7 +297,7 @@ def batch_cost(generator, cfg: dict) -> dict:
 @_with_threads
 def check_scorer(scorer, corpus: IconCorpus, params: dict) -> dict:
     """Text-to-image top-k retrieval on the held-out emoji concepts, with its chance level."""
-    from ...components.scorer import heldout_retrieval
+    from ...components.models.scorer import heldout_retrieval
 
     held = corpus.table["split"].to_numpy() == "heldout"
     if not held.any():

@@ -23,21 +23,21 @@ import pandas as pd
 from matplotlib.figure import Figure
 from PIL import Image
 
-from ...components import mmgcn, recommendation_report
-from ...components.features import MobileNetFeatures
-from ...components.images import indexed_or_given_images, to_pil
-from ...components.item_terms import fallback_keywords, items_by_id, present_columns
-from ...components.llm import GenerationSettings
-from ...components.pmg import PMG
-from ...components.prompts import (
+from ...components.data.images import indexed_or_given_images, to_pil
+from ...components.data.item_terms import fallback_keywords, items_by_id, present_columns
+from ...components.data.prompts import (
     field_text,
     format_behavior,
     merge_keywords,
     parse_keywords,
     render,
 )
+from ...components.data.splits import recommendation_split
+from ...components.evaluation import mmgcn, recommendation_report
+from ...components.evaluation.features import MobileNetFeatures
+from ...components.method.pmg import PMG
+from ...components.models.llm import GenerationSettings
 from ...components.reporting.environment import machine_description, torch_threads
-from ...components.splits import recommendation_split
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""weighted_generation nodes (paper §3.4): the method object `components.pmg.PMG` per variant —
+"""weighted_generation nodes (paper §3.4): the method object `components.method.pmg.PMG` per variant —
 candidates over the weight grid, scorer cosines d_p / d_t, the chosen image per (user, noise seed);
 the Table 1 variants and the controls of DESIGN.md §5; Figure 7-shaped strips; a report of what ran.
 
@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 from PIL import Image
 
-from ...components.pmg import (
+from ...components.method.pmg import (
     CANDIDATE_COLUMNS,
     PMG,
     SELECTION_COLUMNS,
@@ -23,8 +23,8 @@ from ...components.pmg import (
     Variant,
     chosen_images,
 )
+from ...components.method.selection import weight_grid
 from ...components.reporting.figures import subplots
-from ...components.selection import weight_grid
 
 logger = logging.getLogger(__name__)
 

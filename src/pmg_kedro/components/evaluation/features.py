@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .images import resize_normalise, to_array
+from pmg_kedro.components.data.images import resize_normalise, to_array
 
 MOBILENET_FILE = "mobilenet_v2-b0353104.pth"
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"

@@ -1,5 +1,5 @@
 """What is wrong with scene input: `Defect` (one thing, where) and `IngestionError` (all of a run's
-defects in one error). Readers (`components.sources`) record defects and keep going; validation
+defects in one error). Readers (`components.data.sources`) record defects and keep going; validation
 raises them together."""
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..defects import Defect
+from pmg_kedro.components.data.defects import Defect
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 

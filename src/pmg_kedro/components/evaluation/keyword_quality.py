@@ -18,12 +18,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .generator import masked_mean
-from .item_terms import history_terms, item_terms, items_by_id
-from .keywords import BASELINE, METHODS
-from .prompts import keyword_key, most_frequent
-from .reporting.stats import bootstrap_interval
-from .reporting.tables import markdown_table
+from pmg_kedro.components.data.item_terms import history_terms, item_terms, items_by_id
+from pmg_kedro.components.data.prompts import keyword_key, most_frequent
+from pmg_kedro.components.method.keywords import BASELINE, METHODS
+from pmg_kedro.components.models.generator import masked_mean
+from pmg_kedro.components.reporting.stats import bootstrap_interval
+from pmg_kedro.components.reporting.tables import markdown_table
 
 
 class TextEmbedder:
@@ -34,7 +34,7 @@ class TextEmbedder:
         `generator.packaged_minilm`, shared with the generator's and scorer's text towers)."""
         from transformers import AutoModel, AutoTokenizer
 
-        from .generator import packaged_minilm
+        from pmg_kedro.components.models.generator import packaged_minilm
 
         if path:
             self.tokenizer = AutoTokenizer.from_pretrained(Path(path), local_files_only=True)

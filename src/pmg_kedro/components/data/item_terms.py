@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from .prompts import content_words, most_frequent
+from pmg_kedro.components.data.prompts import content_words, most_frequent
 
 
 def item_values(item: pd.Series, columns: Sequence[str]) -> list[str]:

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..defects import Defect
-from ..images import STANDALONE
-from . import IMAGE_SUFFIXES, SceneTables, image_files
+from pmg_kedro.components.data.defects import Defect
+from pmg_kedro.components.data.images import STANDALONE
+from pmg_kedro.components.data.sources import IMAGE_SUFFIXES, SceneTables, image_files
 
 FILES = ("user_data.txt", "item_data.txt", "outfit_data.txt")
 FIELDS = {

@@ -16,10 +16,15 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .reporting import figures
-from .reporting.stats import bootstrap_interval, favours, paired_test, paired_user_differences
-from .reporting.tables import Footnotes, fmt_interval, fmt_p, markdown_table
-from .selection import choose, z_scores
+from pmg_kedro.components.method.selection import choose, z_scores
+from pmg_kedro.components.reporting import figures
+from pmg_kedro.components.reporting.stats import (
+    bootstrap_interval,
+    favours,
+    paired_test,
+    paired_user_differences,
+)
+from pmg_kedro.components.reporting.tables import Footnotes, fmt_interval, fmt_p, markdown_table
 
 CELL_COLUMNS = [
     "reference",

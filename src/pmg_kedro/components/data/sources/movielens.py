@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..defects import Defect
-from ..images import STANDALONE
-from . import SceneTables, empty_image_index, image_files
+from pmg_kedro.components.data.defects import Defect
+from pmg_kedro.components.data.images import STANDALONE
+from pmg_kedro.components.data.sources import SceneTables, empty_image_index, image_files
 
 NO_GENRES = "(no genres listed)"
 

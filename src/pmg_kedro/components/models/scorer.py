@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .images import resize_normalise
+from pmg_kedro.components.data.images import resize_normalise
 
 CONFIG_NAME = "pmg_scorer.json"
 HEADS_NAME = "heads.safetensors"
@@ -174,7 +174,7 @@ class TinyClip(nn.Module, ScorerBase):
     """Frozen EfficientNet-Lite0 + frozen MiniLM, trained projection heads (the embedded scorer)."""
 
     def __init__(self, dim: int = 256, hidden: int = 512, image_size: int = 96):
-        from .generator import packaged_minilm
+        from pmg_kedro.components.models.generator import packaged_minilm
 
         super().__init__()
         self.config = {"dim": dim, "hidden": hidden, "image_size": image_size}
@@ -201,7 +201,7 @@ class TinyClip(nn.Module, ScorerBase):
     def text_features(self, texts: list[str]) -> Tensor:
         """Frozen MiniLM sentence features (n, 384): masked mean of the token states."""
         tokens = self.tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt")
-        from .generator import masked_mean
+        from pmg_kedro.components.models.generator import masked_mean
 
         return masked_mean(self.text_tower(**tokens).last_hidden_state, tokens["attention_mask"])
 

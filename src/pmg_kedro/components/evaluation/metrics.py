@@ -28,7 +28,7 @@ from skimage.metrics import structural_similarity
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from . import features as feature_models
+from pmg_kedro.components.evaluation import features as feature_models
 
 logger = logging.getLogger(__name__)
 

@@ -34,12 +34,17 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .captioner import metadata_captions
-from .item_terms import item_terms, items_by_id
-from .llm import LLM
-from .params import known_params
-from .prompts import format_behavior, most_frequent, preference_prompt, render
-from .reporting.environment import json_safe, machine_description, torch_threads
+from pmg_kedro.components.data.item_terms import item_terms, items_by_id
+from pmg_kedro.components.data.prompts import (
+    format_behavior,
+    most_frequent,
+    preference_prompt,
+    render,
+)
+from pmg_kedro.components.models.captioner import metadata_captions
+from pmg_kedro.components.models.llm import LLM
+from pmg_kedro.components.models.params import known_params
+from pmg_kedro.components.reporting.environment import json_safe, machine_description, torch_threads
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ have: genres, class, ...; POG items have none, then the content words of the his
 and the row is flagged `fallback = True`; such users are counted and logged, never dropped.
 
 `adapter` (ours, issue 12): `lora` answers the preference prompts with the keyword adapter
-trained by model_preparation on train users' behavior (`components.keyword_adapter`), merged into
+trained by model_preparation on train users' behavior (`components.method.keyword_adapter`), merged into
 a copy of LLM_g; `none` prompts LLM_g zero-shot, as the paper does. An evaluation user the adapter
 was trained on stops the run. Target keywords stay zero-shot: the adapter learnt preference
 prompts only, and no behavior supervises a description of one item.
@@ -24,10 +24,13 @@ from typing import Any
 
 import pandas as pd
 
-from .item_terms import fallback_keywords, item_values, items_by_id, present_columns
-from .keyword_adapter import adapted_llm, check_not_trained_on, preference_messages
-from .llm import LLM, GenerationSettings
-from .prompts import (
+from pmg_kedro.components.data.item_terms import (
+    fallback_keywords,
+    item_values,
+    items_by_id,
+    present_columns,
+)
+from pmg_kedro.components.data.prompts import (
     content_words,
     merge_keywords,
     parse_keywords,
@@ -35,6 +38,12 @@ from .prompts import (
     target_condition,
     target_prompt,
 )
+from pmg_kedro.components.method.keyword_adapter import (
+    adapted_llm,
+    check_not_trained_on,
+    preference_messages,
+)
+from pmg_kedro.components.models.llm import LLM, GenerationSettings
 
 logger = logging.getLogger(__name__)
 

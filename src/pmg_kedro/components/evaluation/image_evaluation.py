@@ -17,9 +17,9 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from . import metrics, probes
-from .features import DISTANCE_LAYERS, Lpips, MobileNetFeatures
-from .images import item_arrays, to_array
+from pmg_kedro.components.data.images import item_arrays, to_array
+from pmg_kedro.components.evaluation import metrics, probes
+from pmg_kedro.components.evaluation.features import DISTANCE_LAYERS, Lpips, MobileNetFeatures
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .reporting.stats import paired_test
+from pmg_kedro.components.reporting.stats import paired_test
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,7 @@ class SoftPreferenceEmbedder(nn.Module):
     def save_pretrained(self, path: str | Path, metadata: dict | None = None) -> None:
         """The trainable tensors as one .safetensors file whose header holds the config (and
         `metadata`): the `soft_embedding_model` file the embedding_training pipeline writes."""
-        from .tensor_files import write_tensors
+        from pmg_kedro.components.models.tensor_files import write_tensors
 
         write_tensors(
             path, self.trainable_state(), {**(metadata or {}), "config": self.config.to_json()}
@@ -147,7 +147,7 @@ class SoftPreferenceEmbedder(nn.Module):
     def from_pretrained(cls, path: str | Path, llm) -> SoftPreferenceEmbedder:
         """The embedder of a saved file around `llm` (the frozen LLM it was trained with: its
         hidden size must match the file's config)."""
-        from .tensor_files import read_tensors
+        from pmg_kedro.components.models.tensor_files import read_tensors
 
         saved = read_tensors(path)
         if "config" not in saved["metadata"]:
@@ -240,7 +240,7 @@ def preference_condition(soft: torch.Tensor | None, keywords, max_tokens: int | 
     cut so that L + |E_k| fits, the trade-off paper §4.4.2 measures when L grows. Returns a
     Condition (embeddings, mask) of the keywords' type.
     """
-    from .generator import Condition
+    from pmg_kedro.components.models.generator import Condition
 
     if soft is None and keywords is None:
         raise ValueError("a preference condition needs soft embeddings, keywords or both")
@@ -276,7 +276,7 @@ def train_soft_embeddings(
     of that user's last history item (the supervision, §3.3.2); keyword_texts[i]: the preference
     keywords (E_k). Returns one record per step (step, loss, seconds).
     """
-    from .training_loop import LoopSettings, run_training
+    from pmg_kedro.components.models.training_loop import LoopSettings, run_training
 
     if not prompts:
         raise ValueError("no training examples: every user lacks a supervision image")

@@ -6,9 +6,9 @@ import re
 
 import pandas as pd
 
-from ..images import STANDALONE
-from . import SceneTables
-from .emoji_images import describe
+from pmg_kedro.components.data.images import STANDALONE
+from pmg_kedro.components.data.sources import SceneTables
+from pmg_kedro.components.data.sources.emoji_images import describe
 
 
 def read_messages(path: str | None = None) -> pd.DataFrame:

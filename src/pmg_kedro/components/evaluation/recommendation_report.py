@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .reporting import figures
-from .reporting.stats import paired_test
-from .reporting.tables import fmt, markdown_table
+from pmg_kedro.components.reporting import figures
+from pmg_kedro.components.reporting.stats import paired_test
+from pmg_kedro.components.reporting.tables import fmt, markdown_table
 
 METRIC_COLUMNS = [f"{m}@{k}" for k in (10, 20) for m in ("precision", "recall", "ndcg")]
 

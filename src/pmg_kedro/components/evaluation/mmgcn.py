@@ -51,8 +51,8 @@ from torch_geometric.nn import MessagePassing
 from torch_geometric.utils import spmm, to_torch_csr_tensor
 from tqdm.auto import tqdm
 
-from .params import known_params
-from .ranking import evaluate_ranking, pair_matrix, popularity_scores
+from pmg_kedro.components.evaluation.ranking import evaluate_ranking, pair_matrix, popularity_scores
+from pmg_kedro.components.models.params import known_params
 
 logger = logging.getLogger(__name__)
 

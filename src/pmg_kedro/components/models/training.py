@@ -19,11 +19,16 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .generator import Generator, TextEncoder, latent_denoising_loss, minilm_encoder
-from .icon_corpus import IconCorpus
-from .images import uint8_to_float
-from .scorer import TinyClip, contrastive_loss
-from .training_loop import LoopSettings, WeightEma, run_training
+from pmg_kedro.components.data.images import uint8_to_float
+from pmg_kedro.components.models.generator import (
+    Generator,
+    TextEncoder,
+    latent_denoising_loss,
+    minilm_encoder,
+)
+from pmg_kedro.components.models.icon_corpus import IconCorpus
+from pmg_kedro.components.models.scorer import TinyClip, contrastive_loss
+from pmg_kedro.components.models.training_loop import LoopSettings, WeightEma, run_training
 
 log = logging.getLogger(__name__)
 

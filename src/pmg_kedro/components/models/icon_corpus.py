@@ -20,8 +20,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .images import load_image, read_idx_images, read_idx_labels, uint8_to_float
-from .sources import emoji_images, fashion_mnist
+from pmg_kedro.components.data.images import (
+    load_image,
+    read_idx_images,
+    read_idx_labels,
+    uint8_to_float,
+)
+from pmg_kedro.components.data.sources import emoji_images, fashion_mnist
 
 SKIN_TONE = re.compile(r":?\s*(light|medium-light|medium|medium-dark|dark) skin tones?,?")
 

@@ -10,7 +10,7 @@
 
 It reads top to bottom as the paper:
   §3.2.2  `keywords`: k^p = merge(LLM_g(p, a_i, e, x, y)) over the scene's attributes, k^t =
-          prefix + LLM_g(p, e, x^t) (`components.keywords`, the functions the keyword_extraction
+          prefix + LLM_g(p, e, x^t) (`components.method.keywords`, the functions the keyword_extraction
           nodes run);
   §3.3    `soft_embeddings`: E_m = LLM_f(behavior prompt) through the bias-correction embedder;
   §3.4    `conditions`: E^p = concat(E_m, E_k), E^t; `generate`: one denoising batch per chunk of
@@ -37,9 +37,9 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from .images import to_array, to_pil
-from .selection import choose, weight_grid, z_scores
-from .soft_embeddings import preference_condition
+from pmg_kedro.components.data.images import to_array, to_pil
+from pmg_kedro.components.method.selection import choose, weight_grid, z_scores
+from pmg_kedro.components.method.soft_embeddings import preference_condition
 
 logger = logging.getLogger(__name__)
 
@@ -210,7 +210,7 @@ class PMG:
     ) -> tuple[pd.DataFrame, pd.DataFrame]:
         """(k^p table, k^t table) of the behavior rows by LLM_g zero-shot, with the scene's
         `keyword_extraction` parameters (prompts, attributes, K_p, K_t, fallback rules)."""
-        from .keywords import preference_keywords, target_keywords
+        from pmg_kedro.components.method.keywords import preference_keywords, target_keywords
 
         if self.llm is None:
             raise ValueError("PMG.keywords needs an LLM (PMG(..., llm=...))")

@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .params import known_params
-from .reporting.environment import torch_threads
+from pmg_kedro.components.models.params import known_params
+from pmg_kedro.components.reporting.environment import torch_threads
 
 logger = logging.getLogger(__name__)
 
@@ -493,7 +493,7 @@ def materialise_gguf(gguf_path: str | Path, folder: str | Path) -> Path:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         (staging / "SOURCE.txt").write_text(
-            f"Dequantised from {gguf_path.name} by pmg_kedro.components.llm.materialise_gguf\n"
+            f"Dequantised from {gguf_path.name} by pmg_kedro.components.models.llm.materialise_gguf\n"
         )
         if folder.exists():
             shutil.rmtree(folder)

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .prompts import field_text, render
+from pmg_kedro.components.data.prompts import field_text, render
 
 logger = logging.getLogger(__name__)
 
