@@ -63,9 +63,11 @@ def test_imports_between_groups_point_one_way():
         if layer is None:
             continue
         for other in imported:
-            if other.startswith(("pmg_kedro.pipelines", "pmg_kedro.datasets")):
-                wrong.append((module, other))
-            elif _layer(other) and LAYERS.index(_layer(other)) > LAYERS.index(layer):
+            if (
+                other.startswith(("pmg_kedro.pipelines", "pmg_kedro.datasets"))
+                or _layer(other)
+                and LAYERS.index(_layer(other)) > LAYERS.index(layer)
+            ):
                 wrong.append((module, other))
     assert wrong == [], f"imports against the layer order {LAYERS}: {sorted(wrong)}"
 

@@ -74,12 +74,35 @@ def test_paired_test_t_interval_is_ttest_rels_and_collapses_without_spread():
         stats.paired_test([1.0, 2.0], interval="normal")
 
 
-def test_favours_reads_the_interval_with_the_metrics_direction():
-    assert stats.favours(0.1, 0.3, "higher", "a", "b") == "a"
-    assert stats.favours(0.1, 0.3, "lower", "a", "b") == "b"
-    assert stats.favours(-0.3, -0.1, "lower", "a", "b") == "a"
-    assert stats.favours(-0.1, 0.3, "higher", "a", "b").startswith("neither")
-    assert stats.favours(np.nan, np.nan, "higher", "a", "b").startswith("neither")
+def test_the_verdict_needs_the_interval_and_the_corrected_test_to_agree():
+    # both say so: the side the metric's direction prefers
+    assert stats.verdict(0.1, 0.3, 0.01, "higher", "a", "b") == "a"
+    assert stats.verdict(0.1, 0.3, 0.01, "lower", "a", "b") == "b"
+    assert stats.verdict(-0.3, -0.1, 0.01, "lower", "a", "b") == "a"
+    # only one says so: the tests disagree, and the verdict says which one
+    assert stats.verdict(0.1, 0.3, 0.84, "higher", "a", "b").startswith("tests disagree")
+    assert "interval excludes 0" in stats.verdict(0.1, 0.3, 0.84, "higher", "a", "b")
+    assert "Holm p = 0.01" in stats.verdict(-0.1, 0.3, 0.01, "higher", "a", "b")
+    # neither
+    assert stats.verdict(-0.1, 0.3, 0.5, "higher", "a", "b") == "neither"
+    assert stats.verdict(np.nan, np.nan, np.nan, "higher", "a", "b") == "neither"
+    assert "0.05" in stats.VERDICT_RULE and "Holm" in stats.VERDICT_RULE
+
+
+def test_holm_adjusts_step_down_and_keeps_nan_out_of_the_count():
+    adjusted = stats.holm([0.01, 0.04, np.nan, 0.03])
+    # m = 3: sorted 0.01, 0.03, 0.04 -> 0.03, max(0.03, 0.06), max(0.06, 0.04) = 0.06
+    np.testing.assert_allclose(adjusted, [0.03, 0.06, np.nan, 0.06])
+    assert stats.holm([0.5, 0.9]).tolist() == [1.0, 1.0]  # capped at 1, monotone
+    assert stats.holm([]).size == 0
+
+
+def test_the_t_interval_goes_with_the_t_test_and_the_bootstrap_with_wilcoxon():
+    seeds = stats.paired_test([0.01, 0.02, 0.015, 0.012, 0.018], interval="t")
+    assert seeds["test"] == "t" and seeds["test_p"] < 0.05  # 5 seeds: Wilcoxon's floor is 0.0625
+    assert seeds["wilcoxon_p"] == pytest.approx(0.0625)
+    users = stats.paired_test(np.linspace(0.01, 0.05, 12), n_boot=200)
+    assert users["test"] == "wilcoxon" and users["test_p"] == users["wilcoxon_p"]
 
 
 # -- the helpers the reporting layer replaced, as they were, against it on the same inputs --------

@@ -72,4 +72,5 @@ def test_the_saved_model_reproduces_the_evaluation_users_e_m(
     stored = catalog.load(f"{scene}.soft_embeddings")["tensors"]
     assert soft.keys() == stored.keys()
     for user, e_m in soft.items():
-        torch.testing.assert_close(e_m, stored[user].float(), rtol=0, atol=0)
+        # equal up to float rounding of another thread count (other batch sizes: ~1e-2 apart)
+        torch.testing.assert_close(e_m, stored[user].float(), rtol=1e-4, atol=1e-5)

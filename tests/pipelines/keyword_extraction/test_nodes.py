@@ -261,6 +261,12 @@ def test_quality_report_compares_methods_at_an_equal_budget(behavior, items):
     differences = decade["paired_differences"]
     assert differences["llm_lora - baseline"]["mean"] == pytest.approx(-1 / 3, abs=1e-3)
     assert differences["llm_lora - llm_zero_shot"]["mean"] == pytest.approx(1 / 3, abs=1e-3)
+    # one user of three differs: no test can reach 0.05, and the Holm p is at least the raw p
+    lora_vs_zero = differences["llm_lora - llm_zero_shot"]
+    assert lora_vs_zero["wilcoxon_p"] == pytest.approx(1.0)
+    assert lora_vs_zero["holm_p"] >= lora_vs_zero["wilcoxon_p"]
+    assert lora_vs_zero["verdict"] == "neither"
+    assert "Holm-corrected" in markdown and "verdict" in markdown
     assert decade["match"] == "exact"
 
     assert report["preference_keywords"]["llm_zero_shot"]["n_fallback_users"] == 1

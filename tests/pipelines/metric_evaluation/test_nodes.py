@@ -238,11 +238,12 @@ def test_a_variant_better_for_every_user_is_favoured_with_a_small_p():
     }
     params = {**PARAMS, "comparisons": [["pmg", "without_both"]]}
     result = _comparisons(_planted_metrics(values), notes, params).iloc[0]
-    assert result["ci_low"] > 0 and result["favours"] == "pmg"
+    assert result["ci_low"] > 0 and result["verdict"] == "pmg"
     assert result["wilcoxon_p"] == pytest.approx(2 / 2**10)
+    assert result["holm_p"] == pytest.approx(2 / 2**10)  # one comparison in this table
     lower = {**spec, "direction": "lower", "status": "ok"}
     notes["metrics"]["history_ssim"] = lower  # the same numbers as a distance favour the baseline
-    assert _comparisons(_planted_metrics(values), notes, params).iloc[0]["favours"] == (
+    assert _comparisons(_planted_metrics(values), notes, params).iloc[0]["verdict"] == (
         "without_both"
     )
 

@@ -279,6 +279,13 @@ def test_pipeline_runs_every_setting_and_seed_and_labels_what_it_reports(
         by = results.pivot(index="seed", columns="setting", values="recall@20")
         expected = (by["generated_user"] - by["averaged_user"]).tolist()
         assert list(paired["per_seed"].values()) == pytest.approx(expected)
+        metrics = report["paired_difference"]["metrics"]
+        assert all(m["holm_p"] >= m["t_p"] for m in metrics.values() if m["t_p"] == m["t_p"])
+        assert all(
+            m["verdict"] in ("generated_user", "averaged_user", "neither")
+            or m["verdict"].startswith("tests disagree")
+            for m in metrics.values()
+        )
     movie = catalog.load("movie.recommendation_report")
     costume = catalog.load("costume.recommendation_report")
     assert movie["item_features"]["image_sources"] == {"generated": N_ITEMS}

@@ -19,10 +19,12 @@ from matplotlib.figure import Figure
 from pmg_kedro.components.method.selection import choose, z_scores
 from pmg_kedro.components.reporting import figures
 from pmg_kedro.components.reporting.stats import (
+    VERDICT_RULE,
     bootstrap_interval,
-    favours,
+    holm,
     paired_test,
     paired_user_differences,
+    verdict,
 )
 from pmg_kedro.components.reporting.tables import Footnotes, fmt_interval, fmt_p, markdown_table
 
@@ -48,9 +50,10 @@ COMPARISON_COLUMNS = [
     "ci_low",
     "ci_high",
     "wilcoxon_p",
+    "holm_p",
     "n_users",
     "n_nonzero",
-    "favours",
+    "verdict",
     "test_note",
     "status",
 ]
@@ -79,7 +82,8 @@ def comparisons(
     image_metrics: pd.DataFrame, notes: dict[str, Any], pairs, boot: dict
 ) -> pd.DataFrame:
     """a - b for every (a, b) of `pairs` and every metric: paired by user and seed, then the mean
-    over seeds; bootstrap interval over users and Wilcoxon signed-rank test."""
+    over seeds; bootstrap interval over users and Wilcoxon signed-rank test, Holm-corrected over
+    the table's comparisons; the verdict by `reporting.stats.VERDICT_RULE`."""
     rows = []
     for a, b in pairs:
         why = [
@@ -101,13 +105,18 @@ def comparisons(
                     differences, int(boot["n_boot"]), int(boot["seed"]), float(boot["confidence"])
                 )
                 row |= {k: v for k, v in result.items() if k != "n"} | {"n_users": result["n"]}
-                row["favours"] = favours(
-                    result["ci_low"], result["ci_high"], spec["direction"], a, b
-                )
                 if result["n"] == 0:
                     status = "no values: no paired user with a reference image"
             rows.append(row | {"status": status})
-    return pd.DataFrame(rows).reindex(columns=COMPARISON_COLUMNS)
+    table = pd.DataFrame(rows).reindex(columns=COMPARISON_COLUMNS)
+    ok = table["status"] == "ok"
+    table["holm_p"] = np.nan
+    table.loc[ok, "holm_p"] = holm(table.loc[ok, "wilcoxon_p"].astype(float))
+    table["verdict"] = [
+        verdict(r.ci_low, r.ci_high, r.holm_p, r.direction, r.a, r.b) if r.status == "ok" else None
+        for r in table.itertuples()
+    ]
+    return table
 
 
 def cell_summary(cells: pd.DataFrame, row: str) -> dict[str, dict[str, Any]]:
@@ -129,8 +138,9 @@ def comparison_summary(comparison_rows: pd.DataFrame) -> dict[str, dict[str, Any
             "mean_difference": r.mean_difference,
             "ci": [r.ci_low, r.ci_high],
             "wilcoxon_p": r.wilcoxon_p,
+            "holm_p": r.holm_p,
             "n_users": r.n_users,
-            "favours": r.favours,
+            "verdict": r.verdict,
         }
         for r in comparison_rows.itertuples()
     }
@@ -162,12 +172,13 @@ def table1_markdown(table, comparison_rows, notes, params) -> str:
         "",
         "a − b per user: differences paired by (user, noise seed), averaged over the user's "
         f"seeds; {confidence}% bootstrap interval over users; Wilcoxon signed-rank test "
-        "(scipy.stats.wilcoxon) on the per-user differences.",
+        "(scipy.stats.wilcoxon) on the per-user differences, Holm-corrected over the "
+        f"{int((comparison_rows['status'] == 'ok').sum())} comparisons below. {VERDICT_RULE}",
         "",
         markdown_table(
             [_comparison_row(r, notes, footnotes) for r in comparison_rows.itertuples()],
-            ["a − b", "reference", "metric", "mean difference [interval]", "favours"]
-            + ["Wilcoxon p", "users"],
+            ["a − b", "reference", "metric", "mean difference [interval]", "verdict"]
+            + ["Wilcoxon p", "Holm p", "users"],
         ),
     ]
     return "\n".join(lines + ["", *footnotes.lines()]) + "\n"
@@ -175,12 +186,13 @@ def table1_markdown(table, comparison_rows, notes, params) -> str:
 
 def _comparison_row(r, notes, footnotes: Footnotes) -> list[str]:
     if r.status != "ok":
-        cells = [footnotes.cell(r.status), "—", "—", "—"]
+        cells = [footnotes.cell(r.status), "—", "—", "—", "—"]
     else:
         cells = [
             fmt_interval(r.mean_difference, r.ci_low, r.ci_high),
-            str(r.favours),
+            str(r.verdict),
             fmt_p(r.wilcoxon_p) + (f" ({r.test_note})" if r.test_note else ""),
+            fmt_p(r.holm_p),
             str(int(r.n_users)),
         ]
     metric = heading(notes["metrics"][f"{r.reference}_{r.metric}"])

@@ -22,8 +22,14 @@ from pmg_kedro.components.data.item_terms import history_terms, item_terms, item
 from pmg_kedro.components.data.prompts import keyword_key, most_frequent
 from pmg_kedro.components.method.keywords import BASELINE, METHODS
 from pmg_kedro.components.models.generator import masked_mean
-from pmg_kedro.components.reporting.stats import bootstrap_interval
-from pmg_kedro.components.reporting.tables import markdown_table
+from pmg_kedro.components.reporting.stats import (
+    VERDICT_RULE,
+    bootstrap_interval,
+    holm,
+    verdict,
+    wilcoxon_p,
+)
+from pmg_kedro.components.reporting.tables import fmt_p, markdown_table
 
 
 class TextEmbedder:
@@ -276,8 +282,22 @@ def keyword_quality_report(
         },
         "checks": {c["name"]: measure.check(c, behavior_texts) for c in checks},
         "not_applicable": not_applicable,
+        "verdict_rule": VERDICT_RULE,
     }
+    _add_verdicts(report["checks"])
     return report, _markdown(report, scene)
+
+
+def _add_verdicts(checks: dict[str, dict]) -> None:
+    """Holm-corrected Wilcoxon p over every paired difference of the report, and each one's
+    verdict (a higher share is better)."""
+    entries = [(d, e) for c in checks.values() for d, e in c["paired_differences"].items()]
+    corrected = holm([e["wilcoxon_p"] for _, e in entries])
+    for (difference, entry), p_holm in zip(entries, corrected, strict=True):
+        a, b = difference.split(" - ")
+        low, high = entry["mean_ci95"] if entry["mean_ci95"] else (float("nan"),) * 2
+        entry["holm_p"] = float(p_holm)
+        entry["verdict"] = verdict(low, high, p_holm, "higher", a, b)
 
 
 def _applicable_checks(
@@ -350,13 +370,15 @@ class _Measure:
                 {"share": table["baseline_hit"], "share_exact": table["baseline_exact"]}
             )
             compared.append(BASELINE[0])
-        differences = {
-            f"{a} - {b}": self.entry(
-                {"mean": table[f"{a}_hit"].astype(float) - table[f"{b}_hit"].astype(float)}
-            )
-            for i, a in enumerate(compared)
-            for b in compared[i + 1 :]
-        }
+        differences = {}
+        for i, a in enumerate(compared):
+            for b in compared[i + 1 :]:
+                diff = table[f"{a}_hit"].astype(float) - table[f"{b}_hit"].astype(float)
+                p_value, note = wilcoxon_p(diff)
+                differences[f"{a} - {b}"] = self.entry({"mean": diff}) | {
+                    "wilcoxon_p": p_value,
+                    "test_note": note,
+                }
         return {
             "description": check["description"],
             "n_users": len(table),
@@ -466,8 +488,29 @@ def _check_tables(checks: dict[str, dict], labels: dict[str, str]) -> list[str]:
     share_columns += [_difference_label(d, labels) for d in differences]
     exact_columns = ["check", *(f"{labels[k]} exact" for k in methods)]
     exact_columns += [f"{labels[k]} k^p{tail}" for k in llms for tail in ("", ", no fallback")]
+    verdicts = [
+        [name, _difference_label(d, labels), _fmt(*_pair(e, "mean")), fmt_p(e["wilcoxon_p"])]
+        + [fmt_p(e["holm_p"]), e["verdict"]]
+        for name, r in checks.items()
+        for d, e in r["paired_differences"].items()
+    ]
+    verdict_lines = (
+        [
+            "",
+            "Paired differences (Wilcoxon signed-rank test on the per-user differences, Holm-"
+            f"corrected over the {len(verdicts)} differences of this report). {VERDICT_RULE}",
+            "",
+            markdown_table(
+                verdicts,
+                ["check", "difference", "mean [interval]", "Wilcoxon p"] + ["Holm p", "verdict"],
+            ),
+        ]
+        if verdicts
+        else []
+    )
     return [
         markdown_table(shares, share_columns),
+        *verdict_lines,
         "",
         "Exact word matches at the same budget, and (unequal budget, for reference) the LLMs' "
         "whole k^p of K_p keywords, with and without the users whose answers fell back to "

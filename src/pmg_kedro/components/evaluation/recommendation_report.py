@@ -12,8 +12,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from pmg_kedro.components.reporting import figures
-from pmg_kedro.components.reporting.stats import paired_test
-from pmg_kedro.components.reporting.tables import fmt, markdown_table
+from pmg_kedro.components.reporting.stats import VERDICT_RULE, holm, paired_test, verdict
+from pmg_kedro.components.reporting.tables import fmt, fmt_p, markdown_table
 
 METRIC_COLUMNS = [f"{m}@{k}" for k in (10, 20) for m in ("precision", "recall", "ndcg")]
 
@@ -42,7 +42,8 @@ def _mean_std(values: pd.Series) -> dict[str, float]:
 
 def paired_by_seed(results: pd.DataFrame, a: str, b: str, confidence: float) -> dict[str, Any]:
     """a - b per seed for every metric (same seed = same initialisation and negatives), with the
-    t interval of the mean difference over seeds."""
+    t interval of the mean difference over seeds, the paired t-test's p Holm-corrected over the
+    metrics, and the verdict by `reporting.stats.VERDICT_RULE` (higher is better)."""
     pivot = results.pivot(index="seed", columns="setting")
     out: dict[str, Any] = {}
     for metric in METRIC_COLUMNS:
@@ -52,7 +53,12 @@ def paired_by_seed(results: pd.DataFrame, a: str, b: str, confidence: float) -> 
             "per_seed": {str(s): float(d) for s, d in zip(pivot.index, diff, strict=True)},
             "mean": test["mean_difference"],
             "interval": [test["ci_low"], test["ci_high"]],
+            "t_p": test["test_p"],
         }
+    corrected = holm([entry["t_p"] for entry in out.values()])
+    for entry, p_holm in zip(out.values(), corrected, strict=True):
+        entry["holm_p"] = float(p_holm)
+        entry["verdict"] = verdict(*entry["interval"], p_holm, "higher", a, b)
     return out
 
 
@@ -102,14 +108,20 @@ def markdown(report: dict[str, Any]) -> str:
                 fmt(entry["mean"], sign=True),
                 f"[{fmt(entry['interval'][0], sign=True)}, {fmt(entry['interval'][1], sign=True)}]",
                 ", ".join(fmt(d, sign=True) for d in entry["per_seed"].values()),
+                fmt_p(entry["t_p"]),
+                fmt_p(entry["holm_p"]),
+                entry["verdict"],
             ]
             for metric, entry in paired["metrics"].items()
         ]
         lines += [
             "",
-            f"Paired difference {paired['what']}:",
+            f"Paired difference {paired['what']} (paired t-test over seeds, Holm-corrected over "
+            f"the {len(rows)} metrics). {VERDICT_RULE}",
             "",
-            markdown_table(rows, ["metric", "mean", "interval", "per seed"]),
+            markdown_table(
+                rows, ["metric", "mean", "interval", "per seed", "t p", "Holm p", "verdict"]
+            ),
         ]
     return "\n".join(lines) + "\n"
 

@@ -1,8 +1,10 @@
-"""Statistics of the reports: a mean with its bootstrap interval, and a paired test.
+"""Statistics of the reports: a mean with its bootstrap interval, a paired test, and one verdict.
 
 Every table that shows an interval uses `bootstrap_interval` (paper §4.4: means over users with
 95% intervals); every comparison of two settings on the same units uses `paired_test` (paired by
-user and noise seed in Tables 1–2, by seed in Table 3).
+user and noise seed in Tables 1–2, by seed in Table 3), and every report says who a comparison
+favours by one rule, `verdict` (VERDICT_RULE), with the test's p-values Holm-corrected over the
+comparisons of that table (`holm`).
 """
 
 from __future__ import annotations
@@ -54,8 +56,10 @@ def paired_test(
     `interval`: "bootstrap" (`bootstrap_interval` over the units: users) or "t" (Student's t
     interval of the mean, as `scipy.stats.ttest_rel` gives it: for a handful of units such as
     seeds, too few to resample; with fewer than two units or no spread it is the mean itself).
-    Returns mean_difference, ci_low, ci_high, n, n_nonzero, wilcoxon_p and test_note (why there
-    is no p-value, or "").
+    Returns mean_difference, ci_low, ci_high, n, n_nonzero, wilcoxon_p, test_note (why there
+    is no p-value, or ""), and `test` / `test_p`: the test that goes with the interval (Wilcoxon
+    signed-rank with the bootstrap; the one-sample t-test with the t interval, since with a handful
+    of seeds the Wilcoxon test cannot reach 0.05: its smallest p with 5 seeds is 0.0625).
     """
     d = np.asarray(differences, dtype=float)
     d = d[~np.isnan(d)]
@@ -74,13 +78,30 @@ def paired_test(
         "wilcoxon_p": float("nan"),
         "test_note": "",
     }
-    if len(d) < 2:
-        result["test_note"] = f"no test: {len(d)} paired unit(s)"
-    elif not np.any(d):
-        result.update(wilcoxon_p=1.0, test_note="every paired difference is 0")
-    else:
-        result["wilcoxon_p"] = float(stats.wilcoxon(d).pvalue)
+    result["wilcoxon_p"], result["test_note"] = wilcoxon_p(d)
+    result["test"] = "wilcoxon" if interval == "bootstrap" else "t"
+    result["test_p"] = result["wilcoxon_p"] if interval == "bootstrap" else _t_p(d)
     return result
+
+
+def wilcoxon_p(differences) -> tuple[float, str]:
+    """The Wilcoxon signed-rank p of paired differences (NaN left out) and why there is none
+    ("" when there is one; every difference 0 gives p = 1)."""
+    d = np.asarray(differences, dtype=float)
+    d = d[~np.isnan(d)]
+    if len(d) < 2:
+        return float("nan"), f"no test: {len(d)} paired unit(s)"
+    if not np.any(d):
+        return 1.0, "every paired difference is 0"
+    return float(stats.wilcoxon(d).pvalue), ""
+
+
+def _t_p(d: np.ndarray) -> float:
+    if len(d) < 2:
+        return float("nan")
+    if np.ptp(d) == 0:
+        return 1.0 if not np.any(d) else 0.0  # no spread: the mean is known exactly
+    return float(stats.ttest_1samp(d, 0.0).pvalue)
 
 
 def _t_interval(d: np.ndarray, confidence: float) -> tuple[float, float, float]:
@@ -109,10 +130,37 @@ def paired_user_differences(
     return joined.groupby("user_id", sort=True)["difference"].mean()
 
 
-def favours(low: float, high: float, direction: str, a: str, b: str) -> str:
-    """Which side of a - b the interval [low, high] favours, given whether higher or lower is
-    better; "neither" when the interval includes 0 (or there is none)."""
-    if np.isnan(low) or low <= 0 <= high:
-        return "neither (interval includes 0)"
-    a_higher = low > 0
-    return a if a_higher == (direction == "higher") else b
+ALPHA = 0.05
+VERDICT_RULE = (
+    "Verdict: a side is favoured only when both say so: the 95% interval of the paired mean "
+    "difference excludes 0 AND the paired test's p-value, Holm-corrected over the comparisons of "
+    f'this table, is below {ALPHA}; "tests disagree" when only one of the two does; else '
+    '"neither".'
+)
+
+
+def holm(p_values: Sequence[float]) -> np.ndarray:
+    """Holm-Bonferroni adjusted p-values (step-down, monotone, capped at 1); NaN stays NaN and does
+    not count among the m comparisons."""
+    p = np.asarray(p_values, dtype=float)
+    adjusted = np.full(p.shape, np.nan)
+    finite = np.flatnonzero(~np.isnan(p))
+    m = len(finite)
+    running = 0.0
+    for rank, i in enumerate(finite[np.argsort(p[finite], kind="stable")]):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def verdict(low: float, high: float, p_corrected: float, direction: str, a: str, b: str) -> str:
+    """Who the paired difference a - b favours under VERDICT_RULE, given whether higher or lower
+    is better: `a`, `b`, "tests disagree (...)" or "neither"."""
+    interval = not (np.isnan(low) or np.isnan(high) or low <= 0 <= high)
+    test = not np.isnan(p_corrected) and p_corrected < ALPHA
+    if interval and test:
+        return a if (low > 0) == (direction == "higher") else b
+    if interval != test:
+        said = "interval excludes 0" if interval else f"Holm p = {p_corrected:.3g}"
+        return f"tests disagree ({said}, the other does not)"
+    return "neither"

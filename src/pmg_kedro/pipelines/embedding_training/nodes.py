@@ -20,6 +20,7 @@ from ...components.method.soft_embeddings import (
     train_soft_embeddings,
 )
 from ...components.reporting.figures import subplots, text_figure
+from ...components.reporting.stats import VERDICT_RULE, holm, verdict
 
 logger = logging.getLogger(__name__)
 
@@ -173,10 +174,22 @@ def train_soft_preference_embeddings(
         "evaluation_users": len(data.evaluation),
         "evaluation_seeds": data.seeds,
         "training": vars(data.settings),
-        "variants": rows,
+        "variants": _with_verdicts(rows),
+        "verdict_rule": VERDICT_RULE,
     }
     sweep_record = {"tensors": sweep, "metadata": {"variants": [r["variant"] for r in rows]}}
     return main, log, report, _loss_figure(log), main_embeddings, sweep_record
+
+
+def _with_verdicts(rows: list[dict]) -> list[dict]:
+    """Each variant's E^p - E_k loss difference with its Wilcoxon p Holm-corrected over the
+    variants and the verdict (lower loss is better): `reporting.stats.VERDICT_RULE`."""
+    corrected = holm([r["pmg_minus_without_embeddings"]["wilcoxon_p"] for r in rows])
+    for row, p_holm in zip(rows, corrected, strict=True):
+        versus = row["pmg_minus_without_embeddings"]
+        versus["holm_p"] = float(p_holm)
+        versus["verdict"] = verdict(*versus["ci95"], p_holm, "lower", "pmg", "without_embeddings")
+    return rows
 
 
 @dataclass
