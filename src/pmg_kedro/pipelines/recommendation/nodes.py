@@ -780,3 +780,17 @@ def _chart(report: dict[str, Any], settings: dict[str, Any]) -> plt.Figure:
     ax.set_title(title, fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def summarize_recommendation(report: dict[str, Any]) -> dict[str, Any]:
+    """Table 3's numbers for MLflow from the report: per setting and metric the mean and std over
+    seeds, the popularity reference, and the paired difference's mean per metric."""
+    paired = report["paired_difference"]["metrics"] or {}
+    return {
+        "settings": {
+            name: {m: dict(entry[m]) for m in METRIC_COLUMNS}
+            for name, entry in report["settings"].items()
+        },
+        "popularity_reference": dict(report["popularity_reference"]),
+        "paired_difference": {m: entry["mean"] for m, entry in paired.items()},
+    }

@@ -19,6 +19,7 @@ from .nodes import (
     report_recommendation,
     run_recommendation_experiment,
     split_recommendation_interactions,
+    summarize_recommendation,
 )
 
 IMAGES = "recommendation_images"
@@ -112,6 +113,13 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "recommendation_chart",
                 ],
                 name="report_recommendation",
+                tags=[EXPERIMENT],
+            ),
+            Node(
+                summarize_recommendation,
+                inputs="recommendation_report",
+                outputs="table3_summary",
+                name="summarize_recommendation",
                 tags=[EXPERIMENT],
             ),
         ]
