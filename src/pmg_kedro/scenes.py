@@ -7,7 +7,6 @@ pipeline's shape comes from conf, not from file paths or scene names in code.
 
 from __future__ import annotations
 
-import warnings
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -16,11 +15,6 @@ import yaml
 from kedro.pipeline import Pipeline
 
 SCENES_FILE = Path(__file__).resolve().parents[2] / "conf" / "base" / "parameters_scenes.yml"
-
-# Nodes outside a scene namespace read scene or variant outputs by their namespaced names
-# (`movie.keyword_adapter_examples`, `pmg.selections`), which Kedro warns about although it is
-# exactly what namespacing produces. Every pipeline module imports this one before building nodes.
-warnings.filterwarnings("ignore", message="One or more dataset names contain", category=UserWarning)
 
 
 @cache
