@@ -8,7 +8,7 @@ import re
 import nbformat
 import pytest
 
-from pmg_kedro.scenes import GENERATION_VARIANTS
+from pmg_kedro.scenes import scene_conf
 
 SCENE = "emoticon"  # real users with item images in the test environment
 N_USERS = 2
@@ -123,8 +123,9 @@ def test_users_shown_are_the_first_evaluation_users(executed):
 def test_variants_are_compared_on_the_same_user_and_seed(executed):
     notebook, catalog = executed
     shown = _shown(notebook)
-    images = {v: catalog.load(f"{SCENE}.{v}.chosen_images") for v in GENERATION_VARIANTS}
-    assert shown["variants"] == [v for v in GENERATION_VARIANTS if images[v]]
+    variants = scene_conf("test")["ablations"]  # the notebook's environment
+    images = {v: catalog.load(f"{SCENE}.{v}.chosen_images") for v in variants}
+    assert shown["variants"] == [v for v in variants if images[v]]
     assert {"pmg", "without_both"} <= set(shown["variants"])
     split = catalog.load(f"{SCENE}.user_split")
     evaluation = set(split.loc[split["split"] == "evaluation", "user_id"])

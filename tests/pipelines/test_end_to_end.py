@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 
 from pmg_kedro.components.answer_masking import leaked_emoticons
-from pmg_kedro.scenes import GENERATION_VARIANTS, SCENES, scene_conf
+from pmg_kedro.scenes import scene_conf
+
+CONF = scene_conf("test")  # the environment of the run these tests read
+SCENES = tuple(CONF["scenes"])
 
 
 @pytest.fixture(scope="module")
@@ -71,9 +74,9 @@ def test_the_emoticon_answer_never_reaches_the_target_side(catalog, project_root
 def test_every_variant_is_paired_by_user_and_seed(catalog, scene):
     requests = catalog.load(f"{scene}.generation_requests")
     report = catalog.load(f"{scene}.personalization_report")
-    ablations = scene_conf()["ablations"]
+    ablations = CONF["ablations"]
     pairs = None
-    for variant in GENERATION_VARIANTS:
+    for variant in ablations:
         selections = catalog.load(f"{scene}.{variant}.selections")
         if variant in report["not_applicable"]:
             assert ablations[variant]["embeddings"] and selections.empty

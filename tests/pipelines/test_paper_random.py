@@ -16,14 +16,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from kedro.config import OmegaConfigLoader
 
 from pmg_kedro.components.images import to_array
 from pmg_kedro.components.paper_models import MARKER, spec_of
-from pmg_kedro.scenes import GENERATION_VARIANTS, SCENES, scene_conf
-from pmg_kedro.settings import CONFIG_LOADER_ARGS
+from pmg_kedro.config_loader import project_config_loader
+from pmg_kedro.scenes import scene_conf
 
 ENV = "paper_random_tiny"
+SCENE_CONF = scene_conf(ENV)  # the scenes and variants of the run these tests read
+SCENES = tuple(SCENE_CONF["scenes"])
 CONF = Path(__file__).resolve().parents[2] / "conf"
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.timeout(1200)]
 CONTRACT_COLUMNS = {
@@ -48,16 +49,8 @@ RESOLUTION = 64  # the tiny SD 1.5 layout: 8x8 latents, VAE factor 8
 OPTIONAL_PER_SCENE = {("ingestion", "split", "max_users")}
 
 
-def _loader(env: str) -> OmegaConfigLoader:
-    return OmegaConfigLoader(
-        conf_source=str(CONF),
-        env=env,
-        base_env="base",
-        default_run_env=env,
-        merge_strategy=CONFIG_LOADER_ARGS["merge_strategy"],
-        config_patterns=CONFIG_LOADER_ARGS["config_patterns"],
-        custom_resolvers=CONFIG_LOADER_ARGS.get("custom_resolvers"),
-    )
+def _loader(env: str):
+    return project_config_loader(env, CONF)
 
 
 def _leaves(tree, prefix=()):
@@ -201,7 +194,7 @@ def test_the_llm_left_the_device_while_images_were_generated(run):
 def test_soft_embeddings_live_in_the_clip_text_space(run, scene):
     catalog, params, _ = run
     embeddings = catalog.load(f"{scene}.soft_embeddings")
-    if scene_conf()["scenes"][scene]["item_images"] != "required":  # movie without posters
+    if SCENE_CONF["scenes"][scene]["item_images"] != "required":  # movie without posters
         assert "not_applicable" in embeddings["metadata"] and not embeddings["tensors"]
         return
     tensors = embeddings["tensors"]
@@ -216,13 +209,13 @@ def test_soft_embeddings_live_in_the_clip_text_space(run, scene):
 def test_generation_follows_the_contract(run, scene):
     catalog, params, _ = run
     wg = params[scene]["weighted_generation"]
-    ablations = scene_conf()["ablations"]
+    ablations = SCENE_CONF["ablations"]
     report = catalog.load(f"{scene}.personalization_report")
     split = catalog.load(f"{scene}.user_split")
     evaluation = set(split.loc[split["split"] == "evaluation", "user_id"])
     grid = len(wg["weight_ratios"])
     ran = []
-    for variant in GENERATION_VARIANTS:
+    for variant in ablations:
         table = catalog.load(f"{scene}.{variant}.selections")
         images = catalog.load(f"{scene}.{variant}.chosen_images")
         assert set(table.columns) >= CONTRACT_COLUMNS, variant

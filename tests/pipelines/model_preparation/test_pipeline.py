@@ -8,13 +8,13 @@ import shutil
 import pandas as pd
 import pytest
 import torch
-from kedro.config import OmegaConfigLoader
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.pipeline import Pipeline
 from kedro.runner import SequentialRunner
 
 from pmg_kedro.components.generator import Generator
 from pmg_kedro.components.scorer import TinyClip
+from pmg_kedro.config_loader import project_config_loader
 from pmg_kedro.datasets.model_folder import KEEP_EXISTING, ModelFolderDataset
 from pmg_kedro.pipelines.model_preparation.keyword_adapter import keyword_adapter_pipeline
 from pmg_kedro.pipelines.model_preparation.nodes import (
@@ -23,8 +23,7 @@ from pmg_kedro.pipelines.model_preparation.nodes import (
     train_tiny_scorer,
 )
 from pmg_kedro.pipelines.model_preparation.pipeline import create_pipeline
-from pmg_kedro.scenes import SCENES
-from pmg_kedro.settings import CONFIG_LOADER_ARGS
+from pmg_kedro.scenes import scene_names
 
 MODEL_PREPARATION_ENTRIES = {
     "embedded_generator",
@@ -48,15 +47,7 @@ KEYWORD_ADAPTER_ENTRIES = {
 
 
 def _loader(project_root, env):
-    return OmegaConfigLoader(
-        conf_source=str(project_root / "conf"),
-        env=env,
-        base_env="base",
-        default_run_env=env,
-        merge_strategy=CONFIG_LOADER_ARGS["merge_strategy"],
-        config_patterns=CONFIG_LOADER_ARGS["config_patterns"],
-        runtime_params={},
-    )
+    return project_config_loader(env, project_root / "conf")
 
 
 def _catalog(project_root, env, tmp, redirect_models=False, names=MODEL_PREPARATION_ENTRIES):
@@ -132,7 +123,7 @@ def test_disabled_env_stops_at_the_first_node_untouched(project_root, tmp_path, 
     roots = [n for n in pipeline.nodes if not set(n.inputs) & pipeline.all_outputs()]
     assert {n.name for n in roots} == {
         "build_icon_corpus",
-        *(f"{scene}.keyword_adapter_examples" for scene in SCENES),
+        *(f"{scene}.keyword_adapter_examples" for scene in scene_names()),
     }
     for part in [*(Pipeline([root]) for root in roots), pipeline]:
         with pytest.raises(ModelPreparationDisabled, match="model_preparation.enabled is false"):

@@ -229,11 +229,9 @@ def test_item_images_are_generated_only_for_items_without_one(
 
 def _test_params(project_root, scene: str) -> dict:
     """The scene's recommendation parameters of the `test` environment (base merged with test)."""
-    from kedro.config import OmegaConfigLoader
+    from pmg_kedro.config_loader import project_config_loader
 
-    from pmg_kedro.settings import CONFIG_LOADER_ARGS
-
-    loader = OmegaConfigLoader(str(project_root / "conf"), env="test", **CONFIG_LOADER_ARGS)
+    loader = project_config_loader("test", project_root / "conf")
     return loader["parameters"][scene]["recommendation"]
 
 

@@ -31,7 +31,7 @@ from ...components.keyword_adapter import (
     train_sequences,
 )
 from ...components.llm import LLM
-from ...scenes import SCENES, per_scene
+from ...scenes import per_scene, scene_names
 from .nodes import ensure_enabled
 
 logger = logging.getLogger(__name__)
@@ -254,7 +254,7 @@ def keyword_adapter_pipeline() -> Pipeline:
     )
     per_scene_inputs = [
         f"{scene}.{name}"
-        for scene in SCENES
+        for scene in scene_names()
         for name in ("keyword_adapter_examples", "keyword_adapter_example_counts")
     ]
     training = Pipeline(
