@@ -28,7 +28,7 @@ import os
 import platform
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from .captioner import metadata_captions
 from .keyword_quality import item_terms, items_by_id
 from .llm import LLM
+from .params import settings_from_params
 from .prompts import format_behavior, most_frequent, preference_prompt, render
 
 logger = logging.getLogger(__name__)
@@ -147,7 +148,7 @@ class WindowSettings:
 
     @classmethod
     def from_params(cls, params: Mapping | None) -> WindowSettings:
-        return cls(**_known(cls, params, "windows"))
+        return settings_from_params(cls, params, "keyword adapter windows")
 
 
 def behavior_windows(
@@ -343,10 +344,7 @@ class AdapterTraining:
 
     @classmethod
     def from_params(cls, params: Mapping | None) -> AdapterTraining:
-        values = _known(cls, params, "training")
-        if "target_modules" in values:
-            values["target_modules"] = tuple(values["target_modules"])
-        return cls(**values)
+        return settings_from_params(cls, params, "keyword adapter training", target_modules=tuple)
 
     def lora_config(self, num_layers: int) -> dict[str, Any]:
         """`peft.LoraConfig` keyword arguments (JSON-able: they travel in the adapter's header)."""
@@ -812,18 +810,6 @@ def adapted_llm(llm: LLM, adapter: Mapping[str, Any], where: str = "keyword_adap
             "fits the model it was trained on (set keyword_extraction.llm_adapter: none)"
         )
     return llm.with_lora(adapter["tensors"], metadata["lora_config"])
-
-
-def _known(cls, params: Mapping | None, name: str) -> dict[str, Any]:
-    params = dict(params or {})
-    known = {f.name for f in fields(cls)}
-    unknown = set(params) - known
-    if unknown:
-        raise ValueError(
-            f"unknown keyword adapter {name} parameters {sorted(unknown)}; expected some of "
-            f"{sorted(known)}"
-        )
-    return params
 
 
 def _jsonable(value: Any) -> Any:

@@ -18,11 +18,13 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
+
+from .params import settings_from_params
 
 logger = logging.getLogger(__name__)
 
@@ -41,15 +43,8 @@ class GenerationSettings:
 
     @classmethod
     def from_params(cls, params: Mapping | None) -> GenerationSettings:
-        """Build from a parameters mapping; unknown keys are an error, missing keys take defaults."""
-        params = dict(params or {})
-        known = {f.name for f in fields(cls)}
-        unknown = set(params) - known
-        if unknown:
-            raise ValueError(
-                f"unknown generation parameters {sorted(unknown)}; expected some of {sorted(known)}"
-            )
-        return cls(**params)
+        """Build from a parameters block (`generation`); see `params.settings_from_params`."""
+        return settings_from_params(cls, params, "generation")
 
 
 @dataclass(frozen=True)

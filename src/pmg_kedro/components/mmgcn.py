@@ -39,7 +39,7 @@ import copy
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -49,6 +49,7 @@ from torch_geometric.nn import MessagePassing
 from torch_geometric.utils import spmm, to_torch_csr_tensor
 from tqdm.auto import tqdm
 
+from .params import settings_from_params
 from .ranking import evaluate_ranking, pair_matrix
 
 logger = logging.getLogger(__name__)
@@ -77,17 +78,10 @@ class MMGCNConfig:
 
     @classmethod
     def from_params(cls, params: Mapping | None) -> MMGCNConfig:
-        """Build from a parameters mapping; unknown keys are an error."""
-        params = dict(params or {})
-        known = {f.name for f in fields(cls)}
-        unknown = set(params) - known
-        if unknown:
-            raise ValueError(
-                f"unknown MMGCN parameters {sorted(unknown)}; expected some of {sorted(known)}"
-            )
-        if "ks" in params:
-            params["ks"] = tuple(int(k) for k in params["ks"])
-        config = cls(**params)
+        """Build from a parameters block (`model`); see `params.settings_from_params`."""
+        config = settings_from_params(
+            cls, params, "MMGCN model", ks=lambda ks: tuple(int(k) for k in ks)
+        )
         for name, allowed in (
             ("aggregation", ("mean", "max")),
             ("combination", ("concat", "element")),

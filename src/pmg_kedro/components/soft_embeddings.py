@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .params import settings_from_params
+
 
 @dataclass(frozen=True)
 class SoftEmbeddingConfig:
@@ -197,7 +199,8 @@ class TrainingSettings:
 
     @classmethod
     def from_params(cls, params: dict) -> TrainingSettings:
-        return cls(**{k: params[k] for k in cls.__dataclass_fields__ if k in params})
+        """Build from a parameters block (`training`); see `params.settings_from_params`."""
+        return settings_from_params(cls, params, "soft embedding training")
 
 
 def preference_condition(soft: torch.Tensor | None, keywords, max_tokens: int | None = None):
