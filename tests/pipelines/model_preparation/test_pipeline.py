@@ -14,8 +14,9 @@ from kedro.runner import SequentialRunner
 
 from pmg_kedro.components.generator import Generator
 from pmg_kedro.components.scorer import TinyClip
+from pmg_kedro.components.training_loop import UNTRAINED
 from pmg_kedro.config_loader import project_config_loader
-from pmg_kedro.datasets.model_folder import KEEP_EXISTING, ModelFolderDataset
+from pmg_kedro.datasets.model_folder import ModelFolderDataset
 from pmg_kedro.pipelines.model_preparation.keyword_adapter import keyword_adapter_pipeline
 from pmg_kedro.pipelines.model_preparation.nodes import (
     ModelPreparationDisabled,
@@ -148,7 +149,7 @@ def test_reference_writes_the_committed_keyword_adapter(project_root):
 
 
 def test_base_measures_the_committed_weights_without_rewriting_them(project_root, tmp_path):
-    """base: the training nodes return KEEP_EXISTING and saving it leaves the folder's bytes."""
+    """base: the training nodes return UNTRAINED and saving it leaves the folder's bytes."""
     params = _loader(project_root, "base")["parameters"]["model_preparation"]
     assert params["enabled"] is True and params["train"] is False
     folder = tmp_path / "scorer"
@@ -156,6 +157,6 @@ def test_base_measures_the_committed_weights_without_rewriting_them(project_root
     before = _tree(folder)
     for train in (train_tiny_scorer, train_tiny_generator):
         model, history = train(None, params)
-        assert model is KEEP_EXISTING and "committed weights are kept" in history["skipped"]
+        assert model is UNTRAINED and "committed weights are kept" in history["skipped"]
         ModelFolderDataset(path=str(folder), kind="scorer").save(model)
     assert _tree(folder) == before

@@ -19,7 +19,7 @@ import torch
 from ...components.icon_corpus import SHOWCASE_CONCEPTS, IconCorpus, build_icon_corpus
 from ...components.images import load_image, read_idx_labels
 from ...components.sources.fashion_mnist import CLASS_NAMES
-from ...datasets.model_folder import KEEP_EXISTING
+from ...components.training_loop import UNTRAINED
 
 log = logging.getLogger(__name__)
 DISABLED = (
@@ -83,7 +83,7 @@ def train_tiny_scorer(corpus: IconCorpus, params: dict) -> tuple[Any, dict]:
     """The tiny CLIP's projection heads trained contrastively; (scorer, training history)."""
     _setup(params)
     if not params.get("train", False):
-        return KEEP_EXISTING, {"skipped": KEPT}
+        return UNTRAINED, {"skipped": KEPT}
     from ...components.training import train_scorer
 
     return train_scorer(corpus, params["scorer"])
@@ -93,7 +93,7 @@ def train_tiny_generator(corpus: IconCorpus, params: dict) -> tuple[Any, dict]:
     """VAE then latent UNet with CFG dropout and EMA; (generator, training history)."""
     _setup(params)
     if not params.get("train", False):
-        return KEEP_EXISTING, {"skipped": KEPT}
+        return UNTRAINED, {"skipped": KEPT}
     from ...components.training import train_generator
 
     cfg = params["generator"]
