@@ -83,6 +83,16 @@ def test_saving_untrained_leaves_the_folder_as_it_is(tmp_path):
     assert (folder / "weights").read_text() == "committed"
 
 
+def test_an_optional_tensors_input_without_a_file_loads_as_none(tmp_path):
+    path = str(tmp_path / "checkpoint.safetensors")
+    assert TensorsDataset(path, optional=True).load() is None
+    with pytest.raises(DatasetError):
+        TensorsDataset(path).load()  # a required input: no file is an error
+    TensorsDataset(path).save({"tensors": {"w": torch.ones(2)}, "metadata": {"steps": 3}})
+    loaded = TensorsDataset(path, optional=True).load()
+    assert torch.equal(loaded["tensors"]["w"], torch.ones(2)) and loaded["metadata"] == {"steps": 3}
+
+
 def test_model_folder_rejects_an_unknown_kind_and_a_missing_folder(tmp_path):
     with pytest.raises(DatasetError, match=r"kind must be one of \('generator', 'scorer'\)"):
         ModelFolderDataset(str(tmp_path / "m"), kind="llm")

@@ -152,13 +152,6 @@ class SoftPreferenceEmbedder(nn.Module):
                 params[name].copy_(tensor)
 
 
-def read_soft_embedding_file(path: str) -> dict[str, torch.Tensor]:
-    """Tensors of a saved `soft_embedding_model` (.safetensors), to resume training from."""
-    from safetensors.torch import load_file
-
-    return load_file(path)
-
-
 class _PrefixTuning(nn.Module):
     """P-Tuning v2 prefixes through `peft` (PrefixTuningConfig): per-layer key/value prefixes.
 

@@ -19,7 +19,6 @@ from ...components.soft_embeddings import (  # noqa: E402
     TrainingSettings,
     heldout_losses,
     paired_difference,
-    read_soft_embedding_file,
     train_soft_embeddings,
 )
 
@@ -132,9 +131,14 @@ def _embed(model, prompts: list[str], users: list[str], batch: int) -> dict[str,
 
 
 def train_soft_preference_embeddings(
-    examples: pd.DataFrame, llm, generator, params: dict[str, Any]
+    examples: pd.DataFrame,
+    llm,
+    generator,
+    checkpoint: dict[str, Any] | None,
+    params: dict[str, Any],
 ) -> tuple:
-    """Train each variant on the train users and score it on the evaluation users (§3.3, Table 2).
+    """Train each variant on the train users and score it on the evaluation users (§3.3, Table 2);
+    the first starts from `checkpoint` (an earlier `soft_embedding_model`) when there is one.
 
     Returns the main model (trainable tensors + metadata; the first variant), the training log,
     the report (evaluation users' denoising loss of their held-out target image per variant,
@@ -176,9 +180,11 @@ def train_soft_preference_embeddings(
             seed=int(params["seed"]),
             neutral_token=neutral,
         )
-        if main is None and params.get("resume_from"):
-            model.load_trainable_state(read_soft_embedding_file(params["resume_from"]))
-            logger.info("%s: resumed from %s", variant["name"], params["resume_from"])
+        if main is None and checkpoint is not None:
+            model.load_trainable_state(checkpoint["tensors"])
+            logger.info(
+                "%s: resumed from a checkpoint of %s", variant["name"], checkpoint["metadata"]
+            )
         history = train_soft_embeddings(
             model,
             generator,
