@@ -118,8 +118,8 @@ def synthetic_scene(name, users, n_items, n_classes, seeds, table2_variants, fol
         for u in user_ids
         for s in seeds
     ]
-    t2 = pd.DataFrame(table2, columns=["user_id", "seed", "sweep_variant", "n_tokens", "p_tuning"])
-    t2["image_key"] = t2["sweep_variant"] + "/" + t2["user_id"] + "/s" + t2["seed"].astype(str)
+    t2 = pd.DataFrame(table2, columns=["user_id", "seed", "sweep_entry", "n_tokens", "p_tuning"])
+    t2["image_key"] = t2["sweep_entry"] + "/" + t2["user_id"] + "/s" + t2["seed"].astype(str)
     data["table2_selections"] = t2
     data["table2_images"] = {k: _noise(rng) for k in t2["image_key"]}
     return data

@@ -101,7 +101,7 @@ def test_paper_random_keeps_the_papers_method_settings():
             "score_batch_size",
             "max_condition_tokens",
         ],
-        "embedding_training": ["variant_set", "variant_sets", "prompt_template"],
+        "embedding_training": ["sweep", "sweeps", "prompt_template"],
     }
     for scene in SCENES:
         for block, keys in same.items():
@@ -199,7 +199,7 @@ def test_soft_embeddings_live_in_the_clip_text_space(run, scene):
         return
     tensors = embeddings["tensors"]
     dim = catalog.load("generator").text_encoder.dim
-    n_tokens = params[scene]["embedding_training"]["variant_sets"]["main"][0]["n_tokens"]
+    n_tokens = params[scene]["embedding_training"]["sweeps"]["main"][0]["n_tokens"]
     assert tensors and all(t.shape == (n_tokens, dim) for t in tensors.values())
     first, *others = tensors.values()
     assert any(not torch.equal(first, t) for t in others)  # E_m depends on the user's prompt

@@ -19,8 +19,8 @@ PARAMS = {
     "evaluation_seeds": [0, 1],
     "prompt_template": "Items: {items}.",
     "training": {"steps": 2, "batch_size": 2, "learning_rate": 0.01, "log_every": 1},
-    "variant_set": "two",
-    "variant_sets": {
+    "sweep": "two",
+    "sweeps": {
         "two": [{"n_tokens": 2, "n_prefixes": 2}, {"n_tokens": 3, "n_prefixes": 0}],
     },
 }
@@ -108,15 +108,15 @@ def test_training_sees_only_train_users_and_embeds_evaluation_users(
         torch.testing.assert_close(images, expected)
     assert model["metadata"]["train_users"] == ["t1", "t2"]
     assert set(embeddings["tensors"]) == {"e1", "e2"}  # evaluation users only
-    assert embeddings["tensors"]["e1"].shape == (2, 384)  # the first variant: L = 2
+    assert embeddings["tensors"]["e1"].shape == (2, 384)  # the first sweep entry: L = 2
     assert set(sweep["tensors"]) == {
         f"{v}/{u}" for v in ("L2_ptuning", "L3_no_ptuning") for u in ("e1", "e2")
     }
-    assert [r["variant"] for r in report["variants"]] == ["L2_ptuning", "L3_no_ptuning"]
+    assert [r["sweep_entry"] for r in report["sweep_entries"]] == ["L2_ptuning", "L3_no_ptuning"]
     assert report["evaluation_users"] == 2 and report["train_users"] == 2
-    row = report["variants"][0]["pmg_minus_without_embeddings"]
+    row = report["sweep_entries"][0]["pmg_minus_without_embeddings"]
     assert row["users"] == 2 and row["pairs"] == 4
-    assert set(log["variant"]) == {"L2_ptuning", "L3_no_ptuning"} and len(log) == 4
+    assert set(log["sweep_entry"]) == {"L2_ptuning", "L3_no_ptuning"} and len(log) == 4
 
 
 def test_a_scene_without_images_gets_not_applicable_records(llm, tiny_generator):
@@ -129,7 +129,7 @@ def test_a_scene_without_images_gets_not_applicable_records(llm, tiny_generator)
     assert log.empty and sweep["tensors"] == {}
 
 
-def test_the_first_variant_resumes_from_the_checkpoint(tables, llm, tiny_generator, one_thread):
+def test_the_first_sweep_entry_resumes_from_the_checkpoint(tables, llm, tiny_generator, one_thread):
     """A step at learning rate 0 leaves the start: the checkpoint (a fresh start is not it)."""
     behavior, keywords, items, index = tables
     examples = nodes.build_soft_embedding_examples(behavior, keywords, items, index, PARAMS)
@@ -143,7 +143,7 @@ def test_the_first_variant_resumes_from_the_checkpoint(tables, llm, tiny_generat
     for name, tensor in trained["tensors"].items():
         assert torch.equal(resumed[0]["tensors"][name], tensor), name
     assert not all(torch.equal(fresh[0]["tensors"][n], t) for n, t in trained["tensors"].items())
-    # the other variants (other shapes) start afresh: as without the checkpoint
+    # the other sweep entries (other shapes) start afresh: as without the checkpoint
     for key, tensor in fresh[5]["tensors"].items():
-        if not key.startswith(resumed[0]["metadata"]["variant"] + "/"):
+        if not key.startswith(resumed[0]["metadata"]["sweep_entry"] + "/"):
             assert torch.equal(resumed[5]["tensors"][key], tensor), key

@@ -1,4 +1,9 @@
-"""embedding_training nodes (paper §3.3): examples, training with ablation variants, user embeddings."""
+"""embedding_training nodes (paper §3.3): examples, training of a sweep, user embeddings.
+
+A sweep (parameter `sweep`, one of `sweeps`) lists soft-embedding configurations, its entries: L
+multimodal tokens and S P-Tuning v2 prefixes each (paper Table 2). "Variant" is left to the
+generation variants of weighted_generation (pmg, without_embeddings, ...).
+"""
 
 from __future__ import annotations
 
@@ -94,11 +99,11 @@ def build_soft_embedding_examples(
     return examples
 
 
-def _variants(params: dict[str, Any]) -> list[dict[str, Any]]:
-    chosen = params["variant_set"]
-    sets = params["variant_sets"]
+def _sweep_entries(params: dict[str, Any]) -> list[dict[str, Any]]:
+    chosen = params["sweep"]
+    sets = params["sweeps"]
     if chosen not in sets:
-        raise ValueError(f"variant_set {chosen!r} is not one of {sorted(sets)}")
+        raise ValueError(f"embedding_training.sweep {chosen!r} is not one of {sorted(sets)}")
     return [
         {"name": f"L{v['n_tokens']}_{'ptuning' if v['n_prefixes'] else 'no_ptuning'}", **v}
         for v in sets[chosen]
@@ -112,7 +117,7 @@ def _not_applicable(why: str) -> tuple:
     ax.text(0.5, 0.5, why, ha="center", va="center", wrap=True)
     return (
         record,
-        pd.DataFrame(columns=["variant", "step", "loss", "seconds"]),
+        pd.DataFrame(columns=["sweep_entry", "step", "loss", "seconds"]),
         {"not_applicable": why},
         fig,
         record,
@@ -137,14 +142,14 @@ def train_soft_preference_embeddings(
     checkpoint: dict[str, Any] | None,
     params: dict[str, Any],
 ) -> tuple:
-    """Train each variant on the train users and score it on the evaluation users (§3.3, Table 2);
-    the first starts from `checkpoint` (an earlier `soft_embedding_model`) when there is one.
+    """Train each sweep entry on the train users and score it on the evaluation users (§3.3,
+    Table 2); the first starts from `checkpoint` (an earlier `soft_embedding_model`) if any.
 
-    Returns the main model (trainable tensors + metadata; the first variant), the training log,
-    the report (evaluation users' denoising loss of their held-out target image per variant,
+    Returns the main model (trainable tensors + metadata; the first entry), the training log,
+    the report (evaluation users' denoising loss of their held-out target image per entry,
     paired against E_k alone), the loss-curve figure, E_m of every evaluation user from the main
-    model (`soft_embeddings`) and from every variant (`soft_embedding_sweep`, keys
-    "<variant>/<user_id>"). A scene without item images gets "not applicable" records.
+    model (`soft_embeddings`) and from every entry (`soft_embedding_sweep`, keys
+    "<sweep_entry>/<user_id>"). A scene without item images gets "not applicable" records.
     """
     if examples.empty:
         return _not_applicable(NOT_APPLICABLE_NO_IMAGES)
@@ -170,12 +175,12 @@ def train_soft_preference_embeddings(
     users, prompts = evaluation["user_id"].tolist(), evaluation["prompt"].tolist()
     batch = settings.batch_size
     logs, rows, sweep, main, main_embeddings = [], [], {}, None, None
-    for variant in _variants(params):
+    for entry in _sweep_entries(params):
         start = time.perf_counter()
         model = SoftPreferenceEmbedder(
             llm,
-            variant["n_tokens"],
-            variant["n_prefixes"],
+            entry["n_tokens"],
+            entry["n_prefixes"],
             generator.text_encoder.dim,
             seed=int(params["seed"]),
             neutral_token=neutral,
@@ -183,7 +188,7 @@ def train_soft_preference_embeddings(
         if main is None and checkpoint is not None:
             model.load_trainable_state(checkpoint["tensors"])
             logger.info(
-                "%s: resumed from a checkpoint of %s", variant["name"], checkpoint["metadata"]
+                "%s: resumed from a checkpoint of %s", entry["name"], checkpoint["metadata"]
             )
         history = train_soft_embeddings(
             model,
@@ -193,7 +198,7 @@ def train_soft_preference_embeddings(
             train_images,
             settings,
         )
-        logs += [{"variant": variant["name"], **h} for h in history]
+        logs += [{"sweep_entry": entry["name"], **h} for h in history]
         model.eval()
         losses = heldout_losses(
             model,
@@ -207,10 +212,10 @@ def train_soft_preference_embeddings(
         versus = paired_difference(losses["pmg"], baseline)
         rows.append(
             {
-                "variant": variant["name"],
-                "p_tuning_v2": bool(variant["n_prefixes"]),
-                "n_tokens": variant["n_tokens"],
-                "n_prefixes": variant["n_prefixes"],
+                "sweep_entry": entry["name"],
+                "p_tuning_v2": bool(entry["n_prefixes"]),
+                "n_tokens": entry["n_tokens"],
+                "n_prefixes": entry["n_prefixes"],
                 "evaluation_loss_pmg": float(losses["pmg"].mean()),
                 "evaluation_loss_without_keywords": float(losses["without_keywords"].mean()),
                 "evaluation_loss_without_embeddings": float(baseline.mean()),
@@ -222,7 +227,7 @@ def train_soft_preference_embeddings(
             "%s: evaluation users' target denoising loss E^p %.4f vs E_k alone %.4f (difference "
             "%.4f, 95%% interval [%.4f, %.4f] over %d users; lower in %.0f%% of %d user x seed "
             "pairs)",
-            variant["name"],
+            entry["name"],
             losses["pmg"].mean(),
             baseline.mean(),
             versus["mean_difference"],
@@ -232,10 +237,10 @@ def train_soft_preference_embeddings(
             versus["pairs"],
         )
         embeddings = _embed(model, prompts, users, batch)
-        sweep.update({f"{variant['name']}/{u}": e for u, e in embeddings.items()})
+        sweep.update({f"{entry['name']}/{u}": e for u, e in embeddings.items()})
         metadata = {
             "config": model.config.to_json(),
-            "variant": variant["name"],
+            "sweep_entry": entry["name"],
             "llm": llm.name,
             "generator": generator.info.get("name", "generator"),
             "steps": settings.steps,
@@ -257,15 +262,16 @@ def train_soft_preference_embeddings(
         "evaluation_users": len(evaluation),
         "evaluation_seeds": seeds,
         "training": vars(settings),
-        "variants": rows,
+        "sweep_entries": rows,
     }
-    sweep_record = {"tensors": sweep, "metadata": {"variants": [r["variant"] for r in rows]}}
+    entries = [r["sweep_entry"] for r in rows]
+    sweep_record = {"tensors": sweep, "metadata": {"sweep_entries": entries}}
     return main, log, report, _loss_figure(log), main_embeddings, sweep_record
 
 
 def _loss_figure(log: pd.DataFrame):
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    for name, group in log.groupby("variant", sort=False):
+    for name, group in log.groupby("sweep_entry", sort=False):
         smooth = group["loss"].rolling(10, min_periods=1).mean()
         ax.plot(group["step"], smooth, label=name)
     ax.set_xlabel("step")
