@@ -32,7 +32,7 @@ def test_the_user_split_is_disjoint_and_nothing_learns_from_evaluation_users(cat
     evaluation, train = _users(split, "evaluation"), _users(split, "train")
     assert evaluation and train and not evaluation & train
     keywords = catalog.load(f"{scene}.preference_keywords")
-    assert set(keywords.loc[keywords["purpose"] == "training", "user_id"]) <= train
+    assert set(keywords.loc[keywords["purpose"] == "train", "user_id"]) <= train
     assert set(keywords.loc[keywords["purpose"] == "evaluation", "user_id"]) == evaluation
     examples = catalog.load(f"{scene}.soft_embedding_examples")
     model = catalog.load(f"{scene}.soft_embedding_model")
@@ -50,7 +50,7 @@ def test_the_user_split_is_disjoint_and_nothing_learns_from_evaluation_users(cat
     for row in examples[examples["split"] == "train"].itertuples():
         assert row.supervision_item == str(list(full[row.user_id])[-1])
         before = [str(i) for i in list(full[row.user_id])[:-1]]
-        assert list(behavior.loc[(row.user_id, "training"), "history"]) == before
+        assert list(behavior.loc[(row.user_id, "train"), "history"]) == before
     embeddings = catalog.load(f"{scene}.soft_embeddings")
     n_tokens = model["tensors"]["mm_tokens"].shape[0]
     assert set(embeddings["tensors"]) == evaluation & set(requests["user_id"])

@@ -40,7 +40,7 @@ def tables(tmp_path):
     behavior = pd.DataFrame(
         {
             "user_id": ["t1", "t2", "e1", "e2"],
-            "purpose": ["training", "training", "evaluation", "evaluation"],
+            "purpose": ["train", "train", "evaluation", "evaluation"],
             "history": [["a"], ["b", "c"], ["a", "b"], ["c"]],
             "target": ["", "", "f", "e"],
             "supervision_item": ["d", "e", "", ""],
@@ -49,7 +49,7 @@ def tables(tmp_path):
     keywords = pd.DataFrame(
         {
             "user_id": ["t1", "t2", "e1", "e2"],
-            "purpose": ["training", "training", "evaluation", "evaluation"],
+            "purpose": ["train", "train", "evaluation", "evaluation"],
             "keywords": [["k1"], ["k2"], ["k3"], ["k4"]],
         }
     )

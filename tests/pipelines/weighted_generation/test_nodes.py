@@ -54,7 +54,7 @@ def requests_table():
     k_p = pd.DataFrame(
         {
             "user_id": ["u1", "u2", "u4"],
-            "purpose": ["evaluation", "evaluation", "training"],
+            "purpose": ["evaluation", "evaluation", "train"],
             "keywords": [["cat", "cute"], ["ship", "blue"], ["train", "only"]],
         }
     )

@@ -63,7 +63,7 @@ def build_soft_embedding_examples(
     keywords = preference_keywords.set_index(["user_id", "purpose"])["keywords"]
     rows, no_image, no_keywords = [], 0, 0
     for row in behavior_texts.itertuples(index=False):
-        training = row.purpose == "training"
+        training = row.purpose == "train"
         supervision = row.supervision_item if training else row.target
         if supervision not in images.index:
             no_image += 1
@@ -75,7 +75,7 @@ def build_soft_embedding_examples(
         rows.append(
             {
                 "user_id": row.user_id,
-                "split": "train" if training else "evaluation",
+                "split": row.purpose,
                 "prompt": _behavior_prompt([captions[i] for i in row.history], params),
                 "keywords_text": ", ".join(keywords[(row.user_id, row.purpose)]),
                 "supervision_item": supervision,
