@@ -8,12 +8,12 @@ and `params:ablations`.
 They also shape the pipelines: a scene is a namespace and a variant a namespace inside it, made
 when the pipelines are built. Kedro builds them once per process, when something first reads
 `kedro.framework.project.pipelines`, and a session reads them after it has made its context. So
-`ScenesHook.after_context_created` (first among the hooks) hands the session's config loader to
-`use_session_conf`, and the pipelines take the scenes of the session's environment: `kedro run
---env <env>`, `kedro viz`, `kedro catalog`, the notebooks' `%reload_kedro`. A later session in
-the same process whose scenes differ has the pipelines rebuilt. Without a session (`kedro
-registry list`, a test that builds a pipeline) the environment is `KEDRO_ENV`, else Kedro's
-default run environment.
+the project's context (`ProjectContext`, settings.py's CONTEXT_CLASS) hands its config loader to
+`use_session_conf` when it is made, and the pipelines take the scenes of the session's
+environment: `kedro run --env <env>`, `kedro viz` (which turns hooks off: a hook would not do),
+`kedro catalog`, the notebooks' `%reload_kedro`. A later session in the same process whose scenes
+differ has the pipelines rebuilt. Without a session (`kedro registry list`, a test that builds a
+pipeline) the environment is `KEDRO_ENV`, else Kedro's default run environment.
 
 The other way, one pipeline shape for every environment with capabilities read only at run
 time, would need catalog entries and parameters for every scene and variant any environment
@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from kedro.framework.hooks import hook_impl
+from kedro.framework.context import KedroContext
 from kedro.pipeline import Pipeline
 
 from .config_loader import project_config_loader
@@ -62,12 +62,13 @@ def use_session_conf(config_loader: Any) -> None:
     _session_conf = conf
 
 
-class ScenesHook:
-    """Registered first in settings.py: the session's scenes, before any pipeline is read."""
+class ProjectContext(KedroContext):
+    """Kedro's context, which takes its environment's scenes and variants when it is made (before
+    the session reads any pipeline, whether hooks run or not)."""
 
-    @hook_impl(tryfirst=True)
-    def after_context_created(self, context: Any) -> None:
-        use_session_conf(context.config_loader)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        use_session_conf(self.config_loader)
 
 
 def scene_names() -> tuple[str, ...]:

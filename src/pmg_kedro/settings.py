@@ -16,21 +16,22 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from pmg_kedro.config_loader import ProjectConfigLoader  # noqa: E402
 from pmg_kedro.hooks import disable_mlflow_telemetry, tracking_hooks  # noqa: E402
-from pmg_kedro.scenes import ScenesHook  # noqa: E402
+from pmg_kedro.scenes import ProjectContext  # noqa: E402
 
 disable_mlflow_telemetry()
 
-# The session's scenes and variants, for the pipelines' shape (scenes.py); tracked runs:
-# kedro-mlflow's hook (one MLflow run per `kedro run`, the parameters of every node) without its
-# catalog sweep, and the reported metrics and figures (hooks.py). kedro-mlflow's plugin entry
-# point would register its hook a second time, with the sweep.
-HOOKS = (ScenesHook(), *tracking_hooks())
+# Tracked runs: kedro-mlflow's hook (one MLflow run per `kedro run`, the parameters of every node)
+# without its catalog sweep, and the reported metrics and figures (hooks.py). kedro-mlflow's
+# plugin entry point would register its hook a second time, with the sweep.
+HOOKS = tracking_hooks()
 DISABLE_HOOKS_FOR_PLUGINS = ("kedro_mlflow", "kedro-mlflow")
 
 # The project root (this file is src/pmg_kedro/settings.py), for paths that must not depend on
 # the working directory (a notebook's kernel runs in notebooks/): `${pmg.abspath:data/x}`.
 PROJECT_PATH = Path(__file__).resolve().parents[2]
 
+# Kedro's context, which hands its environment's scenes and variants to the pipelines (scenes.py).
+CONTEXT_CLASS = ProjectContext
 # OmegaConfigLoader, plus each scene's parameters = `scene_defaults` + what differs (config_loader.py).
 CONFIG_LOADER_CLASS = ProjectConfigLoader
 CONFIG_LOADER_ARGS = {
