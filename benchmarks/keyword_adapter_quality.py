@@ -28,16 +28,15 @@ import time
 from pathlib import Path
 
 import yaml
-from kedro.config import OmegaConfigLoader
 from kedro.framework.hooks import hook_impl
 from kedro.framework.hooks.manager import _create_hook_manager
 from kedro.io import DataCatalog
 from kedro.pipeline import Pipeline
 from kedro.runner import SequentialRunner
 
+from pmg_kedro.config_loader import project_config_loader
 from pmg_kedro.pipelines.keyword_extraction.nodes import extract_preference_keywords
-from pmg_kedro.scenes import SCENES
-from pmg_kedro.settings import CONFIG_LOADER_ARGS
+from pmg_kedro.scenes import scene_names
 
 ROOT = Path(__file__).resolve().parents[1]
 INPUT_LAYERS = ("02_intermediate", "03_primary", "04_feature")
@@ -62,14 +61,7 @@ def project_catalog(
     """The environment's catalog with its parameters as `params:` entries, as a KedroSession
     builds it (without loading every registered pipeline); `params` override parameters and
     every file under the data root moves to `data_root`, where given."""
-    args = {k: v for k, v in CONFIG_LOADER_ARGS.items() if k != "default_run_env"}
-    loader = OmegaConfigLoader(
-        str(ROOT / "conf"),
-        env=env,
-        default_run_env=env,
-        runtime_params=params or {},
-        **args,
-    )
+    loader = project_config_loader(env, ROOT / "conf", runtime_params=params or {})
     config = loader["catalog"]
     if data_root is not None:
         default = loader["globals"]["data_root"].rstrip("/") + "/"
@@ -119,8 +111,9 @@ def run_pipelines(make_catalog, names: list[str]) -> tuple[dict, dict]:
     hooks.register(times)
     SequentialRunner().run(pipeline, catalog, hook_manager=hooks)
     catalog = make_catalog()  # fresh: load what the run saved
-    reports = {scene: catalog.load(f"{scene}.keyword_quality") for scene in SCENES}
-    for scene in SCENES:
+    scenes = scene_names()
+    reports = {scene: catalog.load(f"{scene}.keyword_quality") for scene in scenes}
+    for scene in scenes:
         print(catalog.load(f"{scene}.keyword_quality_report"))
     return reports, times.seconds
 
@@ -129,7 +122,7 @@ def time_adapter(make_catalog, repeats: int) -> dict:
     catalog = make_catalog()
     llm, adapter = catalog.load("llm"), catalog.load("keyword_adapter")
     result = {}
-    for scene in SCENES:
+    for scene in scene_names():
         behavior = catalog.load(f"{scene}.behavior_texts")
         behavior = behavior[behavior["purpose"] == "evaluation"]
         items = catalog.load(f"{scene}.items")

@@ -67,12 +67,9 @@ def tokens_per_second(
 
 
 def _config_loader(env: str):
-    from kedro.config import OmegaConfigLoader
+    from pmg_kedro.config_loader import project_config_loader
 
-    from pmg_kedro import settings
-
-    args = {k: v for k, v in settings.CONFIG_LOADER_ARGS.items() if k != "default_run_env"}
-    return OmegaConfigLoader(str(ROOT / "conf"), env=env, **args)
+    return project_config_loader(env, ROOT / "conf")
 
 
 def _catalog_config(env: str) -> dict:

@@ -36,14 +36,13 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
-from kedro.config import OmegaConfigLoader  # noqa: E402
 from kedro.io import DataCatalog, MemoryDataset  # noqa: E402
 from kedro.runner import SequentialRunner  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from pmg_kedro.config_loader import project_config_loader  # noqa: E402
 from pmg_kedro.pipelines.metric_evaluation import create_pipeline, nodes  # noqa: E402
-from pmg_kedro.scenes import GENERATION_VARIANTS, scene_conf  # noqa: E402
-from pmg_kedro.settings import CONFIG_LOADER_ARGS  # noqa: E402
+from pmg_kedro.scenes import generation_variants, scene_conf  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENES = {  # users, items, classes; 0 items = no item images (movie)
@@ -55,9 +54,7 @@ NO_EMBEDDINGS = ("pmg", "without_keywords", "pmg_unweighted")  # not applicable 
 
 
 def base_parameters() -> dict:
-    args = {k: v for k, v in CONFIG_LOADER_ARGS.items() if k not in ("base_env", "default_run_env")}
-    loader = OmegaConfigLoader(str(ROOT / "conf"), base_env="base", default_run_env="base", **args)
-    return loader["parameters"]
+    return project_config_loader("base", ROOT / "conf")["parameters"]
 
 
 def synthetic_scene(name, users, n_items, n_classes, seeds, table2_variants, folder, rng):
@@ -99,7 +96,7 @@ def synthetic_scene(name, users, n_items, n_classes, seeds, table2_variants, fol
     }
     if name == "costume":
         data["users"]["taste_classes"] = [[f"c{k % 10}", f"c{(k + 3) % 10}"] for k in range(users)]
-    for variant in GENERATION_VARIANTS:
+    for variant in generation_variants():
         rows, chosen = [], {}
         if not (n_items == 0 and variant in NO_EMBEDDINGS):
             for user in user_ids:
@@ -121,8 +118,8 @@ def synthetic_scene(name, users, n_items, n_classes, seeds, table2_variants, fol
         for u in user_ids
         for s in seeds
     ]
-    t2 = pd.DataFrame(table2, columns=["user_id", "seed", "sweep_variant", "n_tokens", "p_tuning"])
-    t2["image_key"] = t2["sweep_variant"] + "/" + t2["user_id"] + "/s" + t2["seed"].astype(str)
+    t2 = pd.DataFrame(table2, columns=["user_id", "seed", "sweep_entry", "n_tokens", "p_tuning"])
+    t2["image_key"] = t2["sweep_entry"] + "/" + t2["user_id"] + "/s" + t2["seed"].astype(str)
     data["table2_selections"] = t2
     data["table2_images"] = {k: _noise(rng) for k in t2["image_key"]}
     return data
@@ -240,8 +237,7 @@ def kedro_run(inputs: dict[str, dict], folder: Path) -> float:
     globals_file = conf / "base" / "globals.yml"
     settings = yaml.safe_load(globals_file.read_text())
     globals_file.write_text(yaml.safe_dump({**settings, "data_root": str(folder / "data")}))
-    args = {k: v for k, v in CONFIG_LOADER_ARGS.items() if k not in ("base_env", "default_run_env")}
-    loader = OmegaConfigLoader(str(conf), base_env="base", default_run_env="base", **args)
+    loader = project_config_loader("base", conf)
     catalog = DataCatalog.from_config(loader["catalog"])
     _add_parameters(catalog, loader["parameters"], "params:")
     for scene, data in inputs.items():
@@ -249,7 +245,7 @@ def kedro_run(inputs: dict[str, dict], folder: Path) -> float:
             name = key
             for suffix in ("selections", "chosen_images"):
                 variant = key.removesuffix(f"_{suffix}")
-                if variant in GENERATION_VARIANTS:
+                if variant in generation_variants():
                     name = f"{variant}.{suffix}"
             catalog.save(f"{scene}.{name}", value)
     start = time.perf_counter()

@@ -74,19 +74,9 @@ def setup(args: argparse.Namespace) -> None:
 def env_config(env: str) -> dict[str, Any]:
     """The environment's resolved parameters and model catalog entries (Kedro's loader, the
     project's merge rules: an environment overrides base key by key)."""
-    from kedro.config import OmegaConfigLoader
+    from pmg_kedro.config_loader import project_config_loader
 
-    loader = OmegaConfigLoader(
-        conf_source=str(ROOT / "conf"),
-        env=env,
-        base_env="base",
-        default_run_env=env,
-        merge_strategy={"parameters": "soft"},
-        config_patterns={
-            "parameters": ["parameters*", "parameters*/**", "**/parameters*"],
-            "catalog": ["catalog*", "catalog*/**", "**/catalog*"],
-        },
-    )
+    loader = project_config_loader(env, ROOT / "conf")
     catalog = loader["catalog"]
     return {"parameters": loader["parameters"], "models": {k: catalog[k] for k in MODEL_ENTRIES}}
 

@@ -48,7 +48,7 @@ def main() -> None:
     params = config["parameters"][args.scene]
     kw = params["keyword_extraction"]
     wg = generation_params(params["weighted_generation"], args.steps, args.pairs)
-    variant = params["embedding_training"]["variant_sets"]["main"][0]
+    entry = params["embedding_training"]["sweeps"]["main"][0]
     llm_dtype = model_dtype(config, "llm", args.device)
     gen_dtype = model_dtype(config, "generator", args.device)
     with Measure(args.device) as built:
@@ -58,7 +58,7 @@ def main() -> None:
         generator = random_generator(args.size, args.seed, args.device, gen_dtype)
         scorer = random_scorer(args.size, args.seed, args.device)
         embedder = SoftPreferenceEmbedder(
-            llm, variant["n_tokens"], variant["n_prefixes"], generator.text_encoder.dim, args.seed
+            llm, entry["n_tokens"], entry["n_prefixes"], generator.text_encoder.dim, args.seed
         ).eval()
     preference, target = keyword_prompts(config["parameters"], args.scene, users)
     behavior = [
@@ -68,7 +68,7 @@ def main() -> None:
         for u in range(users)
     ]
     requests, _ = requests_and_soft_embeddings(
-        args.scene, users, variant["n_tokens"], generator.text_encoder.dim, args.seed
+        args.scene, users, entry["n_tokens"], generator.text_encoder.dim, args.seed
     )
     pmg = PMG(generator, scorer, PMGSettings.from_params(wg), llm=llm, embedder=embedder)
 

@@ -41,7 +41,7 @@ def main() -> None:
     setup(args)
     config = env_config(args.env)
     params = config["parameters"][args.scene]["embedding_training"]
-    variant = params["variant_sets"][params["variant_set"]][0]
+    entry = params["sweeps"][params["sweep"]][0]
     settings = TrainingSettings.from_params({**params["training"], "steps": args.steps + 1})
     llm_dtype = model_dtype(config, "llm", args.device)
     gen_dtype = model_dtype(config, "generator", args.device)
@@ -50,7 +50,7 @@ def main() -> None:
     )
     generator = random_generator(args.size, args.seed, args.device, gen_dtype)
     model = SoftPreferenceEmbedder(
-        llm, variant["n_tokens"], variant["n_prefixes"], generator.text_encoder.dim, args.seed
+        llm, entry["n_tokens"], entry["n_prefixes"], generator.text_encoder.dim, args.seed
     )
     n = settings.batch_size
     prompts = [
@@ -68,8 +68,8 @@ def main() -> None:
     per_step = timed / args.steps
     budget = int(params["training"]["steps"])
     numbers = {
-        "n_tokens_L": variant["n_tokens"],
-        "n_prefixes_S": variant["n_prefixes"],
+        "n_tokens_L": entry["n_tokens"],
+        "n_prefixes_S": entry["n_prefixes"],
         "batch_size": n,
         "noise_repeats": settings.noise_repeats,
         "unet_passes_per_step": n * settings.noise_repeats,

@@ -14,9 +14,9 @@ import platform
 import time
 
 import torch
-from kedro.config import OmegaConfigLoader
 
 from pmg_kedro.components.models.generator import Generator
+from pmg_kedro.config_loader import project_config_loader
 from pmg_kedro.pipelines.model_preparation.nodes import check_generator
 
 
@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    params = OmegaConfigLoader("conf", base_env="base", default_run_env="base")["parameters"]
+    params = project_config_loader("base")["parameters"]
     params = params["model_preparation"]
     generator = Generator.from_pretrained(args.generator)
     original = generator.generate

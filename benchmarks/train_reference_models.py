@@ -14,26 +14,17 @@ import platform
 from pathlib import Path
 
 import torch
-from kedro.config import OmegaConfigLoader
 
 from pmg_kedro.components.models.training import train_generator, train_scorer
 from pmg_kedro.components.reporting.environment import torch_threads
+from pmg_kedro.config_loader import project_config_loader
 from pmg_kedro.pipelines.model_preparation.nodes import build_corpus
-from pmg_kedro.settings import CONFIG_LOADER_ARGS
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def reference_parameters() -> dict:
-    loader = OmegaConfigLoader(
-        conf_source=str(ROOT / "conf"),
-        env="reference",
-        base_env="base",
-        default_run_env="reference",
-        merge_strategy=CONFIG_LOADER_ARGS["merge_strategy"],
-        config_patterns=CONFIG_LOADER_ARGS["config_patterns"],
-    )
-    return loader["parameters"]["model_preparation"]
+    return project_config_loader("reference", ROOT / "conf")["parameters"]["model_preparation"]
 
 
 def main() -> None:

@@ -39,8 +39,25 @@ def run_pipeline():
 
 @pytest.fixture(scope="session")
 def test_env_default_run(run_pipeline):
-    """One `__default__` run in the `test` environment per session, for every module reading it."""
-    return run_pipeline("__default__")
+    """One `__default__` run in the `test` environment per session, for every module reading it.
+
+    Returns the id of the MLflow run kedro-mlflow recorded for it (the run ends with the session).
+    """
+    import mlflow
+
+    run_pipeline("__default__")
+    return mlflow.last_active_run().info.run_id
+
+
+@pytest.fixture
+def registered_pipelines() -> dict:
+    """Every registered pipeline (`kedro.framework.project.pipelines`), whichever a run asked for."""
+    from kedro.framework.project import pipelines
+    from kedro.framework.startup import bootstrap_project
+
+    bootstrap_project(PROJECT_ROOT)
+    pipelines.set_requested(None)  # a session's run loads only the pipelines it runs
+    return dict(pipelines)
 
 
 @pytest.fixture(scope="session")

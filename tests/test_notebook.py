@@ -8,11 +8,10 @@ import re
 import nbformat
 import pytest
 
-from pmg_kedro.scenes import GENERATION_VARIANTS, SCENES
+from pmg_kedro.scenes import scene_conf
 
 SCENE = "emoticon"  # real users with item images in the test environment
 N_USERS = 2
-TABLES = ("table1", "metric_summary", "table3_summary")
 
 
 @pytest.fixture(scope="module")
@@ -75,16 +74,40 @@ def test_notebook_runs_without_errors(executed):
     assert _shown(notebook)["environment"] == "test"
 
 
-def test_tables_are_shown_when_the_run_wrote_them_else_a_message(executed):
+def test_every_table_is_a_registered_output_shown_after_a_default_run(
+    executed, registered_pipelines
+):
+    """The notebook's table names are outputs of the registered pipelines (a renamed dataset fails
+    here); after a `__default__` run each one is shown, and only a scene a pipeline does not
+    instantiate says "not applicable"."""
     notebook, catalog = executed
     shown = _shown(notebook)["tables"]
+    outputs = set().union(*(p.all_outputs() for p in registered_pipelines.values()))
+    for name, state in shown.items():
+        if state == "not applicable":
+            assert name not in outputs, name
+        else:
+            assert state == "shown", f"{name}: {state} after a __default__ run"
+            assert name in outputs and catalog.exists(name), name
     text = "".join(o.text for o in _outputs(notebook, "stream"))
-    for scene in SCENES:
-        for table in TABLES:
-            name = f"{scene}.{table}"
-            written = name in catalog and catalog.exists(name)
-            assert shown[name] == ("shown" if written else "missing"), name
-            assert (f"`{name}` has not been produced" in text) is not written, name
+    assert "has not been produced" not in text
+
+
+def test_table3_is_shown_for_every_scene_of_the_recommendation_pipeline(
+    executed, registered_pipelines
+):
+    notebook, catalog = executed
+    shown = _shown(notebook)["tables"]
+    recommendation = registered_pipelines["recommendation"].all_outputs()
+    table3 = {name for name, state in shown.items() if state == "shown" and name in recommendation}
+    scenes = {name.split(".")[0] for name in recommendation}
+    assert scenes and {name.split(".")[0] for name in table3} == scenes
+    markdown = [
+        o.data["text/markdown"] for o in _outputs(notebook) if "text/markdown" in o.get("data", {})
+    ]
+    for name in table3:
+        report = catalog.load(name)
+        assert "Table 3" in report and report.strip() in (m.strip() for m in markdown), name
 
 
 def test_users_shown_are_the_first_evaluation_users(executed):
@@ -100,8 +123,9 @@ def test_users_shown_are_the_first_evaluation_users(executed):
 def test_variants_are_compared_on_the_same_user_and_seed(executed):
     notebook, catalog = executed
     shown = _shown(notebook)
-    images = {v: catalog.load(f"{SCENE}.{v}.chosen_images") for v in GENERATION_VARIANTS}
-    assert shown["variants"] == [v for v in GENERATION_VARIANTS if images[v]]
+    variants = scene_conf("test")["ablations"]  # the notebook's environment
+    images = {v: catalog.load(f"{SCENE}.{v}.chosen_images") for v in variants}
+    assert shown["variants"] == [v for v in variants if images[v]]
     assert {"pmg", "without_both"} <= set(shown["variants"])
     split = catalog.load(f"{SCENE}.user_split")
     evaluation = set(split.loc[split["split"] == "evaluation", "user_id"])

@@ -23,7 +23,12 @@ from kedro.runner import SequentialRunner  # noqa: E402
 from kedro_datasets.json import JSONDataset  # noqa: E402
 from kedro_datasets.matplotlib import MatplotlibDataset  # noqa: E402
 
-from pmg_kedro.hooks import MlflowReportingHook, flat_metrics  # noqa: E402
+from pmg_kedro.hooks import (  # noqa: E402
+    METRIC_DATASET_SUFFIXES,
+    MlflowReportingHook,
+    flat_metrics,
+    logs_metrics,
+)
 
 SAVE_VERSION = "2026-01-01T00.00.00.000Z"
 SUMMARY = {
@@ -200,6 +205,40 @@ def test_a_test_run_is_recorded_under_data_test_env(run_pipeline, project_root, 
         params = session.load_context().params
     for scene in ("movie", "emoticon", "costume"):
         assert run.data.params[f"{scene}.protocol"] == str(params[scene]["protocol"])
+
+
+def test_every_name_the_hook_logs_is_a_json_output_of_a_registered_pipeline(
+    registered_pipelines, test_catalog
+):
+    """A suffix no node writes (Table 3 was `table3_summary` long before any node wrote it) is a
+    metric that never reaches MLflow."""
+    catalog = test_catalog()
+    outputs = set().union(*(p.all_outputs() for p in registered_pipelines.values()))
+    for suffix in METRIC_DATASET_SUFFIXES:
+        written = sorted(name for name in outputs if name.endswith(suffix))
+        assert written, f"no registered pipeline writes a dataset named *{suffix}"
+        for name in written:
+            assert isinstance(catalog.get(name), JSONDataset), name
+
+
+def test_the_test_runs_mlflow_record_holds_table3(
+    test_env_default_run, registered_pipelines, test_catalog, project_root
+):
+    """Every scene of the recommendation pipeline logs its Table 3 numbers, as the catalog holds
+    them, into the `__default__` run's MLflow record."""
+    from mlflow import MlflowClient
+
+    recommendation = registered_pipelines["recommendation"].all_outputs()
+    logged = sorted(name for name in recommendation if logs_metrics(name))
+    scenes = {name.split(".")[0] for name in recommendation}
+    assert scenes and {name.split(".")[0] for name in logged} == scenes
+    catalog = test_catalog()
+    client = MlflowClient(f"sqlite:///{project_root / 'data' / 'test_env' / 'mlflow.db'}")
+    metrics = client.get_run(test_env_default_run).data.metrics
+    for name in logged:
+        expected, _ = flat_metrics(name, catalog.load(name))
+        assert any(".generated_user." in k for k in expected), name  # Table 3's own setting
+        assert {k: metrics.get(k) for k in expected} == pytest.approx(expected), name
 
 
 def test_settings_switch_mlflow_telemetry_off(tmp_path):

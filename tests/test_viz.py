@@ -58,6 +58,50 @@ def test_every_node_has_a_readable_name(registered):
         assert re.fullmatch(r"[a-z][a-z0-9_]*(\.[a-z0-9_]+)*", node.name), node.name
 
 
+def test_catalog_layers_have_an_order(registered, test_catalog):
+    """Kedro-Viz draws the layers only when every layer comes after the layers it is made from
+    (a cycle turns the layer view off): no dataset is made, through any nodes, from a dataset of
+    a later layer."""
+    from collections import defaultdict
+    from graphlib import TopologicalSorter
+
+    catalog = test_catalog()
+    made_from = defaultdict(set)  # dataset -> the datasets its nodes read
+    pipeline = registered["__default__"] + registered["model_preparation"]
+    # A node's outputs are made from its inputs; so are a namespace's (Kedro-Viz draws each
+    # namespace, `movie` or `movie.pmg`, as one node too).
+    namespaces = {
+        n.namespace.rsplit(".", k)[0] for n in pipeline.nodes if n.namespace for k in (0, 1)
+    }
+    parts = [(n.inputs, n.outputs) for n in pipeline.nodes]
+    for namespace in namespaces:
+        inner = pipeline.only_nodes_with_namespaces([namespace])
+        parts.append((inner.inputs(), inner.outputs()))
+    for inputs, outputs in parts:
+        for output in outputs:
+            made_from[output] |= {i for i in inputs if not i.startswith("params:")}
+
+    def layer(name: str) -> str | None:
+        metadata = getattr(catalog.get(name), "metadata", None) or {}
+        return (metadata.get("kedro-viz") or {}).get("layer")
+
+    sources: dict[str, set[str]] = {}
+
+    def upstream_layers(name: str) -> set[str]:
+        if name not in sources:
+            sources[name] = set()
+            for parent in made_from.get(name, ()):
+                sources[name] |= {layer(parent)} | upstream_layers(parent)
+            sources[name].discard(None)
+        return sources[name]
+
+    order = {layer(d): set() for d in made_from if layer(d)}
+    for dataset in list(made_from):
+        if layer(dataset):
+            order[layer(dataset)] |= upstream_layers(dataset) - {layer(dataset)}
+    assert list(TopologicalSorter(order).static_order())  # CycleError names the cycle
+
+
 def _solid(colour: tuple[int, int, int]) -> Image.Image:
     return Image.new("RGB", (5, 7), colour)
 

@@ -3,9 +3,10 @@
 kedro-mlflow's hook opens one MLflow run per `kedro run` and logs the parameters every node reads
 (`ProjectMlflowHook`, registered by settings.py instead of the plugin's own entry point: see there).
 `MlflowReportingHook` adds what a run reports:
-  - every dataset whose name ends with `metric_summary` or `table3_summary` (a JSON dict of
-    "name": number entries; nested dicts join their keys with ".") -> MLflow metrics
-    "<dataset name>.<name>";
+  - every dataset whose name ends with `metric_summary` (metric_evaluation's headline numbers) or
+    `table3_summary` (recommendation's Table 3), a JSON dict of "name": number entries (nested
+    dicts join their keys with ".") -> MLflow metrics "<dataset name>.<name>"; `logs_metrics`
+    says which names (tests check that registered pipelines write every one of them);
   - every `MatplotlibDataset` saved under `08_reporting` -> the PNG file(s) it wrote, as artifacts
     under their folder from `08_reporting` on (e.g. `08_reporting/movie/table1_figure.png`).
 A hook rather than kedro-mlflow's Mlflow*Dataset wrappers: the catalog entries stay plain JSON and
@@ -50,6 +51,11 @@ def disable_mlflow_telemetry() -> None:
         from mlflow.telemetry import set_telemetry_client
 
         set_telemetry_client()
+
+
+def logs_metrics(dataset_name: str) -> bool:
+    """Whether the reporting hook logs `dataset_name`'s numbers as MLflow metrics."""
+    return dataset_name.endswith(METRIC_DATASET_SUFFIXES)
 
 
 def flat_metrics(prefix: str, values: Mapping[str, Any]) -> tuple[dict[str, float], list[str]]:
@@ -161,7 +167,7 @@ class MlflowReportingHook:
         mlflow = sys.modules.get("mlflow")
         if mlflow is None or mlflow.active_run() is None:
             return
-        if dataset_name.endswith(METRIC_DATASET_SUFFIXES):
+        if logs_metrics(dataset_name):
             self._log_metrics(dataset_name, data)
         dataset = self._catalog.get(dataset_name) if self._catalog is not None else None
         if dataset is not None and _is_matplotlib(dataset):

@@ -3,8 +3,6 @@
 import os
 from pathlib import Path
 
-from kedro.config import OmegaConfigLoader
-
 # Runs never wait on the network: no telemetry, no model hub (weights come from local paths).
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -16,7 +14,9 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 # Makefile exports it too, for runs where torch is imported before these settings).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from pmg_kedro.config_loader import ProjectConfigLoader  # noqa: E402
 from pmg_kedro.hooks import disable_mlflow_telemetry, tracking_hooks  # noqa: E402
+from pmg_kedro.scenes import ProjectContext  # noqa: E402
 
 disable_mlflow_telemetry()
 
@@ -30,7 +30,10 @@ DISABLE_HOOKS_FOR_PLUGINS = ("kedro_mlflow", "kedro-mlflow")
 # the working directory (a notebook's kernel runs in notebooks/): `${pmg.abspath:data/x}`.
 PROJECT_PATH = Path(__file__).resolve().parents[2]
 
-CONFIG_LOADER_CLASS = OmegaConfigLoader
+# Kedro's context, which hands its environment's scenes and variants to the pipelines (scenes.py).
+CONTEXT_CLASS = ProjectContext
+# OmegaConfigLoader, plus each scene's parameters = `scene_defaults` + what differs (config_loader.py).
+CONFIG_LOADER_CLASS = ProjectConfigLoader
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",

@@ -139,12 +139,9 @@ def test_most_frequent_breaks_ties_by_first_seen_and_content_words():
 @pytest.mark.parametrize("scene", ["movie", "emoticon", "costume"])
 def test_conf_templates_render_for_every_scene(scene, project_root):
     """The templates in conf/base use only fields the nodes provide."""
-    from kedro.config import OmegaConfigLoader
+    from pmg_kedro.config_loader import project_config_loader
 
-    from pmg_kedro import settings
-
-    args = {k: v for k, v in settings.CONFIG_LOADER_ARGS.items() if k != "default_run_env"}
-    params = OmegaConfigLoader(str(project_root / "conf"), env="base", **args)["parameters"][scene]
+    params = project_config_loader("base", project_root / "conf")["parameters"][scene]
     kw = params["keyword_extraction"]
     for attribute, examples in kw["attributes"].items():
         prompt = preference_prompt(

@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from pmg_kedro.components.data.splits import split_histories
+from pmg_kedro.components.data.splits import split_histories, split_users
 
 
 def _interactions(rows):
@@ -54,3 +54,27 @@ def test_ties_are_broken_by_the_extra_order_columns():
 def test_invalid_sizes_are_rejected():
     with pytest.raises(ValueError, match="min_history"):
         split_histories(_interactions([]), n_history=2, min_history=3)
+
+
+def _evaluation(split: pd.DataFrame) -> frozenset:
+    return frozenset(split.loc[split["split"] == "evaluation", "user_id"])
+
+
+def test_the_user_split_is_the_same_for_the_same_users_and_seed_in_any_order():
+    users = [f"u{i:02d}" for i in range(40)]
+    split = split_users(users, 10, seed=2024)
+    again = split_users(list(reversed(users)) + users[:5], 10, seed=2024)  # order, repeats
+    pd.testing.assert_frame_equal(split, again)
+    assert len(_evaluation(split)) == 10 and (split["seed"] == 2024).all()
+    assert set(split.loc[split["split"] == "train", "user_id"]) == set(users) - _evaluation(split)
+
+
+def test_another_seed_draws_other_evaluation_users():
+    users = [f"u{i:02d}" for i in range(40)]
+    draws = {_evaluation(split_users(users, 10, seed)) for seed in (2024, 2025, 2026, 0)}
+    assert len(draws) == 4
+
+
+def test_a_split_without_users_for_both_sides_is_refused():
+    with pytest.raises(ValueError, match="n_evaluation=3 must leave at least one user"):
+        split_users(["a", "b", "c"], 3, seed=0)

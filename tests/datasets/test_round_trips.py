@@ -6,8 +6,9 @@ import torch
 from kedro.io import DatasetError, Version
 from PIL import Image
 
+from pmg_kedro.components.models.training_loop import UNTRAINED
 from pmg_kedro.datasets.image_folder import ImageFolderDataset
-from pmg_kedro.datasets.model_folder import KEEP_EXISTING, ModelFolderDataset
+from pmg_kedro.datasets.model_folder import ModelFolderDataset
 from pmg_kedro.datasets.tensors import TensorsDataset
 
 V1, V2 = "2026-01-01T00.00.00.000Z", "2026-01-02T00.00.00.000Z"
@@ -73,13 +74,23 @@ def test_generator_folder_round_trip_keeps_every_weight(tmp_path, tiny_generator
         assert torch.equal(loaded.unet.state_dict()[name], tensor), name
 
 
-def test_keep_existing_leaves_the_folder_as_it_is(tmp_path):
+def test_saving_untrained_leaves_the_folder_as_it_is(tmp_path):
     folder = tmp_path / "scorer"
     folder.mkdir()
     (folder / "weights").write_text("committed")
-    ModelFolderDataset(str(folder), kind="scorer").save(KEEP_EXISTING)
+    ModelFolderDataset(str(folder), kind="scorer").save(UNTRAINED)
     assert [p.name for p in folder.iterdir()] == ["weights"]
     assert (folder / "weights").read_text() == "committed"
+
+
+def test_an_optional_tensors_input_without_a_file_loads_as_none(tmp_path):
+    path = str(tmp_path / "checkpoint.safetensors")
+    assert TensorsDataset(path, optional=True).load() is None
+    with pytest.raises(DatasetError):
+        TensorsDataset(path).load()  # a required input: no file is an error
+    TensorsDataset(path).save({"tensors": {"w": torch.ones(2)}, "metadata": {"steps": 3}})
+    loaded = TensorsDataset(path, optional=True).load()
+    assert torch.equal(loaded["tensors"]["w"], torch.ones(2)) and loaded["metadata"] == {"steps": 3}
 
 
 def test_model_folder_rejects_an_unknown_kind_and_a_missing_folder(tmp_path):

@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 
 from pmg_kedro.components.data.answer_masking import leaked_emoticons
-from pmg_kedro.scenes import GENERATION_VARIANTS, SCENES, scene_conf
+from pmg_kedro.scenes import scene_conf
+
+CONF = scene_conf("test")  # the environment of the run these tests read
+SCENES = tuple(CONF["scenes"])
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +32,7 @@ def test_the_user_split_is_disjoint_and_nothing_learns_from_evaluation_users(cat
     evaluation, train = _users(split, "evaluation"), _users(split, "train")
     assert evaluation and train and not evaluation & train
     keywords = catalog.load(f"{scene}.preference_keywords")
-    assert set(keywords.loc[keywords["purpose"] == "training", "user_id"]) <= train
+    assert set(keywords.loc[keywords["purpose"] == "train", "user_id"]) <= train
     assert set(keywords.loc[keywords["purpose"] == "evaluation", "user_id"]) == evaluation
     examples = catalog.load(f"{scene}.soft_embedding_examples")
     model = catalog.load(f"{scene}.soft_embedding_model")
@@ -47,7 +50,7 @@ def test_the_user_split_is_disjoint_and_nothing_learns_from_evaluation_users(cat
     for row in examples[examples["split"] == "train"].itertuples():
         assert row.supervision_item == str(list(full[row.user_id])[-1])
         before = [str(i) for i in list(full[row.user_id])[:-1]]
-        assert list(behavior.loc[(row.user_id, "training"), "history"]) == before
+        assert list(behavior.loc[(row.user_id, "train"), "history"]) == before
     embeddings = catalog.load(f"{scene}.soft_embeddings")
     n_tokens = model["tensors"]["mm_tokens"].shape[0]
     assert set(embeddings["tensors"]) == evaluation & set(requests["user_id"])
@@ -71,9 +74,9 @@ def test_the_emoticon_answer_never_reaches_the_target_side(catalog, project_root
 def test_every_variant_is_paired_by_user_and_seed(catalog, scene):
     requests = catalog.load(f"{scene}.generation_requests")
     report = catalog.load(f"{scene}.personalization_report")
-    ablations = scene_conf()["ablations"]
+    ablations = CONF["ablations"]
     pairs = None
-    for variant in GENERATION_VARIANTS:
+    for variant in ablations:
         selections = catalog.load(f"{scene}.{variant}.selections")
         if variant in report["not_applicable"]:
             assert ablations[variant]["embeddings"] and selections.empty

@@ -22,16 +22,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from kedro.config import OmegaConfigLoader
 
 from pmg_kedro.components.data.images import to_array
 from pmg_kedro.components.models.paper_models import MARKER, SD15, spec_of
-from pmg_kedro.scenes import GENERATION_VARIANTS, SCENES, scene_conf
-from pmg_kedro.settings import CONFIG_LOADER_ARGS
+from pmg_kedro.config_loader import project_config_loader
+from pmg_kedro.scenes import scene_conf
 
 ENV = "paper_random_tiny"
 RUN_ENV = os.environ.get("PMG_PAPER_RANDOM_ENV", ENV)  # whose run the contract tests check
 REUSE_RUN = bool(os.environ.get("PMG_PAPER_RANDOM_REUSE_RUN"))  # check a run made beforehand
+SCENE_CONF = scene_conf(RUN_ENV)  # the scenes and variants of the run these tests read
+SCENES = tuple(SCENE_CONF["scenes"])
 CONF = Path(__file__).resolve().parents[2] / "conf"
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.timeout(1200)]
 CONTRACT_COLUMNS = {
@@ -55,16 +56,8 @@ CONTRACT_COLUMNS = {
 OPTIONAL_PER_SCENE = {("ingestion", "split", "max_users")}
 
 
-def _loader(env: str) -> OmegaConfigLoader:
-    return OmegaConfigLoader(
-        conf_source=str(CONF),
-        env=env,
-        base_env="base",
-        default_run_env=env,
-        merge_strategy=CONFIG_LOADER_ARGS["merge_strategy"],
-        config_patterns=CONFIG_LOADER_ARGS["config_patterns"],
-        custom_resolvers=CONFIG_LOADER_ARGS.get("custom_resolvers"),
-    )
+def _loader(env: str):
+    return project_config_loader(env, CONF)
 
 
 def _leaves(tree, prefix=()):
@@ -115,7 +108,7 @@ def test_paper_random_keeps_the_papers_method_settings():
             "score_batch_size",
             "max_condition_tokens",
         ],
-        "embedding_training": ["variant_set", "variant_sets", "prompt_template"],
+        "embedding_training": ["sweep", "sweeps", "prompt_template"],
     }
     for scene in SCENES:
         for block, keys in same.items():
@@ -221,12 +214,12 @@ def test_the_llm_left_the_device_while_images_were_generated(run):
 def test_soft_embeddings_live_in_the_clip_text_space(run, scene):
     catalog, params, _ = run
     embeddings = catalog.load(f"{scene}.soft_embeddings")
-    if scene_conf()["scenes"][scene]["item_images"] != "required":  # movie without posters
+    if SCENE_CONF["scenes"][scene]["item_images"] != "required":  # movie without posters
         assert "not_applicable" in embeddings["metadata"] and not embeddings["tensors"]
         return
     tensors = embeddings["tensors"]
     dim = catalog.load("generator").text_encoder.dim
-    n_tokens = params[scene]["embedding_training"]["variant_sets"]["main"][0]["n_tokens"]
+    n_tokens = params[scene]["embedding_training"]["sweeps"]["main"][0]["n_tokens"]
     assert tensors and all(t.shape == (n_tokens, dim) for t in tensors.values())
     first, *others = tensors.values()
     assert any(not torch.equal(first, t) for t in others)  # E_m depends on the user's prompt
@@ -236,13 +229,13 @@ def test_soft_embeddings_live_in_the_clip_text_space(run, scene):
 def test_generation_follows_the_contract(run, scene):
     catalog, params, _ = run
     wg = params[scene]["weighted_generation"]
-    ablations = scene_conf()["ablations"]
+    ablations = SCENE_CONF["ablations"]
     report = catalog.load(f"{scene}.personalization_report")
     split = catalog.load(f"{scene}.user_split")
     evaluation = set(split.loc[split["split"] == "evaluation", "user_id"])
     grid = len(wg["weight_ratios"])
     ran = []
-    for variant in GENERATION_VARIANTS:
+    for variant in ablations:
         table = catalog.load(f"{scene}.{variant}.selections")
         images = catalog.load(f"{scene}.{variant}.chosen_images")
         assert set(table.columns) >= CONTRACT_COLUMNS, variant

@@ -16,7 +16,7 @@ import yaml
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
-from pmg_kedro.scenes import GENERATION_VARIANTS, scene_conf
+from pmg_kedro.scenes import scene_conf
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "pog"
 
@@ -146,7 +146,7 @@ def test_every_variant_generates_for_every_evaluation_user_and_seed(catalog, eva
     assert report["not_applicable"] == {}  # POG items have images: every variant applies
     pairs = {(u, s) for u in evaluation_users for s in params["seeds"]}
     floor, alpha = params["cosine_floor"], params["alpha"]
-    for variant in GENERATION_VARIANTS:
+    for variant in scene_conf()["ablations"]:
         selections = catalog.load(f"costume.{variant}.selections")
         per_pair = selections.groupby(["user_id", "seed"])["chosen"]
         assert per_pair.sum().eq(1).all() and set(per_pair.sum().index) == pairs, variant

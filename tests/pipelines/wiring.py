@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kedro.pipeline import Pipeline
 
-from pmg_kedro.scenes import SCENES
+from pmg_kedro.scenes import scene_names
 
 MODELS = {"llm", "generator", "scorer", "keyword_adapter"}
 
@@ -27,4 +27,4 @@ def foreign_inputs(pipeline: Pipeline, shared: set[str]) -> list[tuple[str, str]
 
 
 def every_scene(names: set[str]) -> set[str]:
-    return {f"{scene}.{n}" for scene in SCENES for n in names}
+    return {f"{scene}.{n}" for scene in scene_names() for n in names}

@@ -5,8 +5,9 @@ generator or a Stable Diffusion 1.5 folder as downloaded); `kind: scorer` loads
 `components.models.scorer.load_scorer` (the tiny CLIP folder, an open_clip folder, or an open_clip
 checkpoint file with `model_name`).
 
-Saving `KEEP_EXISTING` leaves the folder untouched: `model_preparation` returns it where the
-environment does not train (base keeps the committed weights and only measures them).
+Saving `UNTRAINED` (components.models.training_loop: no new weights, what `model_preparation`'s training
+nodes return where the environment does not train) leaves the folder as it is: base keeps the
+committed weights and only measures them.
 
 `random_init: {size: full | tiny, seed: 0}` (the `paper_random` environments): when the folder is
 missing, the paper's architecture at random initialisation is written there first (SD 1.5 as
@@ -36,19 +37,10 @@ from ..components.models.paper_models import (
     random_init_args,
     swap_group,
 )
+from ..components.models.training_loop import Untrained
 
 log = logging.getLogger(__name__)
 KINDS = ("generator", "scorer")
-
-
-class KeepExisting:
-    """The value a node returns to leave a model folder as it is."""
-
-    def __repr__(self) -> str:
-        return "KEEP_EXISTING"
-
-
-KEEP_EXISTING = KeepExisting()
 
 
 class ModelFolderDataset(AbstractVersionedDataset[Any, Any]):
@@ -119,7 +111,7 @@ class ModelFolderDataset(AbstractVersionedDataset[Any, Any]):
         return model
 
     def save(self, data: Any) -> None:
-        if isinstance(data, KeepExisting):
+        if isinstance(data, Untrained):
             log.info("%s: left as it is (this environment does not train it)", self._filepath)
             return
         path = Path(str(self._get_save_path()))

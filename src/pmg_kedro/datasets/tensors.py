@@ -20,6 +20,7 @@ class TensorsDataset(AbstractVersionedDataset[dict[str, Any], dict[str, Any]]):
     The metadata (a JSON-serialisable dict: config, seed, model names) travels in the file's
     header, so a checkpoint says what produced it. The constructor's `metadata` is the catalog
     entry's (Kedro-Viz: `{"kedro-viz": {"layer": ..., "preview_args": {...}}}`), not the file's.
+    `optional: true`: an input a run may go without; loading gives None where there is no file.
     """
 
     def __init__(
@@ -27,8 +28,10 @@ class TensorsDataset(AbstractVersionedDataset[dict[str, Any], dict[str, Any]]):
         filepath: str,
         version: Version | None = None,
         metadata: dict[str, Any] | None = None,
+        optional: bool = False,
     ):
         self.metadata = metadata
+        self._optional = optional
         protocol, path = get_protocol_and_path(filepath, version)
         self._protocol = protocol
         self._fs = fsspec.filesystem(protocol)
@@ -39,7 +42,9 @@ class TensorsDataset(AbstractVersionedDataset[dict[str, Any], dict[str, Any]]):
             glob_function=self._fs.glob,
         )
 
-    def load(self) -> dict[str, Any]:
+    def load(self) -> dict[str, Any] | None:
+        if self._optional and not self._exists():
+            return None
         return read_tensors(get_filepath_str(self._get_load_path(), self._protocol))
 
     def preview(self, nrows: int = 20) -> TablePreview:
@@ -75,4 +80,4 @@ class TensorsDataset(AbstractVersionedDataset[dict[str, Any], dict[str, Any]]):
         return self._fs.exists(get_filepath_str(path, self._protocol))
 
     def _describe(self) -> dict[str, Any]:
-        return {"filepath": self._filepath, "version": self._version}
+        return {"filepath": self._filepath, "version": self._version, "optional": self._optional}

@@ -77,7 +77,7 @@ def test_evaluation_users_keep_their_history_and_training_rows_end_before_superv
     assert list(selected.loc["u1", "history"]) == ["1f642", "1f602"]
     assert selected.loc["u1", "target"] == "1f63a" and selected.loc["u1", "supervision_item"] == ""
     # u2 trains: the LAST history item supervises and is cut from every history column
-    assert selected.loc["u2", "purpose"] == "training"
+    assert selected.loc["u2", "purpose"] == "train"
     assert selected.loc["u2", "supervision_item"] == "1f642"
     assert list(selected.loc["u2", "history"]) == ["1f63a"]
     assert list(selected.loc["u2", "history_message"]) == ["meow :3"]
@@ -90,10 +90,10 @@ def test_no_item_images_no_training_rows_and_the_cap_is_seeded(histories):
     histories = histories.assign(history=[["1f642", "1f602"], ["1f63a", "1f642"], ["1f642", "a"]])
     histories["history_message"] = [["1", "2"], ["3", "4"], ["5", "6"]]
     capped = _selected(histories, protocol={"seed": 0, "max_train_users": 1})
-    assert capped["purpose"].value_counts().to_dict() == {"evaluation": 1, "training": 1}
+    assert capped["purpose"].value_counts().to_dict() == {"evaluation": 1, "train": 1}
     assert capped.equals(_selected(histories, protocol={"seed": 0, "max_train_users": 1}))
     other = [_selected(histories, protocol={"seed": s, "max_train_users": 1}) for s in range(8)]
-    assert {frame.loc[frame["purpose"] == "training", "user_id"].iat[0] for frame in other} == {
+    assert {frame.loc[frame["purpose"] == "train", "user_id"].iat[0] for frame in other} == {
         "u2",
         "u3",
     }
@@ -206,7 +206,7 @@ def test_training_rows_never_describe_their_supervision_item(items, histories):
     captions = caption_items(items, pd.DataFrame(columns=["item_id"]), selected, PARAMS)
     behavior, _ = summarize_behavior(selected, captions, ScriptedLLM([]), PARAMS)
     u2 = behavior.set_index("user_id").loc["u2"]
-    assert u2["purpose"] == "training" and u2["supervision_item"] == "1f602"
+    assert u2["purpose"] == "train" and u2["supervision_item"] == "1f602"
     text = " ".join(u2["history_texts"]) + u2["target_text"] + u2["conversation_summary"]
     assert "tears of joy" not in text and "SUPERVISION" not in text
     assert u2["history_texts"] == ['grinning cat emoji (cat, smile) with "meow :3"']

@@ -5,8 +5,10 @@ right before the item that supervises them."""
 import pytest
 
 from pmg_kedro.pipelines.behavior_summarization import create_pipeline
-from pmg_kedro.scenes import SCENES
+from pmg_kedro.scenes import scene_names
 from tests.pipelines.wiring import foreign_inputs, nodes_by_name
+
+SCENES = scene_names()
 
 
 def test_each_scene_reads_only_its_own_data_and_the_shared_llm():

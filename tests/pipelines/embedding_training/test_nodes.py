@@ -19,9 +19,8 @@ PARAMS = {
     "evaluation_seeds": [0, 1],
     "prompt_template": "Items: {items}.",
     "training": {"steps": 2, "batch_size": 2, "learning_rate": 0.01, "log_every": 1},
-    "resume_from": None,
-    "variant_set": "two",
-    "variant_sets": {
+    "sweep": "two",
+    "sweeps": {
         "two": [{"n_tokens": 2, "n_prefixes": 2}, {"n_tokens": 3, "n_prefixes": 0}],
     },
 }
@@ -41,7 +40,7 @@ def tables(tmp_path):
     behavior = pd.DataFrame(
         {
             "user_id": ["t1", "t2", "e1", "e2"],
-            "purpose": ["training", "training", "evaluation", "evaluation"],
+            "purpose": ["train", "train", "evaluation", "evaluation"],
             "history": [["a"], ["b", "c"], ["a", "b"], ["c"]],
             "target": ["", "", "f", "e"],
             "supervision_item": ["d", "e", "", ""],
@@ -50,7 +49,7 @@ def tables(tmp_path):
     keywords = pd.DataFrame(
         {
             "user_id": ["t1", "t2", "e1", "e2"],
-            "purpose": ["training", "training", "evaluation", "evaluation"],
+            "purpose": ["train", "train", "evaluation", "evaluation"],
             "keywords": [["k1"], ["k2"], ["k3"], ["k4"]],
         }
     )
@@ -100,7 +99,7 @@ def test_training_sees_only_train_users_and_embeds_evaluation_users(
 
     monkeypatch.setattr(nodes, "train_soft_embeddings", spy)
     model, log, report, _, embeddings, sweep = nodes.train_soft_preference_embeddings(
-        examples, llm, tiny_generator, PARAMS
+        examples, llm, tiny_generator, None, PARAMS
     )
     train = examples[examples["split"] == "train"]
     expected = torch.from_numpy(nodes.load_images(train.to_dict("records"), 8))
@@ -109,22 +108,42 @@ def test_training_sees_only_train_users_and_embeds_evaluation_users(
         torch.testing.assert_close(images, expected)
     assert model["metadata"]["train_users"] == ["t1", "t2"]
     assert set(embeddings["tensors"]) == {"e1", "e2"}  # evaluation users only
-    assert embeddings["tensors"]["e1"].shape == (2, 384)  # the first variant: L = 2
+    assert embeddings["tensors"]["e1"].shape == (2, 384)  # the first sweep entry: L = 2
     assert set(sweep["tensors"]) == {
         f"{v}/{u}" for v in ("L2_ptuning", "L3_no_ptuning") for u in ("e1", "e2")
     }
-    assert [r["variant"] for r in report["variants"]] == ["L2_ptuning", "L3_no_ptuning"]
+    assert [r["sweep_entry"] for r in report["sweep_entries"]] == ["L2_ptuning", "L3_no_ptuning"]
     assert report["evaluation_users"] == 2 and report["train_users"] == 2
-    row = report["variants"][0]["pmg_minus_without_embeddings"]
+    row = report["sweep_entries"][0]["pmg_minus_without_embeddings"]
     assert row["users"] == 2 and row["pairs"] == 4
-    assert set(log["variant"]) == {"L2_ptuning", "L3_no_ptuning"} and len(log) == 4
+    assert set(log["sweep_entry"]) == {"L2_ptuning", "L3_no_ptuning"} and len(log) == 4
 
 
 def test_a_scene_without_images_gets_not_applicable_records(llm, tiny_generator):
     empty = pd.DataFrame(columns=["user_id", "split", "prompt"])
     model, log, report, _, embeddings, sweep = nodes.train_soft_preference_embeddings(
-        empty, llm, tiny_generator, PARAMS
+        empty, llm, tiny_generator, None, PARAMS
     )
     assert "no images" in report["not_applicable"]
     assert model["tensors"] == {} and "not_applicable" in embeddings["metadata"]
     assert log.empty and sweep["tensors"] == {}
+
+
+def test_the_first_sweep_entry_resumes_from_the_checkpoint(tables, llm, tiny_generator, one_thread):
+    """A step at learning rate 0 leaves the start: the checkpoint (a fresh start is not it)."""
+    behavior, keywords, items, index = tables
+    examples = nodes.build_soft_embedding_examples(behavior, keywords, items, index, PARAMS)
+    trained = nodes.train_soft_preference_embeddings(examples, llm, tiny_generator, None, PARAMS)[0]
+    no_steps = {**PARAMS, "training": {**PARAMS["training"], "steps": 1, "learning_rate": 0.0}}
+    fresh = nodes.train_soft_preference_embeddings(examples, llm, tiny_generator, None, no_steps)
+    resumed = nodes.train_soft_preference_embeddings(
+        examples, llm, tiny_generator, trained, no_steps
+    )
+    assert set(resumed[0]["tensors"]) == set(trained["tensors"])
+    for name, tensor in trained["tensors"].items():
+        assert torch.equal(resumed[0]["tensors"][name], tensor), name
+    assert not all(torch.equal(fresh[0]["tensors"][n], t) for n, t in trained["tensors"].items())
+    # the other sweep entries (other shapes) start afresh: as without the checkpoint
+    for key, tensor in fresh[5]["tensors"].items():
+        if not key.startswith(resumed[0]["metadata"]["sweep_entry"] + "/"):
+            assert torch.equal(resumed[5]["tensors"][key], tensor), key

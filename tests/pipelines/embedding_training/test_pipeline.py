@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from pmg_kedro.pipelines.embedding_training import create_pipeline
-from pmg_kedro.scenes import SCENES, scene_conf
+from pmg_kedro.scenes import scene_conf, scene_names
 from tests.pipelines.wiring import foreign_inputs, nodes_by_name
+
+SCENES = scene_names()
 
 
 def test_each_scene_reads_only_its_own_data_and_the_shared_models():

@@ -2,7 +2,7 @@
 
 import pytest
 
-from pmg_kedro.scenes import SCENES
+from pmg_kedro.scenes import scene_names
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,7 @@ def test_movie_counts_match_movielens_latest_small(ingested):
     assert not report["simulated"]
 
 
-@pytest.mark.parametrize("scene", SCENES)
+@pytest.mark.parametrize("scene", scene_names())
 def test_every_scene_has_valid_histories(ingested, scene):
     histories = ingested.load(f"{scene}.histories")
     items = set(ingested.load(f"{scene}.items")["item_id"])

@@ -344,7 +344,7 @@ def test_the_quality_figure_draws_each_share_with_its_interval(behavior, items):
 
 
 def test_quality_report_measures_evaluation_users_only(behavior, items):
-    purpose = ("evaluation", "training", "evaluation")
+    purpose = ("evaluation", "train", "evaluation")
     lora = LORA.assign(purpose=list(purpose))
     behavior = behavior.assign(purpose=list(purpose))
     empty = ZERO_SHOT[:0]  # no comparison run
@@ -421,7 +421,7 @@ def test_lora_refuses_an_evaluation_user_the_adapter_trained_on(behavior, items)
         )
     assert llm.calls == []  # refused before any answer
     # training rows of those users are no evaluation: they pass the check (then merge fails here)
-    training = behavior.assign(purpose="training")
+    training = behavior.assign(purpose="train")
     with pytest.raises(ValueError, match="not a trained keyword adapter"):
         extract_preference_keywords(
             training, items, llm, adapter, {**PARAMS, "llm_adapter": "lora"}
@@ -433,7 +433,7 @@ def test_lora_refuses_an_evaluation_user_the_adapter_trained_on(behavior, items)
 
 
 def test_comparison_keywords_run_the_other_setting_on_evaluation_users_only(behavior, items):
-    behavior = behavior.assign(purpose=["evaluation", "training", "evaluation"])
+    behavior = behavior.assign(purpose=["evaluation", "train", "evaluation"])
     llm = ScriptedLLM(LLM_RULES, default="comedy")
     result = extract_comparison_keywords(behavior, items, llm, NO_ADAPTER, PARAMS)
     assert result["user_id"].tolist() == ["a", "c"] and set(result["llm_adapter"]) == {"none"}

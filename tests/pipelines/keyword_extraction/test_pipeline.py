@@ -9,10 +9,13 @@ from kedro.runner import SequentialRunner
 
 from pmg_kedro.components.data.splits import split_users
 from pmg_kedro.components.models.llm import load_llm
+from pmg_kedro.config_loader import project_config_loader
 from pmg_kedro.pipelines.behavior_summarization import create_pipeline as behavior_pipeline
 from pmg_kedro.pipelines.keyword_extraction import create_pipeline as keyword_pipeline
-from pmg_kedro.scenes import SCENES
+from pmg_kedro.scenes import scene_names
 from tests.components.tiny_llm import build_tiny_chat_llama
+
+SCENES = scene_names()
 
 N_USERS = 5  # the test env's protocol evaluates 3 of them
 
@@ -109,13 +112,8 @@ def _costume():
 
 
 @pytest.fixture(scope="module")
-def test_params(project_root):
-    from kedro.config import OmegaConfigLoader
-
-    from pmg_kedro import settings
-
-    args = {k: v for k, v in settings.CONFIG_LOADER_ARGS.items() if k != "default_run_env"}
-    return OmegaConfigLoader(str(project_root / "conf"), env="test", **args)["parameters"]
+def test_params():
+    return project_config_loader("test")["parameters"]
 
 
 def test_pipelines_run_for_every_scene_on_a_tiny_llama(tmp_path, test_params):

@@ -159,7 +159,7 @@ def build(folder: Path) -> dict:
         for s in SEEDS
     ]
     inputs["table2_selections"] = pd.DataFrame(
-        table2, columns=["user_id", "seed", "sweep_variant", "n_tokens", "p_tuning", "image_key"]
+        table2, columns=["user_id", "seed", "sweep_entry", "n_tokens", "p_tuning", "image_key"]
     )
     # L4 with P-Tuning: the first history image (distance 0 to it); L8 without: noise
     inputs["table2_images"] = {

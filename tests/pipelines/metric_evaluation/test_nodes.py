@@ -321,7 +321,7 @@ def test_figures_show_history_target_and_variants_with_simulated_labels(inputs):
 def test_summary_is_json_and_carries_the_headline_numbers(evaluated, probe, inputs):
     table, notes = evaluated
     table1, comparisons, _ = nodes.build_table1(table, notes, PARAMS)
-    table2 = pd.DataFrame(columns=["sweep_variant", *evaluation_report.CELL_COLUMNS])
+    table2 = pd.DataFrame(columns=["sweep_entry", *evaluation_report.CELL_COLUMNS])
     summary = nodes.summarize_metric_evaluation(
         table1, comparisons, table2, notes, {"status": "not applicable: none"}, probe
     )

@@ -10,9 +10,12 @@ from kedro.runner import SequentialRunner
 
 from pmg_kedro.components.evaluation import image_evaluation
 from pmg_kedro.pipelines.metric_evaluation import create_pipeline, nodes
-from pmg_kedro.scenes import GENERATION_VARIANTS, SCENES, scene_conf
+from pmg_kedro.scenes import generation_variants, scene_conf, scene_names
 
 from . import synthetic_scene as scene
+
+SCENES = scene_names()
+GENERATION_VARIANTS = generation_variants()
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 OUTPUTS = (

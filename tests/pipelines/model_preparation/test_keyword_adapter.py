@@ -4,21 +4,22 @@ reaches training; the adapter's header lists the users it trained on; base train
 
 import pandas as pd
 import pytest
-from kedro.config import OmegaConfigLoader
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 
 from pmg_kedro.components.method.keyword_adapter import ADAPTER_KIND, adapted_llm
 from pmg_kedro.components.models.llm import LLM
+from pmg_kedro.config_loader import project_config_loader
 from pmg_kedro.pipelines.model_preparation.keyword_adapter import (
     TAG,
     keyword_adapter_pipeline,
     train_keyword_adapter,
     write_keyword_adapter_card,
 )
-from pmg_kedro.scenes import SCENES
-from pmg_kedro.settings import CONFIG_LOADER_ARGS
+from pmg_kedro.scenes import scene_names
 from tests.components.tiny_llm import build_tiny_chat_llama
+
+SCENES = scene_names()
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 N_USERS, N_CLICKS = 6, 8
@@ -97,9 +98,8 @@ def _scene_data(scene: str):
 
 
 @pytest.fixture(scope="module")
-def test_params(project_root):
-    args = {k: v for k, v in CONFIG_LOADER_ARGS.items() if k != "default_run_env"}
-    return OmegaConfigLoader(str(project_root / "conf"), env="test", **args)["parameters"]
+def test_params():
+    return project_config_loader("test")["parameters"]
 
 
 @pytest.fixture(scope="module")

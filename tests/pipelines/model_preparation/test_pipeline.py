@@ -8,14 +8,15 @@ import shutil
 import pandas as pd
 import pytest
 import torch
-from kedro.config import OmegaConfigLoader
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.pipeline import Pipeline
 from kedro.runner import SequentialRunner
 
 from pmg_kedro.components.models.generator import Generator
 from pmg_kedro.components.models.scorer import TinyClip
-from pmg_kedro.datasets.model_folder import KEEP_EXISTING, ModelFolderDataset
+from pmg_kedro.components.models.training_loop import UNTRAINED
+from pmg_kedro.config_loader import project_config_loader
+from pmg_kedro.datasets.model_folder import ModelFolderDataset
 from pmg_kedro.pipelines.model_preparation.keyword_adapter import keyword_adapter_pipeline
 from pmg_kedro.pipelines.model_preparation.nodes import (
     ModelPreparationDisabled,
@@ -23,8 +24,7 @@ from pmg_kedro.pipelines.model_preparation.nodes import (
     train_tiny_scorer,
 )
 from pmg_kedro.pipelines.model_preparation.pipeline import create_pipeline
-from pmg_kedro.scenes import SCENES
-from pmg_kedro.settings import CONFIG_LOADER_ARGS
+from pmg_kedro.scenes import scene_names
 
 MODEL_PREPARATION_ENTRIES = {
     "embedded_generator",
@@ -48,15 +48,7 @@ KEYWORD_ADAPTER_ENTRIES = {
 
 
 def _loader(project_root, env):
-    return OmegaConfigLoader(
-        conf_source=str(project_root / "conf"),
-        env=env,
-        base_env="base",
-        default_run_env=env,
-        merge_strategy=CONFIG_LOADER_ARGS["merge_strategy"],
-        config_patterns=CONFIG_LOADER_ARGS["config_patterns"],
-        runtime_params={},
-    )
+    return project_config_loader(env, project_root / "conf")
 
 
 def _catalog(project_root, env, tmp, redirect_models=False, names=MODEL_PREPARATION_ENTRIES):
@@ -132,7 +124,7 @@ def test_disabled_env_stops_at_the_first_node_untouched(project_root, tmp_path, 
     roots = [n for n in pipeline.nodes if not set(n.inputs) & pipeline.all_outputs()]
     assert {n.name for n in roots} == {
         "build_icon_corpus",
-        *(f"{scene}.keyword_adapter_examples" for scene in SCENES),
+        *(f"{scene}.keyword_adapter_examples" for scene in scene_names()),
     }
     for part in [*(Pipeline([root]) for root in roots), pipeline]:
         with pytest.raises(ModelPreparationDisabled, match="model_preparation.enabled is false"):
@@ -157,7 +149,7 @@ def test_reference_writes_the_committed_keyword_adapter(project_root):
 
 
 def test_base_measures_the_committed_weights_without_rewriting_them(project_root, tmp_path):
-    """base: the training nodes return KEEP_EXISTING and saving it leaves the folder's bytes."""
+    """base: the training nodes return UNTRAINED and saving it leaves the folder's bytes."""
     params = _loader(project_root, "base")["parameters"]["model_preparation"]
     assert params["enabled"] is True and params["train"] is False
     folder = tmp_path / "scorer"
@@ -165,6 +157,6 @@ def test_base_measures_the_committed_weights_without_rewriting_them(project_root
     before = _tree(folder)
     for train in (train_tiny_scorer, train_tiny_generator):
         model, history = train(None, params)
-        assert model is KEEP_EXISTING and "committed weights are kept" in history["skipped"]
+        assert model is UNTRAINED and "committed weights are kept" in history["skipped"]
         ModelFolderDataset(path=str(folder), kind="scorer").save(model)
     assert _tree(folder) == before

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
+from kedro_datasets.json import JSONDataset
 from PIL import Image
 
 from pmg_kedro.pipelines.recommendation import nodes
@@ -228,11 +229,9 @@ def test_item_images_are_generated_only_for_items_without_one(
 
 def _test_params(project_root, scene: str) -> dict:
     """The scene's recommendation parameters of the `test` environment (base merged with test)."""
-    from kedro.config import OmegaConfigLoader
+    from pmg_kedro.config_loader import project_config_loader
 
-    from pmg_kedro.settings import CONFIG_LOADER_ARGS
-
-    loader = OmegaConfigLoader(str(project_root / "conf"), env="test", **CONFIG_LOADER_ARGS)
+    loader = project_config_loader("test", project_root / "conf")
     return loader["parameters"][scene]["recommendation"]
 
 
@@ -261,7 +260,10 @@ def test_pipeline_runs_every_setting_and_seed_and_labels_what_it_reports(
     catalog = DataCatalog({name: MemoryDataset(data) for name, data in datasets.items()})
     for scene in params:
         catalog[f"params:{scene}.recommendation"] = MemoryDataset(params[scene])
-        catalog[f"{scene}.recommendation_report"] = MemoryDataset()
+        # A file as in the catalog: the runner releases a MemoryDataset once the summary read it.
+        report_file = str(tmp_path / f"{scene}_recommendation.json")
+        catalog[f"{scene}.recommendation_report"] = JSONDataset(filepath=report_file)
+        catalog[f"{scene}.table3_summary"] = MemoryDataset()
     pipeline = create_pipeline()
     assert {n.namespace for n in pipeline.nodes} == {"movie", "costume"}  # emoticon: no task
     SequentialRunner().run(pipeline, catalog)
@@ -286,6 +288,14 @@ def test_pipeline_runs_every_setting_and_seed_and_labels_what_it_reports(
             or m["verdict"].startswith("tests disagree")
             for m in metrics.values()
         )
+        # Table 3's numbers for MLflow: each setting's mean and std over seeds, per metric.
+        summary = catalog.load(f"{scene}.table3_summary")
+        for setting, group in results.groupby("setting"):
+            for metric in ("precision@10", "recall@20", "ndcg@20"):
+                got = summary["settings"][setting][metric]
+                assert got["mean"] == pytest.approx(group[metric].mean())
+                assert got["std"] == pytest.approx(group[metric].std(ddof=1))
+        assert summary["paired_difference"]["recall@20"] == pytest.approx(sum(expected) / 2)
     movie = catalog.load("movie.recommendation_report")
     costume = catalog.load("costume.recommendation_report")
     assert movie["item_features"]["image_sources"] == {"generated": N_ITEMS}

@@ -56,7 +56,7 @@ def requests_table():
     k_p = pd.DataFrame(
         {
             "user_id": ["u1", "u2", "u4"],
-            "purpose": ["evaluation", "evaluation", "training"],
+            "purpose": ["evaluation", "evaluation", "train"],
             "keywords": [["cat", "cute"], ["ship", "blue"], ["train", "only"]],
         }
     )
@@ -277,21 +277,21 @@ def test_user_only_images_use_the_preference_condition(tiny_generator, requests_
     assert not np.array_equal(np.asarray(images["u1"]), np.asarray(keywords_only["u1"]))
 
 
-def test_table2_images_per_trained_variant(tiny_generator, requests_table, soft):
+def test_table2_images_per_sweep_entry(tiny_generator, requests_table, soft):
     sweep = {
         "tensors": {
             **{f"L2_ptuning/{u}": t for u, t in soft["tensors"].items()},
             **{f"L4_no_ptuning/{u}": torch.randn(4, 384) for u in soft["tensors"]},
         },
-        "metadata": {"variants": ["L2_ptuning", "L4_no_ptuning"]},
+        "metadata": {"sweep_entries": ["L2_ptuning", "L4_no_ptuning"]},
     }
     table, images = nodes.generate_table2_images(requests_table, tiny_generator, sweep, PARAMS)
     assert len(table) == 2 * 2 * 2 and set(images) == set(table["image_key"])
-    assert table.groupby("sweep_variant")["n_tokens"].first().to_dict() == {
+    assert table.groupby("sweep_entry")["n_tokens"].first().to_dict() == {
         "L2_ptuning": 2,
         "L4_no_ptuning": 4,
     }
-    assert table.groupby("sweep_variant")["p_tuning"].first().to_dict() == {
+    assert table.groupby("sweep_entry")["p_tuning"].first().to_dict() == {
         "L2_ptuning": True,
         "L4_no_ptuning": False,
     }

@@ -5,8 +5,10 @@ evaluation user, every seed, one choice per (user, seed), the same users in ever
 import pytest
 
 from pmg_kedro.pipelines.weighted_generation import create_pipeline
-from pmg_kedro.scenes import GENERATION_VARIANTS, SCENES
+from pmg_kedro.scenes import generation_variants, scene_names
 from tests.pipelines.wiring import foreign_inputs, nodes_by_name
+
+GENERATION_VARIANTS, SCENES = generation_variants(), scene_names()
 
 SHARED = {"generator", "scorer", "params:ablations"} | {
     f"params:ablations.{v}" for v in GENERATION_VARIANTS

@@ -52,7 +52,7 @@ from torch_geometric.utils import spmm, to_torch_csr_tensor
 from tqdm.auto import tqdm
 
 from pmg_kedro.components.evaluation.ranking import evaluate_ranking, pair_matrix, popularity_scores
-from pmg_kedro.components.models.params import known_params
+from pmg_kedro.components.models.params import settings_from_params
 
 logger = logging.getLogger(__name__)
 
@@ -80,11 +80,10 @@ class MMGCNConfig:
 
     @classmethod
     def from_params(cls, params: Mapping | None) -> MMGCNConfig:
-        """Build from a parameters mapping; unknown keys are an error."""
-        params = known_params(cls, params, "MMGCN")
-        if "ks" in params:
-            params["ks"] = tuple(int(k) for k in params["ks"])
-        config = cls(**params)
+        """Build from a parameters block (`model`); see `params.settings_from_params`."""
+        config = settings_from_params(
+            cls, params, "MMGCN model", ks=lambda ks: tuple(int(k) for k in ks)
+        )
         for name, allowed in (
             ("aggregation", ("mean", "max")),
             ("combination", ("concat", "element")),

@@ -43,7 +43,7 @@ from pmg_kedro.components.data.prompts import (
 )
 from pmg_kedro.components.models.captioner import metadata_captions
 from pmg_kedro.components.models.llm import LLM
-from pmg_kedro.components.models.params import known_params
+from pmg_kedro.components.models.params import settings_from_params
 from pmg_kedro.components.reporting.environment import json_safe, machine_description, torch_threads
 
 logger = logging.getLogger(__name__)
@@ -152,7 +152,7 @@ class WindowSettings:
 
     @classmethod
     def from_params(cls, params: Mapping | None) -> WindowSettings:
-        return cls(**known_params(cls, params, "keyword adapter windows"))
+        return settings_from_params(cls, params, "keyword adapter windows")
 
 
 def behavior_windows(
@@ -357,10 +357,7 @@ class AdapterTraining:
 
     @classmethod
     def from_params(cls, params: Mapping | None) -> AdapterTraining:
-        values = known_params(cls, params, "keyword adapter training")
-        if "target_modules" in values:
-            values["target_modules"] = tuple(values["target_modules"])
-        return cls(**values)
+        return settings_from_params(cls, params, "keyword adapter training", target_modules=tuple)
 
     def lora_config(self, num_layers: int) -> dict[str, Any]:
         """`peft.LoraConfig` keyword arguments (JSON-able: they travel in the adapter's header)."""

@@ -101,7 +101,8 @@ def preference_keywords(
 ) -> pd.DataFrame:
     """k^p per behavior row: one prompt per attribute, parsed, merged, de-duplicated, cut to K_p.
 
-    Returns user_id, purpose (evaluation | training), keywords, attributes, raw_answers (one per
+    Returns user_id, purpose (evaluation | train, as the user split), keywords, attributes,
+    raw_answers (one per
     attribute), parsed (per attribute), n_parsed (distinct keywords before the cut), fallback,
     llm_adapter (`adapter`) and llm (the model that answered). Training rows' behavior ends
     before their supervision item, so their keywords never see it.

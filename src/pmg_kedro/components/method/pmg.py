@@ -40,6 +40,7 @@ from PIL import Image
 from pmg_kedro.components.data.images import to_array, to_pil
 from pmg_kedro.components.method.selection import choose, weight_grid, z_scores
 from pmg_kedro.components.method.soft_embeddings import preference_condition
+from pmg_kedro.components.models.params import settings_from_params
 
 logger = logging.getLogger(__name__)
 
@@ -94,19 +95,16 @@ class PMGSettings:
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> PMGSettings:
-        """From a `weighted_generation` parameters block; an unknown key is an error."""
-        names = {f.name for f in fields(cls)}
-        unknown = set(params) - names - cls.NODE_KEYS
-        if unknown:
-            raise ValueError(
-                f"PMGSettings: unknown keys {sorted(unknown)}; expected some of {sorted(names)}"
-            )
-        given = {k: v for k, v in params.items() if k in names}
-        if "seeds" in given:
-            given["seeds"] = tuple(int(s) for s in given["seeds"])
-        if "weight_ratios" in given:
-            given["weight_ratios"] = tuple(tuple(r) for r in given["weight_ratios"])
-        return cls(**given)
+        """From a `weighted_generation` parameters block (`models.params.settings_from_params`:
+        an unknown key is an error); its node-level keys (NODE_KEYS) are not the method's."""
+        method = {k: v for k, v in params.items() if k not in cls.NODE_KEYS}
+        return settings_from_params(
+            cls,
+            method,
+            "weighted_generation",
+            seeds=lambda seeds: tuple(int(s) for s in seeds),
+            weight_ratios=lambda ratios: tuple(tuple(r) for r in ratios),
+        )
 
     def replace(self, **changes: Any) -> PMGSettings:
         return PMGSettings(**{**{f.name: getattr(self, f.name) for f in fields(self)}, **changes})
@@ -136,11 +134,7 @@ class Variant:
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> Variant:
         """From an `ablations` entry (conf/base/parameters_scenes.yml); unknown keys are errors."""
-        names = {f.name for f in fields(cls)}
-        unknown = set(params) - names
-        if unknown:
-            raise ValueError(f"Variant: unknown keys {sorted(unknown)}; expected {sorted(names)}")
-        return cls(**params)
+        return settings_from_params(cls, params, "ablations entry")
 
     @property
     def has_preference(self) -> bool:

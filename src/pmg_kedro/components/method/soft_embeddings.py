@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pmg_kedro.components.models.params import settings_from_params
 from pmg_kedro.components.reporting.stats import paired_test
 
 
@@ -181,13 +182,6 @@ class SoftPreferenceEmbedder(nn.Module):
                 params[name].copy_(tensor)
 
 
-def read_soft_embedding_file(path: str) -> dict[str, torch.Tensor]:
-    """Tensors of a saved `soft_embedding_model` (.safetensors), to resume training from."""
-    from safetensors.torch import load_file
-
-    return load_file(path)
-
-
 class _PrefixTuning(nn.Module):
     """P-Tuning v2 prefixes through `peft` (PrefixTuningConfig): per-layer key/value prefixes.
 
@@ -228,7 +222,8 @@ class TrainingSettings:
 
     @classmethod
     def from_params(cls, params: dict) -> TrainingSettings:
-        return cls(**{k: params[k] for k in cls.__dataclass_fields__ if k in params})
+        """Build from a parameters block (`training`); see `params.settings_from_params`."""
+        return settings_from_params(cls, params, "soft embedding training")
 
 
 def preference_condition(soft: torch.Tensor | None, keywords, max_tokens: int | None = None):

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from pmg_kedro.components.models.params import known_params
+from pmg_kedro.components.models.params import settings_from_params
 from pmg_kedro.components.reporting.environment import torch_threads
 
 logger = logging.getLogger(__name__)
@@ -43,8 +43,8 @@ class GenerationSettings:
 
     @classmethod
     def from_params(cls, params: Mapping | None) -> GenerationSettings:
-        """Build from a parameters mapping; unknown keys are an error, missing keys take defaults."""
-        return cls(**known_params(cls, params, "generation"))
+        """Build from a parameters block (`generation`); see `params.settings_from_params`."""
+        return settings_from_params(cls, params, "generation")
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,17 @@ log = logging.getLogger(__name__)
 Hook = Callable[[dict], None]
 
 
+class Untrained:
+    """What a training step returns where its environment trains nothing (`train: false`): no new
+    weights. A model's dataset keeps the weights it already holds (`ModelFolderDataset`)."""
+
+    def __repr__(self) -> str:
+        return "UNTRAINED"
+
+
+UNTRAINED = Untrained()
+
+
 @dataclass(frozen=True)
 class LoopSettings:
     """Optimizer, schedule and budget of one training run."""

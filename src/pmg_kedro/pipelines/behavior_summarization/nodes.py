@@ -42,7 +42,7 @@ def select_users(
     """The rows whose behavior is summarised, one per (user, purpose) (DESIGN.md §5):
 
     - `evaluation`: every evaluation user of the split, history and target as ingested;
-    - `training`: up to `max_train_users` train users (seeded), only where items have images (the
+    - `train`: up to `max_train_users` train users (seeded), only where items have images (the
       soft preference embeddings learn from them): history[:-1] as the history and history[-1] as
       `supervision_item`, so no text of theirs ever describes the image that supervises.
     The target message and conversation lose every emoticon of the scene's table and every emoji
@@ -72,7 +72,7 @@ def select_users(
     list_columns = [c for c in histories.columns if c.startswith("history")]
     target_columns = [c for c in histories.columns if c.startswith("target")]
     training = train.assign(
-        purpose="training", supervision_item=train["history"].map(lambda h: str(list(h)[-1]))
+        purpose="train", supervision_item=train["history"].map(lambda h: str(list(h)[-1]))
     )
     for column in list_columns:
         training[column] = training[column].map(lambda values: list(values)[:-1])

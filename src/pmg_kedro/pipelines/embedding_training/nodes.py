@@ -1,4 +1,9 @@
-"""embedding_training nodes (paper §3.3): examples, training with ablation variants, user embeddings."""
+"""embedding_training nodes (paper §3.3): examples, training of a sweep, user embeddings.
+
+A sweep (parameter `sweep`, one of `sweeps`) lists soft-embedding configurations, its entries: L
+multimodal tokens and S P-Tuning v2 prefixes each (paper Table 2). "Variant" is left to the
+generation variants of weighted_generation (pmg, without_embeddings, ...).
+"""
 
 from __future__ import annotations
 
@@ -16,7 +21,6 @@ from ...components.method.soft_embeddings import (
     TrainingSettings,
     heldout_losses,
     paired_difference,
-    read_soft_embedding_file,
     train_soft_embeddings,
 )
 from ...components.reporting.figures import subplots, text_figure
@@ -94,11 +98,11 @@ def build_soft_embedding_examples(
     return examples
 
 
-def _variants(params: dict[str, Any]) -> list[dict[str, Any]]:
-    chosen = params["variant_set"]
-    sets = params["variant_sets"]
+def _sweep_entries(params: dict[str, Any]) -> list[dict[str, Any]]:
+    chosen = params["sweep"]
+    sets = params["sweeps"]
     if chosen not in sets:
-        raise ValueError(f"variant_set {chosen!r} is not one of {sorted(sets)}")
+        raise ValueError(f"embedding_training.sweep {chosen!r} is not one of {sorted(sets)}")
     return [
         {"name": f"L{v['n_tokens']}_{'ptuning' if v['n_prefixes'] else 'no_ptuning'}", **v}
         for v in sets[chosen]
@@ -109,7 +113,7 @@ def _not_applicable(why: str) -> tuple:
     record = {"tensors": {}, "metadata": {"not_applicable": why}}
     return (
         record,
-        pd.DataFrame(columns=["variant", "step", "loss", "seconds"]),
+        pd.DataFrame(columns=["sweep_entry", "step", "loss", "seconds"]),
         {"not_applicable": why},
         text_figure(why, fontsize=10),
         record,
@@ -128,31 +132,37 @@ def _embed(model, prompts: list[str], users: list[str], batch: int) -> dict[str,
 
 
 def train_soft_preference_embeddings(
-    examples: pd.DataFrame, llm, generator, params: dict[str, Any]
+    examples: pd.DataFrame,
+    llm,
+    generator,
+    checkpoint: dict[str, Any] | None,
+    params: dict[str, Any],
 ) -> tuple:
-    """Train each variant on the train users and score it on the evaluation users (§3.3, Table 2).
+    """Train each sweep entry on the train users and score it on the evaluation users (§3.3,
+    Table 2); the first starts from `checkpoint` (an earlier `soft_embedding_model`) if any.
 
-    Returns the main model (trainable tensors + metadata; the first variant), the training log,
-    the report (evaluation users' denoising loss of their held-out target image per variant,
+    Returns the main model (trainable tensors + metadata; the first entry), the training log,
+    the report (evaluation users' denoising loss of their held-out target image per entry,
     paired against E_k alone), the loss-curve figure, E_m of every evaluation user from the main
-    model (`soft_embeddings`) and from every variant (`soft_embedding_sweep`, keys
-    "<variant>/<user_id>"). A scene without item images gets "not applicable" records.
+    model (`soft_embeddings`) and from every entry (`soft_embedding_sweep`, keys
+    "<sweep_entry>/<user_id>"). A scene without item images gets "not applicable" records.
     """
     if examples.empty:
         return _not_applicable(NOT_APPLICABLE_NO_IMAGES)
     torch.manual_seed(int(params["seed"]))
     data = _TrainingData.of(examples, generator, params)
     logs, rows, sweep, main, main_embeddings = [], [], {}, None, None
-    for variant in _variants(params):
-        model, history, row, embeddings = _train_variant(
-            variant, data, llm, generator, params, resume=main is None
+    for entry in _sweep_entries(params):
+        start_from = checkpoint if main is None else None
+        model, history, row, embeddings = _train_entry(
+            entry, data, llm, generator, params, start_from
         )
-        logs += [{"variant": variant["name"], **h} for h in history]
+        logs += [{"sweep_entry": entry["name"], **h} for h in history]
         rows.append(row)
-        sweep.update({f"{variant['name']}/{u}": e for u, e in embeddings.items()})
+        sweep.update({f"{entry['name']}/{u}": e for u, e in embeddings.items()})
         metadata = {
             "config": model.config.to_json(),
-            "variant": variant["name"],
+            "sweep_entry": entry["name"],
             "llm": llm.name,
             "generator": generator.info.get("name", "generator"),
             "steps": data.settings.steps,
@@ -174,16 +184,17 @@ def train_soft_preference_embeddings(
         "evaluation_users": len(data.evaluation),
         "evaluation_seeds": data.seeds,
         "training": vars(data.settings),
-        "variants": _with_verdicts(rows),
+        "sweep_entries": _with_verdicts(rows),
         "verdict_rule": VERDICT_RULE,
     }
-    sweep_record = {"tensors": sweep, "metadata": {"variants": [r["variant"] for r in rows]}}
+    entries = [r["sweep_entry"] for r in rows]
+    sweep_record = {"tensors": sweep, "metadata": {"sweep_entries": entries}}
     return main, log, report, _loss_figure(log), main_embeddings, sweep_record
 
 
 def _with_verdicts(rows: list[dict]) -> list[dict]:
-    """Each variant's E^p - E_k loss difference with its Wilcoxon p Holm-corrected over the
-    variants and the verdict (lower loss is better): `reporting.stats.VERDICT_RULE`."""
+    """Each sweep entry's E^p - E_k loss difference with its Wilcoxon p Holm-corrected over the
+    entries and the verdict (lower loss is better): `reporting.stats.VERDICT_RULE`."""
     corrected = holm([r["pmg_minus_without_embeddings"]["wilcoxon_p"] for r in rows])
     for row, p_holm in zip(rows, corrected, strict=True):
         versus = row["pmg_minus_without_embeddings"]
@@ -194,7 +205,7 @@ def _with_verdicts(rows: list[dict]) -> list[dict]:
 
 @dataclass
 class _TrainingData:
-    """What every variant trains and is scored on: the train and evaluation examples, their
+    """What every sweep entry trains and is scored on: the train and evaluation examples, their
     supervision images, the settings, the noise seeds, E_k alone's losses (the baseline) and the
     neutral token E_m starts from."""
 
@@ -233,21 +244,22 @@ class _TrainingData:
         )
 
 
-def _train_variant(variant, data: _TrainingData, llm, generator, params, resume: bool):
-    """One soft-embedding variant trained and scored: (model, training history, report row,
+def _train_entry(entry, data: _TrainingData, llm, generator, params, checkpoint):
+    """One sweep entry trained (from `checkpoint` when one is given) and scored: (model, training
+    history, report row,
     E_m of every evaluation user)."""
     start = time.perf_counter()
     model = SoftPreferenceEmbedder(
         llm,
-        variant["n_tokens"],
-        variant["n_prefixes"],
+        entry["n_tokens"],
+        entry["n_prefixes"],
         generator.text_encoder.dim,
         seed=int(params["seed"]),
         neutral_token=data.neutral,
     )
-    if resume and params.get("resume_from"):
-        model.load_trainable_state(read_soft_embedding_file(params["resume_from"]))
-        logger.info("%s: resumed from %s", variant["name"], params["resume_from"])
+    if checkpoint is not None:
+        model.load_trainable_state(checkpoint["tensors"])
+        logger.info("%s: resumed from a checkpoint of %s", entry["name"], checkpoint["metadata"])
     train = data.train
     history = train_soft_embeddings(
         model,
@@ -270,10 +282,10 @@ def _train_variant(variant, data: _TrainingData, llm, generator, params, resume:
     )
     versus = paired_difference(losses["pmg"], data.baseline)
     row = {
-        "variant": variant["name"],
-        "p_tuning_v2": bool(variant["n_prefixes"]),
-        "n_tokens": variant["n_tokens"],
-        "n_prefixes": variant["n_prefixes"],
+        "sweep_entry": entry["name"],
+        "p_tuning_v2": bool(entry["n_prefixes"]),
+        "n_tokens": entry["n_tokens"],
+        "n_prefixes": entry["n_prefixes"],
         "evaluation_loss_pmg": float(losses["pmg"].mean()),
         "evaluation_loss_without_keywords": float(losses["without_keywords"].mean()),
         "evaluation_loss_without_embeddings": float(data.baseline.mean()),
@@ -284,7 +296,7 @@ def _train_variant(variant, data: _TrainingData, llm, generator, params, resume:
         "%s: evaluation users' target denoising loss E^p %.4f vs E_k alone %.4f (difference "
         "%.4f, 95%% interval [%.4f, %.4f] over %d users; lower in %.0f%% of %d user x seed "
         "pairs)",
-        variant["name"],
+        entry["name"],
         losses["pmg"].mean(),
         data.baseline.mean(),
         versus["mean_difference"],
@@ -300,7 +312,7 @@ def _train_variant(variant, data: _TrainingData, llm, generator, params, resume:
 def _loss_figure(log: pd.DataFrame):
     fig, axes = subplots(1, 1, (6, 3.5))
     ax = axes[0][0]
-    for name, group in log.groupby("variant", sort=False):
+    for name, group in log.groupby("sweep_entry", sort=False):
         smooth = group["loss"].rolling(10, min_periods=1).mean()
         ax.plot(group["step"], smooth, label=name)
     ax.set_xlabel("step")

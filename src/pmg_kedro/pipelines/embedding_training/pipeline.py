@@ -27,7 +27,13 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 train_soft_preference_embeddings,
-                inputs=["soft_embedding_examples", "llm", "generator", "params:embedding_training"],
+                inputs=[
+                    "soft_embedding_examples",
+                    "llm",
+                    "generator",
+                    "soft_embedding_checkpoint",
+                    "params:embedding_training",
+                ],
                 outputs=[
                     "soft_embedding_model",
                     "soft_embedding_training_log",

@@ -154,7 +154,7 @@ def evaluate_table2_images(
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Paper Table 2's images (L multimodal tokens, P-Tuning v2 on/off) with the same metrics.
 
-    Returns one row per (sweep variant, evaluation user, seed) and the notes (why it is empty)."""
+    Returns one row per (sweep entry, evaluation user, seed) and the notes (why it is empty)."""
     evaluation = _evaluation_users(user_split)
     rows = table2_selections[table2_selections["user_id"].astype(str).isin(evaluation)]
     missing = sorted(set(rows["image_key"]) - set(table2_images))
@@ -162,7 +162,7 @@ def evaluate_table2_images(
         raise KeyError(f"table2_images: no image for table2_selections image_key {missing[:5]}")
     table = pd.DataFrame(
         {
-            "variant": rows["sweep_variant"].astype(str),
+            "sweep_entry": rows["sweep_entry"].astype(str),
             "user_id": rows["user_id"].astype(str),
             "seed": rows["seed"].astype(int),
             "image_key": rows["image_key"],
@@ -217,14 +217,14 @@ def build_table2(
     boot = params["bootstrap"]
     history = {c: s for c, s in notes["metrics"].items() if s["reference"] == "history"}
     rows = []
-    groups = table2_image_metrics.groupby(["variant", "p_tuning", "n_tokens"], sort=True)
-    for (variant, p_tuning, n_tokens), subset in groups:
+    groups = table2_image_metrics.groupby(["sweep_entry", "p_tuning", "n_tokens"], sort=True)
+    for (entry, p_tuning, n_tokens), subset in groups:
         for column, spec in history.items():
             rows.append(
                 evaluation_report.cell(subset, column, spec, notes["status"], boot)
-                | {"sweep_variant": variant, "p_tuning": bool(p_tuning), "n_tokens": int(n_tokens)}
+                | {"sweep_entry": entry, "p_tuning": bool(p_tuning), "n_tokens": int(n_tokens)}
             )
-    columns = ["sweep_variant", "p_tuning", "n_tokens", *evaluation_report.CELL_COLUMNS]
+    columns = ["sweep_entry", "p_tuning", "n_tokens", *evaluation_report.CELL_COLUMNS]
     table = pd.DataFrame(rows, columns=columns)
     return table, evaluation_report.table2_markdown(table, history, notes, params)
 
@@ -258,7 +258,7 @@ def summarize_metric_evaluation(
             "metrics": evaluation_report.cell_summary(cells, "variant"),
             "comparisons": evaluation_report.comparison_summary(comparisons),
             "table2_status": table2_notes["status"],
-            "table2": evaluation_report.cell_summary(table2_cells, "sweep_variant"),
+            "table2": evaluation_report.cell_summary(table2_cells, "sweep_entry"),
             "not_applicable": {
                 v: i["status"] for v, i in notes["variants"].items() if i["status"] != "ok"
             },

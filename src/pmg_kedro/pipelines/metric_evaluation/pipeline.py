@@ -9,7 +9,7 @@ Dataset names: `<scene>.semantic_probe`, `<scene>.image_metrics`, `<scene>.table
 
 from kedro.pipeline import Node, Pipeline
 
-from ...scenes import GENERATION_VARIANTS, per_scene, scene_conf
+from ...scenes import generation_variants, per_scene, scene_conf
 from .nodes import (
     build_table1,
     build_table2,
@@ -41,7 +41,8 @@ def _figure_inputs(variants: tuple[str, ...]) -> dict[str, str]:
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    grid_variants = [v for v in GENERATION_VARIANTS if scene_conf()["ablations"][v]["grid"]]
+    variants = generation_variants()
+    grid_variants = [v for v in variants if scene_conf()["ablations"][v]["grid"]]
     template = Pipeline(
         [
             Node(
@@ -61,8 +62,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "personalization_report": "personalization_report",
                     "semantic_probe": "semantic_probe",
                     "params": PARAMS,
-                    **{f"{v}_selections": f"{v}.selections" for v in GENERATION_VARIANTS},
-                    **{f"{v}_chosen_images": f"{v}.chosen_images" for v in GENERATION_VARIANTS},
+                    **{f"{v}_selections": f"{v}.selections" for v in variants},
+                    **{f"{v}_chosen_images": f"{v}.chosen_images" for v in variants},
                 },
                 outputs=["image_metrics", "evaluation_notes"],
                 name="evaluate_chosen_images",

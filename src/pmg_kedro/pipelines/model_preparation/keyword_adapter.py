@@ -32,7 +32,7 @@ from ...components.method.keyword_adapter import (
 )
 from ...components.models.llm import LLM
 from ...components.reporting.tables import markdown_table
-from ...scenes import SCENES, per_scene
+from ...scenes import per_scene, scene_names
 from .nodes import ensure_enabled
 
 logger = logging.getLogger(__name__)
@@ -258,7 +258,7 @@ def keyword_adapter_pipeline() -> Pipeline:
     )
     per_scene_inputs = [
         f"{scene}.{name}"
-        for scene in SCENES
+        for scene in scene_names()
         for name in ("keyword_adapter_examples", "keyword_adapter_example_counts")
     ]
     training = Pipeline(

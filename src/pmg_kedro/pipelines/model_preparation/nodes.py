@@ -20,9 +20,9 @@ from ...components.data.images import load_image, read_idx_labels
 from ...components.data.sources.fashion_mnist import CLASS_NAMES
 from ...components.method.pmg import PMG
 from ...components.models.icon_corpus import SHOWCASE_CONCEPTS, IconCorpus, build_icon_corpus
+from ...components.models.training_loop import UNTRAINED
 from ...components.reporting.environment import torch_threads
 from ...components.reporting.figures import image_grid, subplots, text_figure
-from ...datasets.model_folder import KEEP_EXISTING
 
 log = logging.getLogger(__name__)
 DISABLED = (
@@ -87,7 +87,7 @@ def build_corpus(params: dict) -> tuple[IconCorpus, dict]:
 def train_tiny_scorer(corpus: IconCorpus, params: dict) -> tuple[Any, dict]:
     """The tiny CLIP's projection heads trained contrastively; (scorer, training history)."""
     if not params.get("train", False):
-        return KEEP_EXISTING, {"skipped": KEPT}
+        return UNTRAINED, {"skipped": KEPT}
     from ...components.models.training import train_scorer
 
     return train_scorer(corpus, params["scorer"])
@@ -97,7 +97,7 @@ def train_tiny_scorer(corpus: IconCorpus, params: dict) -> tuple[Any, dict]:
 def train_tiny_generator(corpus: IconCorpus, params: dict) -> tuple[Any, dict]:
     """VAE then latent UNet with CFG dropout and EMA; (generator, training history)."""
     if not params.get("train", False):
-        return KEEP_EXISTING, {"skipped": KEPT}
+        return UNTRAINED, {"skipped": KEPT}
     from ...components.models.training import train_generator
 
     cfg = params["generator"]

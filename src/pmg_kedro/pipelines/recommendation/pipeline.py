@@ -19,6 +19,7 @@ from .nodes import (
     report_recommendation,
     run_recommendation_experiment,
     split_recommendation_interactions,
+    summarize_recommendation,
 )
 
 IMAGES = "recommendation_images"
@@ -58,6 +59,13 @@ def create_pipeline(**kwargs) -> Pipeline:
                 tags=[IMAGES],
             ),
             *_experiment_nodes(),
+            Node(
+                summarize_recommendation,
+                inputs="recommendation_report",
+                outputs="table3_summary",
+                name="summarize_recommendation",
+                tags=[EXPERIMENT],
+            ),
         ]
     )
     return per_scene(

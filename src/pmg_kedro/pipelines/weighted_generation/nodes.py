@@ -147,26 +147,24 @@ def generate_table2_images(
     soft_embedding_sweep: dict[str, Any],
     params: dict[str, Any],
 ) -> tuple[pd.DataFrame, dict[str, Image.Image]]:
-    """Paper Table 2's images: full PMG at w_p = w_t = 1 with E_m of every trained variant (L, with
+    """Paper Table 2's images: full PMG at w_p = w_t = 1 with E_m of every sweep entry (L, with
     or without P-Tuning v2), every evaluation user and seed. Empty without soft embeddings."""
-    columns = ["user_id", "seed", "sweep_variant", "n_tokens", "p_tuning", "image_key"]
-    variants = soft_embedding_sweep.get("metadata", {}).get("variants", [])
-    if not variants:
+    columns = ["user_id", "seed", "sweep_entry", "n_tokens", "p_tuning", "image_key"]
+    entries = soft_embedding_sweep.get("metadata", {}).get("sweep_entries", [])
+    if not entries:
         return pd.DataFrame(columns=columns), {}
     pmg = _pmg(params, generator)
     concatenated = Variant("table2", keywords=True, embeddings=True, grid=False)
     records, images = [], {}
-    for variant in variants:
-        tensors = {
-            u: soft_embedding_sweep["tensors"][f"{variant}/{u}"] for u in requests["user_id"]
-        }
+    for entry in entries:
+        tensors = {u: soft_embedding_sweep["tensors"][f"{entry}/{u}"] for u in requests["user_id"]}
         rows = pmg.conditions(requests, concatenated, tensors)
-        for row, image in zip(rows, pmg.denoise(rows, variant), strict=True):
-            key = f"{variant}/{row['user_id']}/s{row['seed']}"
+        for row, image in zip(rows, pmg.denoise(rows, entry), strict=True):
+            key = f"{entry}/{row['user_id']}/s{row['seed']}"
             images[key] = image
             n_tokens = int(tensors[row["user_id"]].shape[0])
             records.append(
-                (row["user_id"], row["seed"], variant, n_tokens, "no_ptuning" not in variant, key)
+                (row["user_id"], row["seed"], entry, n_tokens, "no_ptuning" not in entry, key)
             )
     return pd.DataFrame(records, columns=columns), images
 

@@ -9,7 +9,7 @@ Dataset names: `<scene>.generation_requests`, `<scene>.<variant>.candidates`,
 
 from kedro.pipeline import Node, Pipeline
 
-from ...scenes import GENERATION_VARIANTS, per_scene, scene_conf
+from ...scenes import generation_variants, per_scene, scene_conf
 from .nodes import (
     build_generation_requests,
     generate_candidates,
@@ -65,7 +65,8 @@ def _variant_template(variant: str) -> Pipeline:
 
 def create_pipeline(**kwargs) -> Pipeline:
     ablations = scene_conf()["ablations"]
-    grid_variants = [v for v in GENERATION_VARIANTS if ablations[v]["grid"]]
+    variants = generation_variants()
+    grid_variants = [v for v in variants if ablations[v]["grid"]]
     template = Pipeline(
         [
             Node(
@@ -74,7 +75,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 outputs="generation_requests",
                 name="build_generation_requests",
             ),
-            *[_variant_template(v) for v in GENERATION_VARIANTS],
+            *[_variant_template(v) for v in variants],
             Node(
                 generate_user_images,
                 inputs=[
@@ -103,7 +104,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params": "params:weighted_generation",
                     "ablations": "params:ablations",
                     "soft_embeddings": "soft_embeddings",
-                    **{v: f"{v}.selections" for v in GENERATION_VARIANTS},
+                    **{v: f"{v}.selections" for v in variants},
                 },
                 outputs="personalization_report",
                 name="summarize_personalization",
@@ -121,5 +122,5 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
         ]
     )
-    ablation_params = {"params:ablations", *(f"params:ablations.{v}" for v in GENERATION_VARIANTS)}
+    ablation_params = {"params:ablations", *(f"params:ablations.{v}" for v in variants)}
     return per_scene(template, shared=SHARED | ablation_params)
