@@ -74,6 +74,26 @@ class ProjectConfigLoader(OmegaConfigLoader):
         return expand_scene_defaults(config) if key == "parameters" else config
 
 
+# The project root (this file is src/pmg_kedro/config_loader.py), for paths that must not depend
+# on the working directory (a notebook's kernel runs in notebooks/): `${pmg.abspath:data/x}`.
+PROJECT_PATH = Path(__file__).resolve().parents[2]
+# settings.py's CONFIG_LOADER_ARGS: defined here so that loaders made outside a session (tests,
+# benchmarks, the pipelines' scenes) are built exactly as a session's, without importing settings.
+PROJECT_CONFIG_LOADER_ARGS = {
+    "base_env": "base",
+    "default_run_env": "local",
+    # Nested parameter keys of an environment (test, paper, ...) override base key by key.
+    # conf/<env>/mlflow.yml overrides base key by key too (e.g. only the tracking URI).
+    "merge_strategy": {"parameters": "soft", "mlflow": "soft"},
+    "config_patterns": {
+        "parameters": ["parameters*", "parameters*/**", "**/parameters*"],
+        "catalog": ["catalog*", "catalog*/**", "**/catalog*"],
+        "mlflow": ["mlflow*", "mlflow*/**", "**/mlflow*"],
+    },
+    "custom_resolvers": {"pmg.abspath": lambda path: (PROJECT_PATH / path).as_posix()},
+}
+
+
 def project_config_loader(
     env: str | None = None,
     conf_source: str | Path | None = None,
@@ -81,11 +101,9 @@ def project_config_loader(
 ) -> OmegaConfigLoader:
     """The config loader a session of `env` uses (settings.py's class and arguments) over the
     project's `conf/` (or `conf_source`); `env` None: Kedro's default run environment."""
-    from . import settings  # settings imports this module for its CONFIG_LOADER_CLASS
-
-    return settings.CONFIG_LOADER_CLASS(
-        conf_source=str(conf_source or settings.PROJECT_PATH / "conf"),
+    return ProjectConfigLoader(
+        conf_source=str(conf_source or PROJECT_PATH / "conf"),
         env=env,
         runtime_params=runtime_params,
-        **settings.CONFIG_LOADER_ARGS,
+        **PROJECT_CONFIG_LOADER_ARGS,
     )

@@ -1,7 +1,6 @@
 """Project settings. https://docs.kedro.org/en/stable/kedro_project_setup/settings.html"""
 
 import os
-from pathlib import Path
 
 # Runs never wait on the network: no telemetry, no model hub (weights come from local paths).
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
@@ -14,7 +13,10 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 # Makefile exports it too, for runs where torch is imported before these settings).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from pmg_kedro.config_loader import ProjectConfigLoader  # noqa: E402
+from pmg_kedro.config_loader import (  # noqa: E402
+    PROJECT_CONFIG_LOADER_ARGS,
+    ProjectConfigLoader,
+)
 from pmg_kedro.hooks import disable_mlflow_telemetry, tracking_hooks  # noqa: E402
 from pmg_kedro.scenes import ProjectContext  # noqa: E402
 
@@ -26,24 +28,8 @@ disable_mlflow_telemetry()
 HOOKS = tracking_hooks()
 DISABLE_HOOKS_FOR_PLUGINS = ("kedro_mlflow", "kedro-mlflow")
 
-# The project root (this file is src/pmg_kedro/settings.py), for paths that must not depend on
-# the working directory (a notebook's kernel runs in notebooks/): `${pmg.abspath:data/x}`.
-PROJECT_PATH = Path(__file__).resolve().parents[2]
-
 # Kedro's context, which hands its environment's scenes and variants to the pipelines (scenes.py).
 CONTEXT_CLASS = ProjectContext
 # OmegaConfigLoader, plus each scene's parameters = `scene_defaults` + what differs (config_loader.py).
 CONFIG_LOADER_CLASS = ProjectConfigLoader
-CONFIG_LOADER_ARGS = {
-    "base_env": "base",
-    "default_run_env": "local",
-    # Nested parameter keys of an environment (test, paper, ...) override base key by key.
-    # conf/<env>/mlflow.yml overrides base key by key too (e.g. only the tracking URI).
-    "merge_strategy": {"parameters": "soft", "mlflow": "soft"},
-    "config_patterns": {
-        "parameters": ["parameters*", "parameters*/**", "**/parameters*"],
-        "catalog": ["catalog*", "catalog*/**", "**/catalog*"],
-        "mlflow": ["mlflow*", "mlflow*/**", "**/mlflow*"],
-    },
-    "custom_resolvers": {"pmg.abspath": lambda path: (PROJECT_PATH / path).as_posix()},
-}
+CONFIG_LOADER_ARGS = PROJECT_CONFIG_LOADER_ARGS  # config_loader.py: the project's loader arguments

@@ -62,7 +62,7 @@ def build_soft_embedding_examples(
     keywords = preference_keywords.set_index(["user_id", "purpose"])["keywords"]
     rows, no_image, no_keywords = [], 0, 0
     for row in behavior_texts.itertuples(index=False):
-        training = row.purpose == "training"
+        training = row.purpose == "train"
         supervision = row.supervision_item if training else row.target
         if supervision not in images.index:
             no_image += 1
