@@ -83,6 +83,7 @@ def main() -> None:
 
     from gradio_client import Client
 
+    load_average = os.getloadavg()  # other work on the machine shares its cores
     app, url, started = None, args.url, time.perf_counter()
     if url is None:
         from pmg_kedro.demo.app import launch
@@ -120,6 +121,13 @@ def main() -> None:
         if timings
         else {}
     )
+    if timings:  # the bar: keywords + weight grid + selection, without the baseline image
+        stages["keywords_grid_selection"] = round(
+            statistics.median(
+                t["keywords"] + t["generation"] + t["scoring_selection"] for t in timings
+            ),
+            3,
+        )
     ok = [t for t, _, e in concurrent if e is None]
     figures = {
         "what": "demo HTTP API (/personalize), client-side latency per request",
@@ -135,6 +143,7 @@ def main() -> None:
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
+            "load_average_1_5_15_min_at_start": [round(x, 2) for x in load_average],
         },
         "server": url if args.url else f"in process, concurrency {args.server_concurrency}",
         "server_start_s": round(load_seconds, 1) if app is not None else None,
