@@ -90,22 +90,22 @@ def test_with_the_stored_keywords_the_grid_equals_what_the_pipeline_wrote(
     trace = demo_service.respond(DemoRequest("costume", user_id=user, seed=SEED))
 
     catalog = test_catalog()
-    columns = ["image_key", "w_p", "w_t", "noise_seed", "d_p", "d_t", "z", "chosen"]
     for variant, mine in (("pmg", trace.selections), ("without_both", trace.baseline)):
         written = catalog.load(f"costume.{variant}.selections")
         written = written[(written["user_id"] == user) & (written["seed"] == SEED)]
+        exact = ["image_key", "w_p", "w_t", "noise_seed", "alpha", "chosen"]
         pd.testing.assert_frame_equal(
-            mine[columns].reset_index(drop=True),
-            written[columns].reset_index(drop=True),
+            mine[exact].reset_index(drop=True),
+            written[exact].reset_index(drop=True),
             check_dtype=False,
-            # the run denoised and scored other batches (chunks of 7 across users and seeds):
-            # equal up to float rounding, which may move a pixel by one level before scoring
-            rtol=1e-3,
-            atol=1e-5,
         )
+        # The run denoised other batches (chunks of 7 across users and seeds): float rounding
+        # moves a pixel by at most one level, which moves the scorer's cosines by up to ~0.3%.
+        scores = ["d_p", "d_t", "z"]
+        np.testing.assert_allclose(mine[scores], written[scores], rtol=1e-2, atol=1e-3)
     chosen = catalog.load("costume.pmg.chosen_images")[f"{user}/s{SEED}"]
     mine = np.asarray(trace.images[trace.chosen["image_key"]], dtype=int)
-    assert np.abs(mine - np.asarray(chosen, dtype=int)).max() <= 2
+    assert np.abs(mine - np.asarray(chosen, dtype=int)).max() <= 1
 
 
 def test_alpha_reselects_among_the_same_candidates_without_generating(
