@@ -39,7 +39,9 @@ def build_app(service: DemoService, concurrency: int = 2) -> gr.Blocks:
 
     with gr.Blocks(title="PMG: personalized multimodal generation") as demo:
         gr.Markdown(_header(service))
-        message = gr.HTML(elem_id="demo-message")
+        message = gr.HTML(
+            error_html("" if ready else service.not_ready(first)), elem_id="demo-message"
+        )
         with gr.Row():
             scene = gr.Dropdown(scenes, value=first, label="Scene", elem_id="scene", scale=1)
             scene_note = gr.Markdown(_scene_note(service, first), elem_id="scene-note")

@@ -71,7 +71,7 @@ UPLOAD_ITEM = "upload"  # the item id of the person's own image in a composed hi
 NO_TARGET_ITEM = "no-target"  # the target of a composed request whose x^t is the message alone
 MODES = ("embedding_scale", "composed_guidance")
 
-# The scene datasets the demo reads (catalog names `<scene>.<name>`); the first four are needed.
+# The scene datasets the demo reads (catalog names `<scene>.<name>`); the first five are needed.
 SCENE_DATASETS = (
     "items",
     "image_index",
@@ -83,7 +83,7 @@ SCENE_DATASETS = (
     "soft_embeddings",
     "soft_embedding_model",
 )
-REQUIRED = ("items", "image_index", "histories", "user_split")
+REQUIRED = ("items", "image_index", "histories", "user_split", "behavior_texts")
 
 
 class DemoError(ValueError):
@@ -160,7 +160,7 @@ class SceneData:
 
     @property
     def ready(self) -> bool:
-        return not [m for m in self.missing if m in (*REQUIRED, "behavior_texts")]
+        return not set(self.missing) & set(REQUIRED)
 
     @property
     def has_images(self) -> bool:
@@ -324,11 +324,13 @@ class DemoService:
     def not_ready(self, name: str) -> str:
         data = self.scenes[name]
         env = "" if self.env == "base" else f" --env {self.env}"
+        missing = [m for m in data.missing if m in REQUIRED]
         return (
             f"Scene {name!r} has no data from a run of the {self.env!r} environment yet "
-            f"(missing: {', '.join(data.missing)}). Run `kedro run{env} --pipeline ingestion` and "
-            f"`kedro run{env} --pipeline behavior_summarization` (or the whole `kedro run{env}`, "
-            "`make run` for base) first, then restart the demo."
+            f"(missing: {', '.join(missing)}). Run `kedro run{env} --pipelines "
+            f"ingestion,behavior_summarization` (or the whole `kedro run{env}`; `make run` for "
+            "base) first, then restart the demo. The last run's keywords (keyword_extraction) "
+            "and soft embeddings (embedding_training) are used where they exist."
         )
 
     def settings(self, scene: str) -> PMGSettings:
@@ -456,7 +458,8 @@ class DemoService:
                 )
         request = replace(request, seed=seed, mode=mode, alpha=alpha)
         if not request.composed:
-            if request.history or request.upload or request.target or request.message:
+            composed = (request.history, request.upload, request.target, request.message)
+            if any(composed) or request.conversation:
                 raise DemoError(
                     "Give either an evaluation user or a composed history, not both: an "
                     "evaluation user's history, target and message come from the data."
