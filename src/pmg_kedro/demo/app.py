@@ -1,0 +1,337 @@
+"""The Gradio layout of the demo: components and wiring only; the logic is `service.DemoService`.
+
+Two ways in (an evaluation user; a composed history), one trace panel, seed / weighting mode /
+alpha controls, and an HTTP API (`/personalize`, `/reselect`, `/scenes`, Gradio's own endpoints,
+README "The HTTP API"). Requests that run the models share one queue with a bounded concurrency;
+the page's own requests are limited to one at a time per page.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # nothing leaves the machine
+
+from typing import Any  # noqa: E402
+
+import gradio as gr  # noqa: E402
+
+from .render import CSS, error_html, trace_html, trace_json, user_view_html  # noqa: E402
+from .service import (  # noqa: E402
+    MAX_UPLOAD_BYTES,
+    MODES,
+    DemoError,
+    DemoRequest,
+    DemoService,
+)
+
+PERSONALIZE = "personalize"  # the concurrency group of everything that runs the models
+
+
+def build_app(service: DemoService, concurrency: int = 2) -> gr.Blocks:
+    """The page and the API over `service`; at most `concurrency` model requests at once (their
+    model work still runs one at a time: `DemoService`)."""
+    scenes = list(service.scenes)
+    ready = [s for s in scenes if service.scenes[s].ready]
+    first = ready[0] if ready else scenes[0]
+    settings = service.settings(first)
+    limit = {"concurrency_limit": concurrency, "concurrency_id": PERSONALIZE}
+
+    with gr.Blocks(title="PMG: personalized multimodal generation") as demo:
+        gr.Markdown(_header(service))
+        message = gr.HTML(
+            error_html("" if ready else service.not_ready(first)), elem_id="demo-message"
+        )
+        with gr.Row():
+            scene = gr.Dropdown(scenes, value=first, label="Scene", elem_id="scene", scale=1)
+            scene_note = gr.Markdown(_scene_note(service, first), elem_id="scene-note")
+        with gr.Row():
+            seed = gr.Number(settings.seeds[0], label="Noise seed", precision=0, elem_id="seed")
+            mode = gr.Radio(
+                list(MODES), value=settings.mode, label="Weighting mode", elem_id="mode"
+            )
+            alpha = gr.Slider(
+                0.0,
+                1.0,
+                value=settings.alpha,
+                step=0.05,
+                elem_id="alpha",
+                label="alpha in z = alpha log d_p + (1 - alpha) log d_t (re-selects among the "
+                "same candidates, no new generation)",
+            )
+        with gr.Tabs():
+            with gr.Tab("An evaluation user", id="user-tab"):
+                users = service.scenes[first].evaluation_users()
+                user = gr.Dropdown(
+                    users,
+                    value=users[0] if users else None,
+                    label="Evaluation user",
+                    elem_id="user",
+                )
+                user_view = gr.HTML(elem_id="user-view")
+                run_user = gr.Button(
+                    "Personalize for this user", variant="primary", elem_id="run-user"
+                )
+            with gr.Tab("Compose a history", id="compose-tab"):
+                with gr.Row():
+                    query = gr.Textbox(label="Search the scene's items", elem_id="search")
+                    results = gr.Dropdown([], label="Matching items", elem_id="results")
+                with gr.Row():
+                    add = gr.Button("Add to history", elem_id="add")
+                    set_target = gr.Button("Set as target", elem_id="set-target")
+                history = gr.Textbox(
+                    label="History, oldest first: one item id per line (`item id | message` where "
+                    "the scene has messages)",
+                    lines=6,
+                    elem_id="history",
+                )
+                target = gr.Textbox(label="Target item id", elem_id="target")
+                current = gr.Textbox(label="Current message (x^t)", elem_id="message")
+                conversation = gr.Textbox(
+                    label="Conversation (summarised into y)", lines=3, elem_id="conversation"
+                )
+                with gr.Row():
+                    upload = gr.File(
+                        label=f"Your own item image (optional, at most "
+                        f"{MAX_UPLOAD_BYTES // 2**20} MB)",
+                        type="binary",
+                        elem_id="upload",
+                    )
+                    upload_text = gr.Textbox(label="What your image shows", elem_id="upload-text")
+                run_composed = gr.Button(
+                    "Personalize this history", variant="primary", elem_id="run-composed"
+                )
+        trace_id = gr.Textbox(visible=False, elem_id="trace-id")
+        trace = gr.HTML(elem_id="trace")
+
+        compose_fields = [target, current, conversation, upload, upload_text]
+
+        def on_scene(name: str):
+            data = service.scenes[name]
+            users = data.evaluation_users()
+            columns = service.text_columns(name) if data.ready else {}
+            return (
+                _scene_note(service, name),
+                gr.update(choices=users, value=users[0] if users else None),
+                gr.update(visible=data.ready and service.needs_target_item(name)),
+                gr.update(visible=bool(columns.get("target_message"))),
+                gr.update(visible=bool(columns.get("conversation"))),
+                gr.update(visible=data.has_images),
+                gr.update(visible=data.has_images),
+                error_html("" if data.ready else service.not_ready(name)),
+            )
+
+        def on_user(name: str, user_id: str | None):
+            if not user_id:
+                return "", ""
+            try:
+                return user_view_html(service.user_view(name, user_id)), ""
+            except DemoError as err:
+                return "", error_html(str(err))
+
+        def on_search(name: str, text: str):
+            try:
+                ids = service.search_items(name, text or "")
+            except DemoError as err:
+                return gr.update(choices=[], value=None), error_html(str(err))
+            choices = [(service.item_label(name, i), i) for i in ids]
+            found = f"{len(ids)} items shown" if ids else "no item matches"
+            return gr.update(choices=choices, value=ids[0] if ids else None), _note(found)
+
+        def on_add(text: str, item: str | None):
+            if not item:
+                return gr.update(), error_html("Pick an item from the matching items first.")
+            return ((text or "").rstrip("\n") + "\n" + item).lstrip("\n"), ""
+
+        def run(request: DemoRequest, session: str | None):
+            try:
+                result = service.respond(request, session)
+            except DemoError as err:
+                return gr.update(), gr.update(), error_html(str(err))
+            return trace_html(result), result.trace_id, ""
+
+        def on_run_user(name, user_id, seed_value, mode_value, alpha_value, req: gr.Request):
+            request = DemoRequest(
+                name,
+                user_id=user_id or "",
+                seed=_seed(seed_value),
+                mode=mode_value,
+                alpha=alpha_value,
+            )
+            if not user_id:
+                return gr.update(), gr.update(), error_html("Pick an evaluation user first.")
+            return run(request, req.session_hash)
+
+        def on_run_composed(
+            name,
+            history_text,
+            target_id,
+            current_text,
+            conversation_text,
+            upload_bytes,
+            upload_description,
+            seed_value,
+            mode_value,
+            alpha_value,
+            req: gr.Request,
+        ):
+            try:
+                ids, messages = service.parse_history(name, history_text or "")
+            except DemoError as err:
+                return gr.update(), gr.update(), error_html(str(err))
+            request = DemoRequest(
+                name,
+                history=ids,
+                history_messages=messages,
+                target=target_id or "",
+                message=current_text or "",
+                conversation=conversation_text or "",
+                upload=upload_bytes,
+                upload_text=upload_description or "",
+                seed=_seed(seed_value),
+                mode=mode_value,
+                alpha=alpha_value,
+            )
+            return run(request, req.session_hash)
+
+        def on_alpha(current_id: str, value: float):
+            if not current_id:
+                return gr.update(), ""
+            try:
+                return trace_html(service.reselect(current_id, value)), ""
+            except DemoError as err:
+                return gr.update(), error_html(str(err))
+
+        scene.change(
+            on_scene,
+            scene,
+            [scene_note, user, *compose_fields, message],
+            api_visibility="private",
+        )
+        user.change(on_user, [scene, user], [user_view, message], api_visibility="private")
+        demo.load(on_user, [scene, user], [user_view, message], api_visibility="private")
+        for event in (query.submit, scene.change):
+            event(on_search, [scene, query], [results, message], api_visibility="private")
+        add.click(on_add, [history, results], [history, message], api_visibility="private")
+        set_target.click(lambda item: item or "", results, target, api_visibility="private")
+        outputs = [trace, trace_id, message]
+        # "multiple": a second click while the first request runs reaches the server, which
+        # answers it with a message (one running request per page) instead of ignoring it.
+        run_user.click(
+            on_run_user,
+            [scene, user, seed, mode, alpha],
+            outputs,
+            api_visibility="private",
+            trigger_mode="multiple",
+            **limit,
+        )
+        run_composed.click(
+            on_run_composed,
+            [scene, history, target, current, conversation, upload, upload_text, seed, mode, alpha],
+            outputs,
+            api_visibility="private",
+            trigger_mode="multiple",
+            **limit,
+        )
+        alpha.release(on_alpha, [trace_id, alpha], [trace, message], api_visibility="private")
+
+        _api(service, limit)
+    return demo
+
+
+def _api(service: DemoService, limit: dict[str, Any]) -> None:
+    """The HTTP API (README "The HTTP API"); a bad request is answered with its message."""
+
+    def personalize(request: dict) -> dict:
+        """The trace of one request: {"scene": ..., "user_id": ...} for an evaluation user, or a
+        composed history {"scene", "history", "target" | "message", "conversation", ...}."""
+        try:
+            return trace_json(service.respond(DemoRequest.from_json(request)))
+        except DemoError as err:
+            raise gr.Error(str(err)) from None
+
+    def reselect(trace_id: str, alpha: float) -> dict:
+        """The response `trace_id` with the same candidates chosen again under `alpha`."""
+        try:
+            return trace_json(service.reselect(trace_id, alpha))
+        except DemoError as err:
+            raise gr.Error(str(err)) from None
+
+    def scenes() -> dict:
+        """Each scene: ready or what to run first, evaluation users, simulated users or not."""
+        return {
+            name: {
+                "ready": data.ready,
+                "not_ready": "" if data.ready else service.not_ready(name),
+                "simulated_users": data.simulated,
+                "evaluation_users": data.evaluation_users(),
+                "needs_target_item": data.ready and service.needs_target_item(name),
+                "text_columns": service.text_columns(name),
+                "item_images": data.has_images,
+            }
+            for name, data in service.scenes.items()
+        }
+
+    gr.api(personalize, api_name="personalize", **limit)
+    gr.api(reselect, api_name="reselect")
+    gr.api(scenes, api_name="scenes")
+
+
+def _header(service: DemoService) -> str:
+    p = service.provenance
+    return (
+        "## PMG: personalized multimodal generation (WWW 2024), one request at a time\n"
+        f"Environment **{p['environment']}** (scene data from the last `kedro run` under "
+        f"`{p['data_root']}`). LLM_g: {p['llm']}; keyword adapter: {p['keyword_adapter']}. "
+        f"Generator: {p['generator']}. Scorer: {p['scorer']}."
+    )
+
+
+def _scene_note(service: DemoService, name: str) -> str:
+    data = service.scenes[name]
+    if not data.ready:
+        return f"**{name}**: not ready. {service.not_ready(name)}"
+    notes = [f"**{name}**: {len(data.evaluation_users())} evaluation users"]
+    if data.simulated:
+        notes.append("**SIMULATED users** (click histories drawn from a hidden taste)")
+    notes.append("item images" if data.has_images else "no item images (no E_m, no uploads)")
+    notes.append(
+        "x^t describes the target item"
+        if service.needs_target_item(name)
+        else "x^t is the current message (the emoticon sent is what PMG generates)"
+    )
+    return "; ".join(notes) + "."
+
+
+def _note(text: str) -> str:
+    return f"<div class='pmg-prov'>{text}</div>"
+
+
+def _seed(value: Any) -> int | None:
+    return None if value is None or value == "" else int(value)
+
+
+def launch(
+    service: DemoService,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    concurrency: int = 2,
+    queue_size: int = 16,
+) -> tuple[gr.Blocks, str]:
+    """Serve the page and the API on `host` (never a public share link) in a background thread;
+    returns (app, URL). `app.block_thread()` waits; `app.close()` stops it."""
+    demo = build_app(service, concurrency)
+    demo.queue(max_size=queue_size, default_concurrency_limit=concurrency)
+    _, url, _ = demo.launch(
+        server_name=host,
+        server_port=port,
+        share=False,
+        show_error=True,
+        prevent_thread_lock=True,
+        max_file_size=4 * MAX_UPLOAD_BYTES,  # larger uploads never reach the handler
+        ssr_mode=False,
+        footer_links=["api"],
+        css=CSS,
+        quiet=True,
+    )
+    return demo, url

@@ -1,0 +1,886 @@
+"""The demo's logic, without any web layer: one request in, the whole trace out.
+
+A request names a scene and either one of its evaluation users (their behavior texts as the last
+`kedro run` wrote them) or a composed history (item ids, the current message and conversation
+where the scene has them, optionally one image of the person's own). The trace follows the paper:
+
+  §3.2.1  behavior texts x_i, x^t, y: the evaluation user's stored row, or for a composed history
+          the behavior_summarization nodes on that history (captions, LLM summaries, the emoticon
+          scene's answer masking);
+  §3.2.2  k^p per attribute (raw LLM answer, parsed keywords) and k^t: the keyword_extraction
+          nodes (keyword adapter or zero-shot as the environment's parameters say);
+  §3.3    E_m: the evaluation user's stored soft embeddings, or the trained embedder on the
+          composed history's behavior prompt; where neither exists, PMG without embeddings and why;
+  §3.4    `PMG.personalize` over the weight grid (w_p, w_t, d_p, d_t, z, the chosen candidate) and
+          the target-only one-image baseline (`without_both`); `reselect` re-runs `PMG.select` with
+          another alpha among the same candidates, without generating again.
+
+Models load once; model work runs one request at a time (one lock: the LLM keeps per-call state
+and torch's thread settings are process-wide), so a response never depends on what ran beside it.
+Nothing here reads a path a request names: items are looked up by id in the scene's catalog data,
+images come from the catalog's image index, an upload arrives as bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from ..components.answer_masking import strip_emoticons
+from ..components.images import load_image
+from ..components.keyword_adapter import adapted_llm
+from ..components.pmg import CANDIDATE_COLUMNS, PMG, PMGSettings, Variant
+from ..components.soft_embeddings import SoftEmbeddingConfig, SoftPreferenceEmbedder
+from ..pipelines.behavior_summarization.nodes import (
+    caption_items,
+    select_users,
+    summarize_behavior,
+)
+from ..pipelines.embedding_training.nodes import _behavior_prompt
+from ..pipelines.keyword_extraction.nodes import (
+    extract_preference_keywords,
+    extract_target_keywords,
+)
+from ..pipelines.weighted_generation.nodes import build_generation_requests
+
+logger = logging.getLogger(__name__)
+
+# Limits of a request (the page and the API say them in their messages).
+MAX_TEXT_CHARS = 2_000  # the current message, the conversation, an upload's description
+MAX_HISTORY_ITEMS = 50
+MAX_UPLOAD_BYTES = 2 * 1024 * 1024
+MAX_UPLOAD_SIDE = 4096
+SEARCH_RESULTS = 50
+TRACES_KEPT = 64  # traces the alpha slider can re-select in (oldest dropped first)
+
+COMPOSED_USER = "composed"  # the user id of a composed history in every table
+UPLOAD_ITEM = "upload"  # the item id of the person's own image in a composed history
+NO_TARGET_ITEM = "no-target"  # the target of a composed request whose x^t is the message alone
+MODES = ("embedding_scale", "composed_guidance")
+
+# The scene datasets the demo reads (catalog names `<scene>.<name>`); the first five are needed.
+SCENE_DATASETS = (
+    "items",
+    "image_index",
+    "histories",
+    "user_split",
+    "behavior_texts",
+    "preference_keywords",
+    "target_keywords",
+    "soft_embeddings",
+    "soft_embedding_model",
+)
+REQUIRED = ("items", "image_index", "histories", "user_split", "behavior_texts")
+
+
+class DemoError(ValueError):
+    """A request the demo cannot answer; its message is shown to the person as it is."""
+
+
+@dataclass(frozen=True)
+class DemoRequest:
+    """One personalization request: an evaluation user (`user_id`) or a composed history."""
+
+    scene: str
+    user_id: str = ""
+    history: tuple[str, ...] = ()  # item ids, oldest first
+    history_messages: tuple[str, ...] = ()  # one per history item, where the scene has messages
+    target: str = ""  # the item to personalize, where the scene's x^t describes an item
+    message: str = ""  # the current message, where the scene's x^t is a message
+    conversation: str = ""  # y, where the scene has a conversation
+    upload: bytes | None = field(default=None, repr=False)  # one image of the person's own
+    upload_text: str = ""  # what the upload shows (its text in the behavior)
+    seed: int | None = None  # noise seed (default: the environment's first seed)
+    mode: str | None = None  # weighting mode (default: the environment's)
+    alpha: float | None = None  # z = alpha log d_p + (1 - alpha) log d_t (default: the env's)
+
+    @property
+    def composed(self) -> bool:
+        return not self.user_id
+
+    @classmethod
+    def from_json(cls, payload: Any) -> DemoRequest:
+        """From the API's JSON object (README "The HTTP API"); uploads are the page's only."""
+        if not isinstance(payload, Mapping):
+            raise DemoError(f"A request is a JSON object, got {type(payload).__name__}.")
+        allowed = {f for f in cls.__dataclass_fields__ if f not in ("upload", "upload_text")}
+        unknown = sorted(set(payload) - allowed)
+        if unknown:
+            raise DemoError(f"Unknown request keys {unknown}; a request has {sorted(allowed)}.")
+        if "scene" not in payload:
+            raise DemoError("A request needs a scene.")
+        values = {}
+        for key, value in payload.items():
+            if value is None:
+                continue
+            if key in ("history", "history_messages"):
+                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                    raise DemoError(f"{key} must be a list of strings.")
+                value = tuple(value)
+            elif key in ("seed", "alpha"):
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    raise DemoError(f"{key} must be a number, got {value!r}.")
+            elif not isinstance(value, str):
+                raise DemoError(f"{key} must be a string, got {value!r}.")
+            values[key] = value
+        return cls(**values)
+
+
+@dataclass
+class SceneData:
+    """A scene's catalog data from the last run, and what is missing from it."""
+
+    name: str
+    capabilities: dict[str, Any]
+    datasets: dict[str, Any]
+    versions: dict[str, str]
+    missing: list[str]
+    embedder: SoftPreferenceEmbedder | None = None
+    no_embedder: str = ""  # why a composed history gets no E_m
+
+    def __getattr__(self, name: str) -> Any:
+        """`data.items`, `data.histories`, ...: the scene's datasets (None when missing)."""
+        try:
+            return self.__dict__["datasets"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @property
+    def ready(self) -> bool:
+        return not set(self.missing) & set(REQUIRED)
+
+    @property
+    def has_images(self) -> bool:
+        return self.image_index is not None and not self.image_index.empty
+
+    @property
+    def simulated(self) -> bool:
+        return bool(self.capabilities.get("simulated_users"))
+
+    def evaluation_users(self) -> list[str]:
+        if not self.ready:
+            return []
+        split = self.user_split
+        evaluation = set(split.loc[split["split"] == "evaluation", "user_id"].astype(str))
+        rows = self.behavior_texts[self.behavior_texts["purpose"] == "evaluation"]
+        return [u for u in rows["user_id"].astype(str) if u in evaluation]
+
+
+@dataclass
+class Trace:
+    """Everything one response shows (paper Figures 2, 3 and 7 for this request)."""
+
+    trace_id: str
+    request: DemoRequest
+    source: dict[str, Any]  # kind, user_id, simulated
+    history: list[dict[str, Any]]  # item_id, text (x_i), image (PIL or None)
+    target: dict[str, Any]  # item_id, text (x^t), image, note
+    behavior: dict[str, Any]  # history_texts, target_text, conversation, conversation_summary
+    preference_keywords: dict[str, Any]  # one row of the k^p table
+    target_keywords: dict[str, Any]  # one row of the k^t table
+    stored_keywords: dict[str, Any] | None  # what the last run wrote for this user
+    soft: dict[str, Any]  # used, source, why, shape
+    settings: PMGSettings
+    variant: Variant
+    baseline_variant: Variant
+    selections: pd.DataFrame  # SELECTION_COLUMNS, one row per candidate
+    images: dict[str, Image.Image]  # candidates by image_key
+    baseline: pd.DataFrame  # the baseline's one row
+    baseline_image: Image.Image
+    seconds: dict[str, float]
+    provenance: dict[str, Any]
+
+    @property
+    def chosen(self) -> pd.Series:
+        return self.selections[self.selections["chosen"]].iloc[0]
+
+
+class _MergeOnce:
+    """LLM_g whose `with_lora` merges an adapter once per process. The keyword node merges the
+    keyword adapter once per run; a request must not pay for a merge (a copy of the LLM)."""
+
+    def __init__(self, llm):
+        self._llm = llm
+        self._merged: dict[int, Any] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._llm, name)
+
+    def with_lora(self, tensors, lora_config):
+        key = id(tensors)
+        if key not in self._merged:
+            self._merged[key] = self._llm.with_lora(tensors, lora_config)
+        return self._merged[key]
+
+
+class DemoService:
+    """PMG for one request at a time, over models and scene data loaded once (see module doc)."""
+
+    def __init__(
+        self,
+        env: str,
+        params: Mapping[str, Any],
+        llm,
+        generator,
+        scorer,
+        scenes: Mapping[str, SceneData],
+        keyword_adapter: Mapping[str, Any] | None = None,
+        provenance: Mapping[str, Any] | None = None,
+    ):
+        self.env = env
+        self.params = params
+        self.llm = llm
+        self.generator = generator
+        self.scorer = scorer
+        self.scenes = dict(scenes)
+        self.keyword_adapter = dict(keyword_adapter or {})
+        self.keyword_llm = _MergeOnce(llm)
+        if self.keyword_adapter.get("tensors"):
+            adapted_llm(
+                self.keyword_llm, self.keyword_adapter, "demo (catalog entry keyword_adapter)"
+            )
+        self.provenance = {"environment": env, **dict(provenance or {})}
+        self._models = threading.Lock()
+        self._state = threading.Lock()
+        self._busy: dict[str, float] = {}  # page session -> when its running request started
+        self._traces: OrderedDict[str, Trace] = OrderedDict()
+        self._images: dict[tuple[str, str], Image.Image | None] = {}
+
+    # -- loading --------------------------------------------------------------------------------
+    @classmethod
+    def from_env(cls, env: str = "base", project_path: str | Path = ".") -> DemoService:
+        """Models and scene data from the catalog of `env` (the last `kedro run` of it)."""
+        from kedro.framework.session import KedroSession
+        from kedro.framework.startup import bootstrap_project
+        from kedro.io import DatasetError
+
+        project_path = Path(project_path).resolve()
+        bootstrap_project(project_path)
+        with KedroSession.create(project_path=project_path, env=env) as session:
+            context = session.load_context()
+        catalog, params = context.catalog, context.params
+        config = context.config_loader["catalog"]
+        start = time.perf_counter()
+        llm, generator, scorer = (catalog.load(n) for n in ("llm", "generator", "scorer"))
+        scene_names = list(params["scenes"])
+        uses_adapter = any(
+            params[s]["keyword_extraction"].get("llm_adapter", "none") != "none"
+            for s in scene_names
+        )
+        adapter = catalog.load("keyword_adapter") if uses_adapter else None
+        scenes = {}
+        for scene in scene_names:
+            datasets, versions, missing = {}, {}, []
+            for name in SCENE_DATASETS:
+                entry = f"{scene}.{name}"
+                try:
+                    datasets[name] = catalog.load(entry)
+                    dataset = catalog.get(entry)
+                    if hasattr(dataset, "resolve_load_version"):
+                        versions[name] = dataset.resolve_load_version() or ""
+                except DatasetError as err:
+                    datasets[name] = None
+                    missing.append(name)
+                    logger.info("demo: %s not loaded (%s)", entry, str(err).splitlines()[0])
+            data = SceneData(scene, dict(params["scenes"][scene]), datasets, versions, missing)
+            data.embedder, data.no_embedder = _embedder(data, llm, generator)
+            scenes[scene] = data
+        provenance = {
+            "llm": f"{llm.name} (catalog `llm`: {_describe(config.get('llm'))})",
+            "generator": f"catalog `generator`: {_describe(config.get('generator'))}",
+            "scorer": f"catalog `scorer`: {_describe(config.get('scorer'))}",
+            "keyword_adapter": (
+                f"catalog `keyword_adapter`: {_describe(config.get('keyword_adapter'))}"
+                if uses_adapter
+                else "none (zero-shot LLM_g in every scene)"
+            ),
+            "data_root": _data_root(config),
+        }
+        logger.info("demo: models and scene data loaded in %.1f s", time.perf_counter() - start)
+        return cls(env, params, llm, generator, scorer, scenes, adapter, provenance)
+
+    # -- what the page offers -------------------------------------------------------------------
+    def scene(self, name: str) -> SceneData:
+        if name not in self.scenes:
+            raise DemoError(f"Unknown scene {name!r}: choose one of {sorted(self.scenes)}.")
+        data = self.scenes[name]
+        if not data.ready:
+            raise DemoError(self.not_ready(name))
+        return data
+
+    def not_ready(self, name: str) -> str:
+        data = self.scenes[name]
+        env = "" if self.env == "base" else f" --env {self.env}"
+        missing = [m for m in data.missing if m in REQUIRED]
+        return (
+            f"Scene {name!r} has no data from a run of the {self.env!r} environment yet "
+            f"(missing: {', '.join(missing)}). Run `kedro run{env} --pipelines "
+            f"ingestion,behavior_summarization` (or the whole `kedro run{env}`; `make run` for "
+            "base) first, then restart the demo. The last run's keywords (keyword_extraction) "
+            "and soft embeddings (embedding_training) are used where they exist."
+        )
+
+    def settings(self, scene: str) -> PMGSettings:
+        return PMGSettings.from_params(self.params[scene]["weighted_generation"])
+
+    def needs_target_item(self, scene: str) -> bool:
+        """Whether the scene's x^t describes an item (movie, costume) rather than only the
+        current message (emoticon: the emoticon sent is what PMG predicts)."""
+        return "{item}" in self.params[scene]["behavior_summarization"]["target_text"]
+
+    def text_columns(self, scene: str) -> dict[str, str]:
+        """The scene's per-user message and conversation columns (behavior_summarization)."""
+        return dict(self.params[scene]["behavior_summarization"].get("columns") or {})
+
+    def parse_history(self, scene: str, text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The page's history box: one `item id` per line, or `item id | message` where the scene
+        has messages with its history items. Returns (item ids, messages)."""
+        if len(text) > MAX_HISTORY_ITEMS * (MAX_TEXT_CHARS + 40):
+            raise DemoError(f"The history box has {len(text):,} characters: too long.")
+        with_messages = bool(self.text_columns(scene).get("history_message"))
+        ids, messages = [], []
+        for line in (raw.strip() for raw in text.splitlines()):
+            if not line:
+                continue
+            item, _, note = line.partition("|") if with_messages else (line, "", "")
+            ids.append(item.strip())
+            messages.append(note.strip())
+        return tuple(ids), tuple(messages) if with_messages else ()
+
+    def item_label(self, scene: str, item_id: str) -> str:
+        items = self._items_by_id(scene)
+        return f"{items.at[item_id, 'caption']} [{item_id}]" if item_id in items.index else item_id
+
+    def search_items(self, scene: str, query: str, limit: int = SEARCH_RESULTS) -> list[str]:
+        """Item ids whose id, title or caption contains `query` (case-insensitive), in catalog
+        order; all items (first `limit`) for an empty query."""
+        if len(query) > MAX_TEXT_CHARS:
+            raise DemoError(
+                f"The search has {len(query):,} characters; at most {MAX_TEXT_CHARS:,}."
+            )
+        items = self.scene(scene).items
+        text = items["item_id"].astype(str)
+        for column in ("title", "caption"):
+            if column in items:
+                text = text + " " + items[column].astype(str)
+        hits = items.loc[text.str.contains(query.strip(), case=False, regex=False), "item_id"]
+        return [str(i) for i in hits[:limit]]
+
+    def user_view(self, scene: str, user_id: str) -> dict[str, Any]:
+        """An evaluation user's history (item texts and images) and target, before any request."""
+        data = self.scene(scene)
+        row = self._behavior_row(data, user_id).iloc[0]
+        return {
+            "scene": scene,
+            "user_id": user_id,
+            "simulated": data.simulated,
+            "history": [self._item(scene, i) for i in row["history"]],
+            "target": self._item(scene, str(row["target"])),
+            "target_text": row["target_text"],
+            "conversation": row["conversation"],
+        }
+
+    # -- one request ----------------------------------------------------------------------------
+    def respond(self, request: DemoRequest, session: str | None = None) -> Trace:
+        """The trace of one request (module docstring). `session`: the page the request comes
+        from; a second request from a page whose first one still runs is refused."""
+        request = self.validate(request)
+        with self._page(session):
+            start = time.perf_counter()
+            with self._models:
+                waited = time.perf_counter() - start
+                trace = self._personalize(request)
+            trace.seconds = {"waited_for_models": waited, **trace.seconds}
+            trace.seconds["total"] = time.perf_counter() - start
+        with self._state:
+            self._traces[trace.trace_id] = trace
+            while len(self._traces) > TRACES_KEPT:
+                self._traces.popitem(last=False)
+        return trace
+
+    def reselect(self, trace_id: str, alpha: float) -> Trace:
+        """The same candidates chosen again with another alpha (`PMG.select`); no generation."""
+        alpha = _alpha(alpha)
+        with self._state:
+            trace = self._traces.get(str(trace_id))
+        if trace is None:
+            raise DemoError(
+                f"No response {trace_id!r} to re-select in: the demo keeps the last {TRACES_KEPT} "
+                "responses (and none from before a restart). Ask for a new response."
+            )
+        settings = trace.settings.replace(alpha=alpha)
+        start = time.perf_counter()
+        scored = trace.selections[[*CANDIDATE_COLUMNS, "d_p", "d_t"]]
+        selections = PMG(self.generator, self.scorer, settings).select(scored, trace.variant)
+        seconds = {**trace.seconds, "reselection": time.perf_counter() - start}
+        request = replace(trace.request, alpha=alpha)
+        updated = replace(
+            trace, request=request, settings=settings, selections=selections, seconds=seconds
+        )
+        with self._state:
+            self._traces[trace.trace_id] = updated
+        return updated
+
+    def validate(self, request: DemoRequest) -> DemoRequest:
+        """The request with its defaults filled in, or a DemoError naming what is wrong."""
+        data = self.scene(request.scene)
+        settings = self.settings(request.scene)
+        seed = settings.seeds[0] if request.seed is None else request.seed
+        try:
+            seed = int(seed)
+        except (TypeError, ValueError):
+            raise DemoError(f"The seed must be a whole number, got {request.seed!r}.") from None
+        if not 0 <= seed < 2**31:
+            raise DemoError(f"The seed must lie in [0, 2^31), got {seed}.")
+        mode = request.mode or settings.mode
+        if mode not in MODES:
+            raise DemoError(f"Unknown weighting mode {mode!r}: choose one of {list(MODES)}.")
+        alpha = _alpha(settings.alpha if request.alpha is None else request.alpha)
+        for name in ("message", "conversation", "upload_text"):
+            value = getattr(request, name)
+            if len(value) > MAX_TEXT_CHARS:
+                raise DemoError(
+                    f"The {name.replace('_', ' ')} has {len(value):,} characters; at most "
+                    f"{MAX_TEXT_CHARS:,} are accepted."
+                )
+        request = replace(request, seed=seed, mode=mode, alpha=alpha)
+        if not request.composed:
+            composed = (request.history, request.upload, request.target, request.message)
+            if any(composed) or request.conversation:
+                raise DemoError(
+                    "Give either an evaluation user or a composed history, not both: an "
+                    "evaluation user's history, target and message come from the data."
+                )
+            self._behavior_row(data, request.user_id)
+            return request
+        return self._validate_composed(data, request)
+
+    def _validate_composed(self, data: SceneData, request: DemoRequest) -> DemoRequest:
+        scene = data.name
+        columns = self.text_columns(scene)
+        history = tuple(str(i).strip() for i in request.history if str(i).strip())
+        if not history and request.upload is None:
+            raise DemoError(
+                "The history is empty: add at least one item (search the scene's items and press "
+                "Add), or pick an evaluation user."
+            )
+        if len(history) + (request.upload is not None) > MAX_HISTORY_ITEMS:
+            raise DemoError(
+                f"The history has {len(history)} items; at most {MAX_HISTORY_ITEMS} are accepted."
+            )
+        items = self._items_by_id(scene)
+        unknown = [i for i in history if i not in items.index]
+        if unknown:
+            raise DemoError(
+                f"Unknown item id(s) in scene {scene!r}: {unknown[:10]}. Search the scene's "
+                "items and add them from the list."
+            )
+        messages = tuple(request.history_messages)
+        if messages and not columns.get("history_message"):
+            raise DemoError(f"Scene {scene!r} has no messages with its history items.")
+        if len(messages) > len(history):
+            raise DemoError(f"{len(messages)} history messages for {len(history)} history items.")
+        for n, text in enumerate(messages, 1):
+            if len(text) > MAX_TEXT_CHARS:
+                raise DemoError(
+                    f"History message {n} has {len(text):,} characters; at most "
+                    f"{MAX_TEXT_CHARS:,} are accepted."
+                )
+        target = request.target.strip()
+        if self.needs_target_item(scene):
+            if not target:
+                raise DemoError(
+                    f"Scene {scene!r} personalizes an item: choose the target item (search, then "
+                    "'Set as target')."
+                )
+            if target not in items.index:
+                raise DemoError(f"Unknown target item id {target!r} in scene {scene!r}.")
+        elif target:
+            raise DemoError(
+                f"Scene {scene!r} takes no target item: its x^t is the current message (the "
+                "emoticon the person sends is what PMG predicts)."
+            )
+        message = request.message.strip()
+        if columns.get("target_message"):
+            if not message:
+                raise DemoError(f"Scene {scene!r} needs the current message: type it.")
+            emoticons = list(self.params[scene]["ingestion"].get("emoticon_map") or {})
+            if not strip_emoticons(message, emoticons):
+                raise DemoError(
+                    "The message is only emoticons or emoji: they are removed before the LLM sees "
+                    "the message (they are the answer this scene predicts), and nothing is left. "
+                    "Type some words."
+                )
+        elif message:
+            raise DemoError(f"Scene {scene!r} has no current message (its x^t is the target item).")
+        if request.conversation.strip() and not columns.get("conversation"):
+            raise DemoError(f"Scene {scene!r} has no conversation.")
+        if request.upload is not None:
+            if not data.has_images:
+                raise DemoError(
+                    f"Scene {scene!r} has no item images: an image cannot join its history."
+                )
+            _decode_upload(request.upload)
+            if not request.upload_text.strip():
+                raise DemoError(
+                    "Say in a few words what the uploaded image shows: that text is the image's "
+                    "item text in the behavior (the environment captions items from metadata)."
+                )
+        return replace(
+            request, history=history, history_messages=messages, target=target, message=message
+        )
+
+    # -- the method -----------------------------------------------------------------------------
+    def _personalize(self, request: DemoRequest) -> Trace:
+        scene = request.scene
+        data = self.scene(scene)
+        params = self.params[scene]
+        seconds: dict[str, float] = {}
+        tick = time.perf_counter()
+        if request.composed:
+            items, behavior = self._compose(data, request)
+            seconds["behavior_texts"] = time.perf_counter() - tick
+            user_id = COMPOSED_USER
+        else:
+            items, behavior = data.items, self._behavior_row(data, request.user_id)
+            user_id = request.user_id
+        tick = time.perf_counter()
+        keyword_params = params["keyword_extraction"]
+        k_p = extract_preference_keywords(
+            behavior, items, self.keyword_llm, self.keyword_adapter, keyword_params
+        )
+        k_t = extract_target_keywords(behavior, items, self.llm, keyword_params)
+        seconds["keywords"] = time.perf_counter() - tick
+
+        tick = time.perf_counter()
+        soft, soft_info = self._soft_embedding(data, request, behavior, items)
+        seconds["soft_embeddings"] = time.perf_counter() - tick
+
+        target = str(behavior.iloc[0]["target"])
+        requests = build_generation_requests(
+            pd.DataFrame({"user_id": [user_id], "target": [target]}),
+            pd.DataFrame({"user_id": [user_id], "split": ["evaluation"]}),
+            k_p,
+            k_t,
+        )
+        settings = self.settings(scene).replace(
+            seeds=(request.seed,), mode=request.mode, alpha=request.alpha
+        )
+        ablations = self.params["ablations"]
+        variant = Variant.from_params(
+            ablations["pmg" if soft is not None else "without_embeddings"]
+        )
+        baseline_variant = Variant.from_params(ablations["without_both"])
+        pmg = PMG(self.generator, self.scorer, settings, llm=self.llm)
+        result = pmg.personalize(requests, variant, {user_id: soft} if soft is not None else None)
+        seconds.update(result.seconds)
+        tick = time.perf_counter()
+        baseline = pmg.personalize(requests, baseline_variant)
+        seconds["baseline"] = time.perf_counter() - tick
+
+        history_texts = list(behavior.iloc[0]["history_texts"])
+        history = [
+            {**self._item(scene, i, items, request.upload), "text": t}
+            for i, t in zip(behavior.iloc[0]["history"], history_texts, strict=True)
+        ]
+        target_view = (
+            {**self._item(scene, target, items), "note": ""}
+            if target != NO_TARGET_ITEM
+            else {
+                "item_id": None,
+                "caption": None,
+                "image": None,
+                "note": "not given: this scene's x^t is the current message; the emoticon the "
+                "person sends is what PMG generates",
+            }
+        )
+        row = behavior.iloc[0]
+        return Trace(
+            trace_id=uuid.uuid4().hex[:12],
+            request=request,
+            source={
+                "kind": "composed_history" if request.composed else "evaluation_user",
+                "user_id": user_id,
+                "simulated": bool(data.simulated and not request.composed),
+            },
+            history=history,
+            target={**target_view, "text": row["target_text"]},
+            behavior={
+                "history_texts": history_texts,
+                "target_text": row["target_text"],
+                "conversation": row["conversation"],
+                "conversation_summary": row["conversation_summary"],
+            },
+            preference_keywords=_record(k_p.iloc[0]),
+            target_keywords=_record(k_t.iloc[0]),
+            stored_keywords=None if request.composed else self._stored_keywords(data, user_id),
+            soft=soft_info,
+            settings=settings,
+            variant=variant,
+            baseline_variant=baseline_variant,
+            selections=result.selections,
+            images=result.images,
+            baseline=baseline.selections,
+            baseline_image=next(iter(baseline.chosen.values())),
+            seconds=seconds,
+            provenance={
+                **self.provenance,
+                "scene_data": {k: v for k, v in data.versions.items() if v},
+            },
+        )
+
+    def _compose(self, data: SceneData, request: DemoRequest) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(items, behavior texts) of a composed history through the behavior_summarization
+        nodes: the conversation and message masked, item texts captioned, long texts and the
+        conversation summarised by LLM_g."""
+        scene, params = data.name, self.params[data.name]
+        columns = self.text_columns(scene)
+        items = data.items
+        extra = []
+        history = list(request.history)
+        if request.upload is not None:
+            text = request.upload_text.strip()
+            extra.append({"item_id": UPLOAD_ITEM, "title": text, "caption": text})
+            history.append(UPLOAD_ITEM)
+        target = request.target or NO_TARGET_ITEM
+        if not request.target:
+            extra.append({"item_id": NO_TARGET_ITEM, "title": "", "caption": ""})
+        if extra:
+            items = pd.concat([items, pd.DataFrame(extra)], ignore_index=True)
+        row: dict[str, Any] = {"user_id": COMPOSED_USER, "history": history, "target": target}
+        if columns.get("history_message"):
+            messages = list(request.history_messages)
+            row[columns["history_message"]] = messages + [""] * (len(history) - len(messages))
+        if columns.get("target_message"):
+            row[columns["target_message"]] = request.message
+        if columns.get("conversation"):
+            row[columns["conversation"]] = request.conversation.strip() or None
+        users = select_users(
+            pd.DataFrame([row]),
+            pd.DataFrame({"user_id": [COMPOSED_USER], "split": ["evaluation"]}),
+            data.image_index,
+            params["ingestion"],
+            params["protocol"],
+        )
+        item_texts = caption_items(items, data.image_index, users, params["behavior_summarization"])
+        behavior, _ = summarize_behavior(
+            users, item_texts, self.llm, params["behavior_summarization"]
+        )
+        return items, behavior
+
+    def _soft_embedding(
+        self, data: SceneData, request: DemoRequest, behavior: pd.DataFrame, items: pd.DataFrame
+    ) -> tuple[torch.Tensor | None, dict[str, Any]]:
+        """E_m for this request and what the trace says about it."""
+        stored = data.soft_embeddings or {}
+        why_none = (stored.get("metadata") or {}).get("not_applicable")
+        if why_none:
+            return None, {"used": False, "source": None, "why": why_none, "shape": None}
+        if not request.composed:
+            soft = (stored.get("tensors") or {}).get(request.user_id)
+            if soft is None:
+                why = (
+                    f"no stored E_m for user {request.user_id} (`{data.name}.soft_embeddings` "
+                    + ("is missing: run embedding_training)" if stored == {} else "lacks them)")
+                )
+                return None, {"used": False, "source": None, "why": why, "shape": None}
+            source = f"stored `{data.name}.soft_embeddings` (version {data.versions.get('soft_embeddings', '?')})"
+            return soft, {"used": True, "source": source, "why": None, "shape": list(soft.shape)}
+        if data.embedder is None:
+            return None, {"used": False, "source": None, "why": data.no_embedder, "shape": None}
+        captions = items.set_index("item_id")["caption"]
+        prompt = _behavior_prompt(
+            [captions[i] for i in behavior.iloc[0]["history"]],
+            self.params[data.name]["embedding_training"],
+        )
+        pmg = PMG(self.generator, embedder=data.embedder)
+        soft = pmg.soft_embeddings([COMPOSED_USER], [prompt])[COMPOSED_USER]
+        source = (
+            f"computed now by the trained embedder `{data.name}.soft_embedding_model` (version "
+            f"{data.versions.get('soft_embedding_model', '?')}) on the behavior prompt"
+        )
+        info = {"used": True, "source": source, "why": None, "shape": list(soft.shape)}
+        return soft, {**info, "prompt": prompt}
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _behavior_row(self, data: SceneData, user_id: str) -> pd.DataFrame:
+        user_id = str(user_id).strip()
+        if user_id not in data.evaluation_users():
+            split = data.user_split.set_index(data.user_split["user_id"].astype(str))["split"]
+            if user_id in split.index:
+                raise DemoError(
+                    f"User {user_id!r} of scene {data.name!r} is a {split[user_id]} user: the "
+                    "demo personalizes the protocol's evaluation users only (train users' "
+                    "behavior trained the soft embeddings and the keyword adapter)."
+                )
+            raise DemoError(
+                f"Unknown user id {user_id!r} in scene {data.name!r}: pick one of its "
+                f"{len(data.evaluation_users())} evaluation users."
+            )
+        rows = data.behavior_texts
+        mask = (rows["user_id"].astype(str) == user_id) & (rows["purpose"] == "evaluation")
+        return rows[mask].reset_index(drop=True)
+
+    def _stored_keywords(self, data: SceneData, user_id: str) -> dict[str, Any] | None:
+        k_p, k_t = data.preference_keywords, data.target_keywords
+        if k_p is None or k_t is None:
+            return None
+        p = k_p[(k_p["user_id"].astype(str) == user_id) & (k_p["purpose"] == "evaluation")]
+        t = k_t[k_t["user_id"].astype(str) == user_id]
+        if p.empty or t.empty:
+            return None
+        return {
+            "preference": list(p.iloc[0]["keywords"]),
+            "target": list(t.iloc[0]["keywords"]),
+            "llm": p.iloc[0]["llm"],
+            "llm_adapter": p.iloc[0]["llm_adapter"],
+            "version": data.versions.get("preference_keywords", ""),
+        }
+
+    def _items_by_id(self, scene: str) -> pd.DataFrame:
+        items = self.scene(scene).items
+        return items.set_index(items["item_id"].astype(str))
+
+    def _item(
+        self,
+        scene: str,
+        item_id: str,
+        items: pd.DataFrame | None = None,
+        upload: bytes | None = None,
+    ) -> dict[str, Any]:
+        """An item's id, caption and image (None where the scene has none)."""
+        if item_id == UPLOAD_ITEM and upload is not None:
+            caption = items.set_index("item_id").at[UPLOAD_ITEM, "caption"]
+            return {"item_id": item_id, "caption": caption, "image": _decode_upload(upload)}
+        caption = self._items_by_id(scene).at[item_id, "caption"]
+        return {"item_id": item_id, "caption": caption, "image": self._image(scene, item_id)}
+
+    def _image(self, scene: str, item_id: str) -> Image.Image | None:
+        key = (scene, item_id)
+        if key not in self._images:
+            index = self.scenes[scene].image_index
+            rows = index[index["item_id"].astype(str) == item_id] if index is not None else []
+            self._images[key] = (
+                load_image(rows.iloc[0]["image_path"], int(rows.iloc[0]["image_offset"]))
+                if len(rows)
+                else None
+            )
+        return self._images[key]
+
+    @contextmanager
+    def _page(self, session: str | None) -> Iterator[None]:
+        """One running request per page (`session`); None: no such limit (the HTTP API)."""
+        if session is None:
+            yield
+            return
+        with self._state:
+            started = self._busy.get(session)
+            if started is not None:
+                raise DemoError(
+                    "This page already has a request running (started "
+                    f"{time.perf_counter() - started:.0f} s ago): wait for its answer."
+                )
+            self._busy[session] = time.perf_counter()
+        try:
+            yield
+        finally:
+            with self._state:
+                self._busy.pop(session, None)
+
+
+def _alpha(alpha: Any) -> float:
+    try:
+        value = float(alpha)
+    except (TypeError, ValueError):
+        raise DemoError(f"alpha must be a number in [0, 1], got {alpha!r}.") from None
+    if not 0.0 <= value <= 1.0:
+        raise DemoError(f"alpha must lie in [0, 1], got {value}.")
+    return value
+
+
+def _decode_upload(data: bytes) -> Image.Image:
+    """The uploaded image as RGB, or a DemoError saying why it is refused."""
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise DemoError(
+            f"The upload is {len(data) / 2**20:.1f} MB; at most {MAX_UPLOAD_BYTES / 2**20:.0f} MB "
+            "are accepted."
+        )
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if max(image.size) > MAX_UPLOAD_SIDE:
+                raise DemoError(
+                    f"The upload is {image.size[0]}x{image.size[1]} pixels; at most "
+                    f"{MAX_UPLOAD_SIDE} on a side."
+                )
+            image.load()
+            return image.convert("RGB")
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
+        raise DemoError(
+            "The upload is not an image this demo can read (PNG, JPEG, GIF, WebP, ...)."
+        ) from None
+
+
+def _record(row: pd.Series) -> dict[str, Any]:
+    """A keywords table row as plain Python (lists for array cells)."""
+    out = {}
+    for key, value in row.items():
+        if hasattr(value, "tolist"):
+            value = value.tolist()
+        if isinstance(value, list):
+            value = [v.tolist() if hasattr(v, "tolist") else v for v in value]
+        out[key] = value
+    return out
+
+
+def _embedder(data: SceneData, llm, generator) -> tuple[SoftPreferenceEmbedder | None, str]:
+    """The trained embedder of the scene (E_m for composed histories), or why there is none."""
+    model = data.soft_embedding_model
+    if model is None:
+        return None, (
+            f"`{data.name}.soft_embedding_model` is missing: run the embedding_training pipeline"
+        )
+    metadata = model.get("metadata") or {}
+    if "not_applicable" in metadata:
+        return None, metadata["not_applicable"]
+    config = SoftEmbeddingConfig.from_json(metadata["config"])
+    if config.hidden_size != llm.hidden_size or config.out_dim != generator.text_encoder.dim:
+        return None, (
+            f"`{data.name}.soft_embedding_model` was trained for an LLM of hidden size "
+            f"{config.hidden_size} and a text encoder of width {config.out_dim}; this environment "
+            f"has {llm.hidden_size} and {generator.text_encoder.dim}"
+        )
+    embedder = SoftPreferenceEmbedder(
+        llm, config.n_tokens, config.n_prefixes, config.out_dim, seed=int(metadata.get("seed", 0))
+    )
+    embedder.load_trainable_state(model["tensors"])
+    return embedder.eval(), ""
+
+
+def _describe(entry: Mapping[str, Any] | None) -> str:
+    """A catalog entry in a few words: its dataset type and path."""
+    if not entry:
+        return "not in the catalog"
+    inner = entry.get("dataset", entry)
+    if isinstance(inner, str):
+        inner = {"type": inner}
+    where = inner.get("path") or inner.get("filepath") or ""
+    kind = str(inner.get("type", "")).rsplit(".", 1)[-1]
+    return f"{kind} {where}".strip()
+
+
+def _data_root(config: Mapping[str, Any]) -> str:
+    filepath = (config.get("{scene}.items") or {}).get("filepath", "")
+    return filepath.split("/02_intermediate")[0] if filepath else "?"
