@@ -296,6 +296,43 @@ def _candidates(trace: Trace) -> str:
     )
 
 
+def _keywords_json(p: dict, t: dict, stored) -> dict[str, Any]:
+    """k^p per attribute (raw answer, parsed) and merged, k^t, and the run's stored keywords."""
+    return {
+        "preference": {
+            "attributes": [
+                {"attribute": a, "raw_answer": r, "parsed": list(k)}
+                for a, r, k in zip(p["attributes"], p["raw_answers"], p["parsed"], strict=True)
+            ],
+            "keywords": list(p["keywords"]),
+            "fallback": bool(p["fallback"]),
+            "llm": p["llm"],
+            "llm_adapter": p["llm_adapter"],
+        },
+        "target": {
+            "raw_answer": t["raw_answer"],
+            "keywords": list(t["keywords"]),
+            "fallback": bool(t["fallback"]),
+        },
+        "stored": stored,
+    }
+
+
+def _candidate_json(row, images) -> dict[str, Any]:
+    return {
+        "image_key": row.image_key,
+        "w_p": float(row.w_p),
+        "w_t": float(row.w_t),
+        "noise_seed": int(row.noise_seed),
+        "d_p": float(row.d_p),
+        "d_t": float(row.d_t),
+        "z": float(row.z),
+        "floored": bool(row.floored),
+        "chosen": bool(row.chosen),
+        "image": data_uri(images[row.image_key]),
+    }
+
+
 def trace_json(trace: Trace) -> dict[str, Any]:
     """The API's response (README "The HTTP API": schema)."""
     s, p, t = trace.settings, trace.preference_keywords, trace.target_keywords
@@ -333,40 +370,9 @@ def trace_json(trace: Trace) -> dict[str, Any]:
             "note": trace.target.get("note", ""),
         },
         "behavior": dict(trace.behavior),
-        "keywords": {
-            "preference": {
-                "attributes": [
-                    {"attribute": a, "raw_answer": r, "parsed": list(k)}
-                    for a, r, k in zip(p["attributes"], p["raw_answers"], p["parsed"], strict=True)
-                ],
-                "keywords": list(p["keywords"]),
-                "fallback": bool(p["fallback"]),
-                "llm": p["llm"],
-                "llm_adapter": p["llm_adapter"],
-            },
-            "target": {
-                "raw_answer": t["raw_answer"],
-                "keywords": list(t["keywords"]),
-                "fallback": bool(t["fallback"]),
-            },
-            "stored": trace.stored_keywords,
-        },
+        "keywords": _keywords_json(p, t, trace.stored_keywords),
         "soft_embeddings": {k: v for k, v in trace.soft.items()},
-        "candidates": [
-            {
-                "image_key": row.image_key,
-                "w_p": float(row.w_p),
-                "w_t": float(row.w_t),
-                "noise_seed": int(row.noise_seed),
-                "d_p": float(row.d_p),
-                "d_t": float(row.d_t),
-                "z": float(row.z),
-                "floored": bool(row.floored),
-                "chosen": bool(row.chosen),
-                "image": data_uri(trace.images[row.image_key]),
-            }
-            for row in trace.selections.itertuples()
-        ],
+        "candidates": [_candidate_json(row, trace.images) for row in trace.selections.itertuples()],
         "chosen": {
             "image_key": chosen["image_key"],
             "w_p": float(chosen["w_p"]),

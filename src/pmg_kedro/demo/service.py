@@ -39,11 +39,11 @@ import pandas as pd
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from ..components.answer_masking import strip_emoticons
-from ..components.images import load_image
-from ..components.keyword_adapter import adapted_llm
-from ..components.pmg import CANDIDATE_COLUMNS, PMG, PMGSettings, Variant
-from ..components.soft_embeddings import SoftEmbeddingConfig, SoftPreferenceEmbedder
+from ..components.data.answer_masking import strip_emoticons
+from ..components.data.images import load_image
+from ..components.method.keyword_adapter import adapted_llm
+from ..components.method.pmg import CANDIDATE_COLUMNS, PMG, PMGSettings, Variant
+from ..components.method.soft_embeddings import SoftEmbeddingConfig, SoftPreferenceEmbedder
 from ..pipelines.behavior_summarization.nodes import (
     caption_items,
     select_users,
@@ -545,9 +545,10 @@ class DemoService:
 
     # -- the method -----------------------------------------------------------------------------
     def _personalize(self, request: DemoRequest) -> Trace:
+        """The whole trace of one request: behavior texts (§3.2.1), k^p and k^t (§3.2.2), E_m
+        (§3.3), the weighted candidates and the choice (§3.4), the one-image baseline."""
         scene = request.scene
         data = self.scene(scene)
-        params = self.params[scene]
         seconds: dict[str, float] = {}
         tick = time.perf_counter()
         if request.composed:
@@ -558,25 +559,59 @@ class DemoService:
             items, behavior = data.items, self._behavior_row(data, request.user_id)
             user_id = request.user_id
         tick = time.perf_counter()
-        keyword_params = params["keyword_extraction"]
-        k_p = extract_preference_keywords(
-            behavior, items, self.keyword_llm, self.keyword_adapter, keyword_params
-        )
-        k_t = extract_target_keywords(behavior, items, self.llm, keyword_params)
+        k_p, k_t = self._keywords(scene, behavior, items)
         seconds["keywords"] = time.perf_counter() - tick
-
         tick = time.perf_counter()
         soft, soft_info = self._soft_embedding(data, request, behavior, items)
         seconds["soft_embeddings"] = time.perf_counter() - tick
+        generated = self._generate(request, user_id, behavior, k_p, k_t, soft, seconds)
+        row = behavior.iloc[0]
+        return Trace(
+            trace_id=uuid.uuid4().hex[:12],
+            request=request,
+            source={
+                "kind": "composed_history" if request.composed else "evaluation_user",
+                "user_id": user_id,
+                "simulated": bool(data.simulated and not request.composed),
+            },
+            history=self._history_view(scene, row, items, request),
+            target={**self._target_view(scene, row, items), "text": row["target_text"]},
+            behavior={
+                "history_texts": list(row["history_texts"]),
+                "target_text": row["target_text"],
+                "conversation": row["conversation"],
+                "conversation_summary": row["conversation_summary"],
+            },
+            preference_keywords=_record(k_p.iloc[0]),
+            target_keywords=_record(k_t.iloc[0]),
+            stored_keywords=None if request.composed else self._stored_keywords(data, user_id),
+            soft=soft_info,
+            seconds=seconds,
+            provenance={
+                **self.provenance,
+                "scene_data": {k: v for k, v in data.versions.items() if v},
+            },
+            **generated,
+        )
 
-        target = str(behavior.iloc[0]["target"])
+    def _keywords(self, scene: str, behavior: pd.DataFrame, items: pd.DataFrame):
+        """k^p (LLM_g as the scene's `llm_adapter` says) and k^t (zero-shot) of one behavior row."""
+        keyword_params = self.params[scene]["keyword_extraction"]
+        k_p = extract_preference_keywords(
+            behavior, items, self.keyword_llm, self.keyword_adapter, keyword_params
+        )
+        return k_p, extract_target_keywords(behavior, items, self.llm, keyword_params)
+
+    def _generate(self, request, user_id, behavior, k_p, k_t, soft, seconds) -> dict[str, Any]:
+        """PMG over the weight grid (full PMG where E_m exists, else without embeddings) and the
+        one-image target-only baseline, with their seconds; the Trace fields they fill."""
         requests = build_generation_requests(
-            pd.DataFrame({"user_id": [user_id], "target": [target]}),
+            pd.DataFrame({"user_id": [user_id], "target": [str(behavior.iloc[0]["target"])]}),
             pd.DataFrame({"user_id": [user_id], "split": ["evaluation"]}),
             k_p,
             k_t,
         )
-        settings = self.settings(scene).replace(
+        settings = self.settings(request.scene).replace(
             seeds=(request.seed,), mode=request.mode, alpha=request.alpha
         )
         ablations = self.params["ablations"]
@@ -590,57 +625,33 @@ class DemoService:
         tick = time.perf_counter()
         baseline = pmg.personalize(requests, baseline_variant)
         seconds["baseline"] = time.perf_counter() - tick
+        return {
+            "settings": settings,
+            "variant": variant,
+            "baseline_variant": baseline_variant,
+            "selections": result.selections,
+            "images": result.images,
+            "baseline": baseline.selections,
+            "baseline_image": next(iter(baseline.chosen.values())),
+        }
 
-        history_texts = list(behavior.iloc[0]["history_texts"])
-        history = [
+    def _history_view(self, scene, row, items, request) -> list[dict[str, Any]]:
+        return [
             {**self._item(scene, i, items, request.upload), "text": t}
-            for i, t in zip(behavior.iloc[0]["history"], history_texts, strict=True)
+            for i, t in zip(row["history"], list(row["history_texts"]), strict=True)
         ]
-        target_view = (
-            {**self._item(scene, target, items), "note": ""}
-            if target != NO_TARGET_ITEM
-            else {
-                "item_id": None,
-                "caption": None,
-                "image": None,
-                "note": "not given: this scene's x^t is the current message; the emoticon the "
-                "person sends is what PMG generates",
-            }
-        )
-        row = behavior.iloc[0]
-        return Trace(
-            trace_id=uuid.uuid4().hex[:12],
-            request=request,
-            source={
-                "kind": "composed_history" if request.composed else "evaluation_user",
-                "user_id": user_id,
-                "simulated": bool(data.simulated and not request.composed),
-            },
-            history=history,
-            target={**target_view, "text": row["target_text"]},
-            behavior={
-                "history_texts": history_texts,
-                "target_text": row["target_text"],
-                "conversation": row["conversation"],
-                "conversation_summary": row["conversation_summary"],
-            },
-            preference_keywords=_record(k_p.iloc[0]),
-            target_keywords=_record(k_t.iloc[0]),
-            stored_keywords=None if request.composed else self._stored_keywords(data, user_id),
-            soft=soft_info,
-            settings=settings,
-            variant=variant,
-            baseline_variant=baseline_variant,
-            selections=result.selections,
-            images=result.images,
-            baseline=baseline.selections,
-            baseline_image=next(iter(baseline.chosen.values())),
-            seconds=seconds,
-            provenance={
-                **self.provenance,
-                "scene_data": {k: v for k, v in data.versions.items() if v},
-            },
-        )
+
+    def _target_view(self, scene, row, items) -> dict[str, Any]:
+        target = str(row["target"])
+        if target != NO_TARGET_ITEM:
+            return {**self._item(scene, target, items), "note": ""}
+        return {
+            "item_id": None,
+            "caption": None,
+            "image": None,
+            "note": "not given: this scene's x^t is the current message; the emoticon the "
+            "person sends is what PMG generates",
+        }
 
     def _compose(self, data: SceneData, request: DemoRequest) -> tuple[pd.DataFrame, pd.DataFrame]:
         """(items, behavior texts) of a composed history through the behavior_summarization
