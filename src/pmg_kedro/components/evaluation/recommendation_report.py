@@ -246,3 +246,18 @@ def table3(
         },
         "results": results.to_dict(orient="records"),
     }
+
+
+def summary(report: dict[str, Any]) -> dict[str, Any]:
+    """Table 3's numbers for MLflow from the report: per setting and metric the mean and std over
+    seeds, the popularity reference, and the paired difference's mean and Holm p per metric."""
+    paired = report["paired_difference"]["metrics"] or {}
+    return {
+        "settings": {
+            name: {m: dict(entry[m]) for m in METRIC_COLUMNS}
+            for name, entry in report["settings"].items()
+        },
+        "popularity_reference": dict(report["popularity_reference"]),
+        "paired_difference": {m: entry["mean"] for m, entry in paired.items()},
+        "paired_difference_holm_p": {m: entry["holm_p"] for m, entry in paired.items()},
+    }

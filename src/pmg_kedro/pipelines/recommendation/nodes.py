@@ -386,18 +386,3 @@ def report_recommendation(
         params,
     )
     return report, recommendation_report.markdown(report), recommendation_report.chart(report)
-
-
-def summarize_recommendation(report: dict[str, Any]) -> dict[str, Any]:
-    """Table 3's numbers for MLflow from the report: per setting and metric the mean and std over
-    seeds, the popularity reference, and the paired difference's mean and Holm p per metric."""
-    paired = report["paired_difference"]["metrics"] or {}
-    return {
-        "settings": {
-            name: {m: dict(entry[m]) for m in recommendation_report.METRIC_COLUMNS}
-            for name, entry in report["settings"].items()
-        },
-        "popularity_reference": dict(report["popularity_reference"]),
-        "paired_difference": {m: entry["mean"] for m, entry in paired.items()},
-        "paired_difference_holm_p": {m: entry["holm_p"] for m, entry in paired.items()},
-    }

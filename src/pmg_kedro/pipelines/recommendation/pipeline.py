@@ -19,7 +19,6 @@ from .nodes import (
     report_recommendation,
     run_recommendation_experiment,
     split_recommendation_interactions,
-    summarize_recommendation,
 )
 
 IMAGES = "recommendation_images"
@@ -60,7 +59,6 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             *_experiment_nodes(),
             Node(
-                summarize_recommendation,
                 inputs="recommendation_report",
                 outputs="table3_summary",
                 name="summarize_recommendation",
