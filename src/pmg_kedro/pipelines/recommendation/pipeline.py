@@ -59,6 +59,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             *_experiment_nodes(),
             Node(
+                recommendation_report.summary,
                 inputs="recommendation_report",
                 outputs="table3_summary",
                 name="summarize_recommendation",
