@@ -9,6 +9,7 @@ the catalog holds: `kedro run --pipeline recommendation --tags recommendation_ex
 
 from kedro.pipeline import Node, Pipeline
 
+from ...components.evaluation import recommendation_report
 from ...scenes import per_scene, scenes_where
 from .nodes import (
     build_recommendation_user_features,
