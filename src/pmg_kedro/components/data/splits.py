@@ -1,5 +1,6 @@
 """Per-user history/target split (paper §4.1.1: history of n = 10 items, the next item is the target),
-the protocol's user split, and the recommendation split of Table 3 (§4.5)."""
+the protocol's user split, the recommendation split of Table 3 (§4.5) and the seeded derangement
+of its Shuffled-user placebo."""
 
 from __future__ import annotations
 
@@ -74,6 +75,19 @@ def split_users(user_ids, n_evaluation: int, seed: int) -> pd.DataFrame:
             "seed": seed,
         }
     )
+
+
+def derangement(n: int, seed: int) -> np.ndarray:
+    """A seeded permutation of range(n) without a fixed point (perm[k] != k for every k): uniform
+    over derangements, by drawing permutations until one has none (about e draws on average).
+    Table 3's Shuffled-user gives user k the features of user perm[k]."""
+    if n == 1:
+        raise ValueError("derangement: one element cannot move (need 0 or at least 2)")
+    rng = np.random.default_rng(seed)
+    while True:
+        perm = rng.permutation(n)
+        if not np.any(perm == np.arange(n)):
+            return perm
 
 
 def _k_core(pairs: pd.DataFrame, user_min: int, item_min: int) -> tuple[pd.DataFrame, int]:

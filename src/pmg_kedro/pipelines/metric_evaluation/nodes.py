@@ -16,12 +16,15 @@ import logging
 import time
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
 from ...components.data.images import item_arrays
 from ...components.evaluation import evaluation_report, probes
+from ...components.evaluation.identity_probe import archive_sample, augment, train_probe
 from ...components.evaluation.image_evaluation import (
     NO_REFERENCE_IMAGES,
     References,
@@ -76,6 +79,85 @@ def fit_semantic_probe(
     return {"probe": probe, "report": {"status": "ok", **probe.report}}
 
 
+def fit_identity_probe(
+    items: pd.DataFrame,
+    image_index: pd.DataFrame,
+    archive_fit: dict[str, Any],
+    archive_test: dict[str, Any],
+    params: dict[str, Any],
+) -> dict[str, Any]:
+    """The scene's identity probe (Table 1's identity rows), trained on real images of the source
+    its `identity_probe.source` declares, measured on held-out images only, and refused below
+    `identity_probe.min_accuracy`; or why there is none. `archive_fit` / `archive_test`: labelled
+    images of a `labelled_archive` source (unused otherwise).
+
+    Returns {"probe": IdentityProbe | None, "report": {"status": "ok" | "not applicable: ...", ...}}.
+    """
+    cfg = params["identity_probe"]
+    source, column = cfg.get("source"), cfg.get("label_column")
+    size = int(cfg["input_size"])
+    why = None
+    if not source:
+        why = "not applicable: no identity probe declared for this scene"
+    elif image_index.empty:
+        why = NO_REFERENCE_IMAGES
+    elif column not in items.columns:
+        why = f"not applicable: items have no {column!r} column"
+    if why:
+        return {"probe": None, "report": {"status": why}}
+    started = time.perf_counter()
+    if source == "labelled_archive":
+        fit = archive_sample(archive_fit, cfg["archive"]["fit_per_class"], int(cfg["seed"]), size)
+        held_out = archive_sample(
+            archive_test, cfg["archive"]["test_per_class"], int(cfg["seed"]), size
+        )
+        absent = sorted(set(probes.item_labels(items, column)) - set(fit.labels))
+        if absent:
+            why = f"not applicable: items.{column} values {absent[:5]} are no class of {fit.source}"
+            return {"probe": None, "report": {"status": why}}
+    elif source == "augmented_items":
+        fit, held_out = _augmented_item_images(items, image_index, column, cfg, size)
+    else:
+        raise ValueError(
+            f"identity_probe.source: expected labelled_archive, augmented_items or null, "
+            f"got {source!r}"
+        )
+    probe = train_probe(fit, held_out, column, cfg, size)
+    logger.info(
+        "identity probe on items.%s: %d classes, %d fit / %d held-out images (%.1f s), held-out "
+        "accuracy %s (bar %s, chance %.3f): %s",
+        column,
+        probe.report["n_classes"],
+        probe.report["n_fit_images"],
+        probe.report["n_held_out_images"],
+        time.perf_counter() - started,
+        probe.report["held_out_accuracy"],
+        probe.report["min_accuracy"],
+        probe.report["chance"],
+        probe.report["status"],
+    )
+    return {"probe": probe, "report": probe.report}
+
+
+def _augmented_item_images(items, image_index, column, cfg, size):
+    """Training and held-out augmentations (two seeds) of every real item image, labelled by
+    items.`column`."""
+    labels = probes.item_labels(items, column)
+    labels = labels[labels.index.isin(set(image_index["item_id"].astype(str)))]
+    aug = cfg["augmentations"]
+    arrays = item_arrays(list(labels.index), image_index, int(aug["source_size"]))
+    sources = torch.from_numpy(np.stack([arrays[i] for i in labels.index]))
+    seed = int(cfg["seed"])
+    fit = augment(sources, labels.tolist(), int(aug["fit_per_image"]), seed, aug, size)
+    held_out = augment(
+        sources, labels.tolist(), int(aug["held_out_per_image"]), seed + 1, aug, size
+    )
+    what = f"augmentations of the scene's {len(labels)} real item images"
+    return fit._replace(source=f"{what}: {fit.source}"), held_out._replace(
+        source=f"{what}: {held_out.source}"
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # Per-image metrics
 
@@ -88,11 +170,12 @@ def evaluate_chosen_images(
     users: pd.DataFrame,
     personalization_report: dict[str, Any],
     semantic_probe: dict[str, Any],
+    identity_probe: dict[str, Any],
     params: dict[str, Any],
     **variants: Any,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Per (variant, evaluation user, seed): the chosen image against the user's history images
-    (mean over history entries) and target image, and the probe checks.
+    (mean over history entries) and target image, and the probe checks (semantic and identity).
 
     `variants` holds `<variant>_selections` and `<variant>_chosen_images`. Returns the per-image
     table and the notes the tables print (what ran, what did not and why, counts).
@@ -131,7 +214,9 @@ def evaluate_chosen_images(
         }
     table = pd.DataFrame(records, columns=["variant", "user_id", "seed", "image_key", "key"])
     references = References(histories, items, image_index, users)
-    scored, notes = score_images(table, generated, references, semantic_probe, params)
+    scored, notes = score_images(
+        table, generated, references, semantic_probe, params, identity_probe
+    )
     notes["variants"] = status
     notes["generation"] = {
         k: personalization_report[k]
@@ -236,6 +321,7 @@ def summarize_metric_evaluation(
     notes: dict[str, Any],
     table2_notes: dict[str, Any],
     semantic_probe: dict[str, Any],
+    identity_probe: dict[str, Any],
 ) -> dict[str, Any]:
     """Headline numbers per scene for MLflow: every Table 1/2 cell and comparison, flat and
     JSON-safe, with what produced them."""
@@ -253,6 +339,7 @@ def summarize_metric_evaluation(
             "lpips": notes["lpips"],
             "feature_distance": notes["feature_distance"],
             "probe": semantic_probe["report"],
+            "identity_probe": identity_probe["report"],
             "references": notes["references"],
             "variants": notes["variants"],
             "metrics": evaluation_report.cell_summary(cells, "variant"),

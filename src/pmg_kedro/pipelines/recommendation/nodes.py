@@ -1,5 +1,7 @@
 """recommendation nodes (paper §4.5, Table 3): MMGCN with No-image / Item-only / Averaged-user /
-Generated-user image features.
+Generated-user image features, and two controls of Generated-user (issue 22): Shuffled-user (the
+placebo: another user's Generated-user features) and Generated-items-user (the image-domain
+control: generated images of the user's own last training items).
 
 Protocol (ours where the paper is silent): implicit feedback, a k-core filter, a per-user
 chronological train / validation / test split, full ranking with known items masked, early
@@ -32,7 +34,7 @@ from ...components.data.prompts import (
     parse_keywords,
     render,
 )
-from ...components.data.splits import recommendation_split
+from ...components.data.splits import derangement, recommendation_split
 from ...components.evaluation import mmgcn, recommendation_report
 from ...components.evaluation.features import MobileNetFeatures
 from ...components.method.pmg import PMG
@@ -244,6 +246,41 @@ def generate_recommendation_item_images(
     )
 
 
+def generate_recommendation_history_item_images(
+    split: pd.DataFrame,
+    items: pd.DataFrame,
+    item_images: dict[str, Image.Image],
+    generator,
+    params: dict[str, Any],
+) -> tuple[dict[str, Image.Image], pd.DataFrame]:
+    """Generated-items-user's images: a GENERATED image of every item among the users' last n
+    TRAINING positives (the items each user's keywords are made from), text-only from the item's
+    metadata (`item_images.prompt_template`), as item images are generated. Every image starts from
+    the same noise, so an item `item_images` already holds (same template and settings: the movies
+    without a poster) is that image, reused; the others are generated.
+
+    Returns {item_id: image} and the log (key = item_id, condition_text, generator, settings)."""
+    n = int(params["user_images"]["n_history"])
+    needed = sorted({i for source in _training_items(split) for i in source[-n:]})
+    prompts = _item_texts(items, params["item_images"]["prompt_template"], needed)
+    todo = [i for i in needed if i not in item_images]
+    made = _generate_images(
+        generator, prompts[todo].tolist(), params["image_generation"], "history item images"
+    )
+    images = {i: item_images[i] for i in needed if i in item_images}
+    images |= dict(zip(todo, made, strict=True))
+    logger.info(
+        "history item images: %d items of the users' last %d training positives, %d generated, "
+        "%d reused from the item images",
+        len(needed),
+        n,
+        len(todo),
+        len(needed) - len(todo),
+    )
+    log = _image_log(needed, prompts[needed].tolist(), generator, params["image_generation"])
+    return {i: images[i] for i in needed}, log
+
+
 # -- features ------------------------------------------------------------------------------------
 
 
@@ -287,12 +324,16 @@ def build_recommendation_user_features(
     item_features: pd.DataFrame,
     user_keywords: pd.DataFrame,
     user_images: dict[str, Image.Image],
+    history_item_images: dict[str, Image.Image],
     params: dict[str, Any],
 ) -> pd.DataFrame:
-    """User visual features of the two user settings, from TRAINING interactions only:
+    """User visual features of the user settings, from TRAINING interactions only:
     averaged_user = mean of the user's training items' features; generated_user = features of the
-    user's PMG image (same extractor); refuses images of other items than this split's last n
-    training items (stale). Returns user_id, setting, features."""
+    user's PMG image (same extractor); shuffled_user = generated_user's features of another user
+    (a seeded derangement, `controls.shuffle_seed`: the placebo); generated_items_user = mean
+    features of the GENERATED images of the user's last n training items (`history_item_images`:
+    the image-domain control). Refuses images of other items than this split's last n training
+    items (stale). Returns user_id, setting, features."""
     train = _training_items(split)
     n = int(params["user_images"]["n_history"])
     sources = user_keywords.set_index("user_id")["source_items"].map(list)
@@ -312,13 +353,45 @@ def build_recommendation_user_features(
     averaged = [np.mean(np.stack([features[i] for i in items]), axis=0) for items in train]
     generated = _pooled([user_images[u] for u in train.index], params)
     users = list(train.index)
+    shuffled = generated[derangement(len(users), int(params["controls"]["shuffle_seed"]))]
+    history = _history_item_features(
+        train.map(lambda s: s[-n:]), item_features, history_item_images, params
+    )
+    generated_items = [np.mean(np.stack([history[i] for i in s[-n:]]), axis=0) for s in train]
+    columns = {
+        "averaged_user": [a.astype(np.float32) for a in averaged],
+        "generated_user": list(generated),
+        "shuffled_user": list(shuffled),
+        "generated_items_user": [g.astype(np.float32) for g in generated_items],
+    }
     return pd.DataFrame(
         {
-            "user_id": users * 2,
-            "setting": ["averaged_user"] * len(users) + ["generated_user"] * len(users),
-            "features": [a.astype(np.float32) for a in averaged] + list(generated),
+            "user_id": users * len(columns),
+            "setting": [name for name in columns for _ in users],
+            "features": [f for features in columns.values() for f in features],
         }
     )
+
+
+def _history_item_features(sources: pd.Series, item_features, history_item_images, params):
+    """item_id -> the features of the GENERATED image of every item in `sources` (user_id -> item
+    ids). An item whose experiment feature already comes from its generated image (movies without
+    a poster: the very image `history_item_images` reuses) keeps that feature; the others' images
+    go through the same extractor."""
+    needed = sorted({i for s in sources for i in s})
+    missing = [i for i in needed if i not in history_item_images]
+    if missing:
+        raise ValueError(
+            f"recommendation_history_item_images: no image for items {missing[:5]} "
+            f"({len(missing)}); rerun the image nodes (tag recommendation_images)"
+        )
+    known = item_features[item_features["image_source"] == "generated"]
+    features = dict(zip(known["item_id"], known["features"], strict=True))
+    todo = [i for i in needed if i not in features]
+    features |= dict(
+        zip(todo, _pooled([history_item_images[i] for i in todo], params), strict=True)
+    )
+    return {i: np.asarray(features[i], dtype=np.float32) for i in needed}
 
 
 # -- the experiment ------------------------------------------------------------------------------
@@ -367,11 +440,13 @@ def report_recommendation(
     item_image_log: pd.DataFrame,
     user_keywords: pd.DataFrame,
     user_image_log: pd.DataFrame,
+    history_item_image_log: pd.DataFrame,
     params: dict[str, Any],
 ) -> tuple[dict[str, Any], str, Figure]:
     """Table 3's shape: mean ± std over seeds per setting and metric, a popularity reference, the
-    paired Generated-user - Averaged-user difference per seed with its interval; JSON, Markdown,
-    bar chart. Every number says what produced it."""
+    paired differences of `report.paired` (Generated-user minus Averaged-user, Shuffled-user and
+    Generated-items-user) per seed with their intervals; JSON, Markdown, bar chart. Every number
+    says what produced it."""
     parts, _, _ = mmgcn.split_interactions(split)
     report = recommendation_report.table3(
         results,
@@ -380,6 +455,7 @@ def report_recommendation(
         item_image_log,
         user_keywords,
         user_image_log,
+        history_item_image_log,
         mmgcn.popularity_test(parts),
         bool(split["simulated"].any()),
         machine_description(params.get("num_threads")),
@@ -390,14 +466,25 @@ def report_recommendation(
 
 def summarize_recommendation(report: dict[str, Any]) -> dict[str, Any]:
     """Table 3's numbers for MLflow from the report: per setting and metric the mean and std over
-    seeds, the popularity reference, and the paired difference's mean and Holm p per metric."""
-    paired = report["paired_difference"]["metrics"] or {}
+    seeds, the popularity reference, and per paired difference ("<a>-<b>") and metric its mean,
+    t interval and Holm p."""
     return {
         "settings": {
             name: {m: dict(entry[m]) for m in recommendation_report.METRIC_COLUMNS}
             for name, entry in report["settings"].items()
         },
         "popularity_reference": dict(report["popularity_reference"]),
-        "paired_difference": {m: entry["mean"] for m, entry in paired.items()},
-        "paired_difference_holm_p": {m: entry["holm_p"] for m, entry in paired.items()},
+        "paired_differences": {
+            f"{pair['a']}-{pair['b']}": {
+                metric: {
+                    "mean": entry["mean"],
+                    "ci_low": entry["interval"][0],
+                    "ci_high": entry["interval"][1],
+                    "holm_p": entry["holm_p"],
+                }
+                for metric, entry in pair["metrics"].items()
+            }
+            for pair in report["paired_differences"]["pairs"]
+            if pair["metrics"]
+        },
     }
