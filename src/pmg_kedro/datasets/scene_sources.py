@@ -134,7 +134,9 @@ class CostumeSource(_ReadOnly):
 class FashionMNISTClasses(_ReadOnly):
     """One Fashion-MNIST split with its class names: {"images": uint8 (n, 28, 28), "labels": (n,)
     class names of `fashion_mnist.CLASS_NAMES`, "source": text}. The costume scene's identity
-    probe is trained on `train` and tested on `test` (metric_evaluation)."""
+    probe is trained on `train` and tested on `test` (metric_evaluation). Every scene's identity
+    node reads it, so missing files give {"images": None, "labels": None, "source": why} (that
+    probe then says "not applicable: why") instead of failing scenes that do not use it."""
 
     def __init__(
         self, fashion_mnist_dir: str, split: str = "train", metadata: dict[str, Any] | None = None
@@ -148,7 +150,10 @@ class FashionMNISTClasses(_ReadOnly):
         self._fm_dir, self._split = fashion_mnist_dir, split
 
     def load(self) -> dict[str, Any]:
-        images_path, labels_path = _fashion_mnist_files(self._fm_dir, self._split)
+        try:
+            images_path, labels_path = _fashion_mnist_files(self._fm_dir, self._split)
+        except DatasetError as missing:
+            return {"images": None, "labels": None, "source": str(missing)}
         return {
             "images": read_idx_images(str(images_path)),
             "labels": np.asarray(CLASS_NAMES)[read_idx_labels(str(labels_path))],

@@ -420,6 +420,21 @@ def test_the_archive_probe_fits_on_one_split_and_is_measured_on_the_other(inputs
     assert missing["probe"] is None and "['sweater'] are no class" in missing["report"]["status"]
 
 
+def test_a_missing_archive_makes_only_its_probe_not_applicable(inputs, tmp_path):
+    from pmg_kedro.datasets.scene_sources import FashionMNISTClasses
+
+    absent = FashionMNISTClasses(str(tmp_path), "train").load()  # no archive in this folder
+    assert absent["images"] is None and "is missing" in absent["source"]
+    params = {
+        **PARAMS,
+        "identity_probe": {**PARAMS["identity_probe"], "source": "labelled_archive"},
+    }
+    report = nodes.fit_identity_probe(
+        inputs["items"], inputs["image_index"], absent, absent, params
+    )["report"]
+    assert report["status"].startswith("not applicable: Fashion-MNIST file")
+
+
 def test_without_a_declared_probe_images_or_labels_identity_is_not_applicable(inputs):
     assert _identity(inputs, source=None)["report"]["status"].startswith(
         "not applicable: no identity probe declared"

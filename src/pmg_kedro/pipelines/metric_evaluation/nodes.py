@@ -107,6 +107,9 @@ def fit_identity_probe(
         return {"probe": None, "report": {"status": why}}
     started = time.perf_counter()
     if source == "labelled_archive":
+        absent = [a["source"] for a in (archive_fit, archive_test) if a["images"] is None]
+        if absent:
+            return {"probe": None, "report": {"status": f"not applicable: {absent[0]}"}}
         fit = archive_sample(archive_fit, cfg["archive"]["fit_per_class"], int(cfg["seed"]), size)
         held_out = archive_sample(
             archive_test, cfg["archive"]["test_per_class"], int(cfg["seed"]), size
