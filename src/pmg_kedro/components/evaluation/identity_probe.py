@@ -20,10 +20,10 @@ A probe whose held-out accuracy is below `min_accuracy` (the bar) is refused: it
 Why a small CNN trained in the pipeline (metric_evaluation's `fit_identity_probe`, written to
 06_models/<scene>/identity_probe.pkl with its report) rather than ImageNet MobileNetV2 features
 with a linear classifier, or a committed weight file: on this shared 2-core CPU the MobileNetV2
-features (128 px) of 3,000 Fashion-MNIST images took 90 s and a logistic regression on 2,000 of
-them reached 0.85 on t10k, while the whole probe at base budgets costs about 50 s (costume: 1,000
-steps of 64 images, 0.870 on all of t10k) and 30 s (emoticon: 400 steps, 0.948 on held-out
-augmentations); every run states the accuracy of the probe it used; and a change of resolution,
+features (128 px) of 3,000 Fashion-MNIST images took 90 s on a busy machine and a logistic
+regression on 2,000 of them reached 0.85 on t10k, while the whole probe at base budgets costs 24 s
+on a quiet machine (costume: 1,000 steps of 64 images, 0.870 on all of t10k) and 15 s (emoticon:
+400 steps, 0.948 on held-out augmentations), about twice that on a busy one; every run states the accuracy of the probe it used; and a change of resolution,
 scene data or budget retrains it instead of reusing weights fitted to other images. Nothing of it
 is downloaded or committed.
 """
