@@ -1,7 +1,8 @@
+import numpy as np
 import pandas as pd
 import pytest
 
-from pmg_kedro.components.data.splits import split_histories, split_users
+from pmg_kedro.components.data.splits import derangement, split_histories, split_users
 
 
 def _interactions(rows):
@@ -78,3 +79,19 @@ def test_another_seed_draws_other_evaluation_users():
 def test_a_split_without_users_for_both_sides_is_refused():
     with pytest.raises(ValueError, match="n_evaluation=3 must leave at least one user"):
         split_users(["a", "b", "c"], 3, seed=0)
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 50])
+def test_derangement_moves_every_user_once_and_is_seeded(n):
+    perm = derangement(n, seed=7)
+    assert sorted(perm) == list(range(n))  # every user gives and receives once
+    assert (perm != np.arange(n)).all()  # no fixed point: nobody keeps its own features
+    assert (derangement(n, seed=7) == perm).all()
+    if n > 2:  # two users have one derangement; more have several, and the seed picks one
+        assert len({tuple(derangement(n, seed=s)) for s in range(10)}) > 1
+
+
+def test_a_single_user_cannot_be_deranged():
+    assert len(derangement(0, seed=0)) == 0
+    with pytest.raises(ValueError, match="one element"):
+        derangement(1, seed=0)

@@ -1,7 +1,8 @@
 """Read-only Kedro datasets for the raw scene sources (registry packages and user folders).
 
-Each `load()` returns a dict with a `kind` key that the ingestion node dispatches on, so the
-catalog, not the code, says where each scene's data comes from.
+Each scene source's `load()` returns a dict with a `kind` key that the ingestion node dispatches
+on, so the catalog, not the code, says where each scene's data comes from. `FashionMNISTClasses`
+is one Fashion-MNIST split with class names: the costume scene's identity probe (metric_evaluation).
 """
 
 from __future__ import annotations
@@ -9,10 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from kedro.io import AbstractDataset, DatasetError
 
 from ..components.data.images import read_idx_images, read_idx_labels
 from ..components.data.sources import chitchat, movielens, pog
+from ..components.data.sources.fashion_mnist import CLASS_NAMES
 
 
 class _ReadOnly(AbstractDataset[None, dict[str, Any]]):
@@ -63,6 +66,20 @@ class ChitchatSource(_ReadOnly):
         return {"path": self._path}
 
 
+def _fashion_mnist_files(folder: str, split: str, why: str = "") -> tuple[Path, Path]:
+    """The image and label archives of a Fashion-MNIST split (`train` or `test`) in `folder`."""
+    prefix = CostumeSource.SPLITS[split]
+    images_path = Path(folder) / f"{prefix}-images-idx3-ubyte.gz"
+    labels_path = Path(folder) / f"{prefix}-labels-idx1-ubyte.gz"
+    for path in (images_path, labels_path):
+        if not path.is_file():
+            raise DatasetError(
+                f"Fashion-MNIST file {path} is missing{why}. Install Debian's package: "
+                "apt-get update && apt-get install -y dataset-fashion-mnist"
+            )
+    return images_path, labels_path
+
+
 class CostumeSource(_ReadOnly):
     """POG files when all three are in `pog_dir`, else Fashion-MNIST (for SIMULATED click histories).
 
@@ -96,15 +113,9 @@ class CostumeSource(_ReadOnly):
                 "files": pog.read_files(self._pog_dir),
                 "images": pog.find_images(self._pog_dir),
             }
-        prefix = self.SPLITS[self._split]
-        images_path = Path(self._fm_dir) / f"{prefix}-images-idx3-ubyte.gz"
-        labels_path = Path(self._fm_dir) / f"{prefix}-labels-idx1-ubyte.gz"
-        for path in (images_path, labels_path):
-            if not path.is_file():
-                raise DatasetError(
-                    f"Fashion-MNIST file {path} is missing and no POG files are in {self._pog_dir}. "
-                    "Install Debian's package: apt-get update && apt-get install -y dataset-fashion-mnist"
-                )
+        images_path, labels_path = _fashion_mnist_files(
+            self._fm_dir, self._split, f" and no POG files are in {self._pog_dir}"
+        )
         return {
             "kind": "fashion_mnist",
             "source": (
@@ -118,3 +129,36 @@ class CostumeSource(_ReadOnly):
 
     def _describe(self) -> dict[str, Any]:
         return {"pog_dir": self._pog_dir, "fashion_mnist_dir": self._fm_dir, "split": self._split}
+
+
+class FashionMNISTClasses(_ReadOnly):
+    """One Fashion-MNIST split with its class names: {"images": uint8 (n, 28, 28), "labels": (n,)
+    class names of `fashion_mnist.CLASS_NAMES`, "source": text}. The costume scene's identity
+    probe is trained on `train` and tested on `test` (metric_evaluation). Every scene's identity
+    node reads it, so missing files give {"images": None, "labels": None, "source": why} (that
+    probe then says "not applicable: why") instead of failing scenes that do not use it."""
+
+    def __init__(
+        self, fashion_mnist_dir: str, split: str = "train", metadata: dict[str, Any] | None = None
+    ):
+        self.metadata = metadata
+        if split not in CostumeSource.SPLITS:
+            raise DatasetError(
+                f"FashionMNISTClasses split: expected one of {sorted(CostumeSource.SPLITS)}, "
+                f"got {split!r}"
+            )
+        self._fm_dir, self._split = fashion_mnist_dir, split
+
+    def load(self) -> dict[str, Any]:
+        try:
+            images_path, labels_path = _fashion_mnist_files(self._fm_dir, self._split)
+        except DatasetError as missing:
+            return {"images": None, "labels": None, "source": str(missing)}
+        return {
+            "images": read_idx_images(str(images_path)),
+            "labels": np.asarray(CLASS_NAMES)[read_idx_labels(str(labels_path))],
+            "source": f"Fashion-MNIST {self._split} split ({images_path.name})",
+        }
+
+    def _describe(self) -> dict[str, Any]:
+        return {"fashion_mnist_dir": self._fm_dir, "split": self._split}

@@ -59,6 +59,30 @@ PARAMS = {
         "holdout_fraction": 0.0,
         "seed": 0,
     },
+    "identity_probe": {
+        "source": "augmented_items",
+        "label_column": "class_name",
+        "min_accuracy": 0.8,
+        "input_size": 32,
+        "seed": 0,
+        "archive": {"fit_per_class": 8, "test_per_class": 4},
+        "augmentations": {
+            "source_size": 32,
+            "fit_per_image": 24,
+            "held_out_per_image": 8,
+            "rotation_degrees": 10,
+            "scale": [0.9, 1.1],
+            "translate": 0.05,
+            "crop_scale": [0.8, 1.0],
+            "brightness": 0.2,
+            "contrast": 0.2,
+            "saturation": 0.2,
+            "hue": 0.02,
+            "blur_sigma": [0.1, 1.0],
+            "blur_probability": 0.5,
+        },
+        "training": {"width": 8, "steps": 80, "batch_size": 32, "lr": 1e-2, "schedule": "cosine"},
+    },
     "figures": {"users": 2, "history_columns": 3, "alphas": [0.25, 0.5, 0.75]},
 }
 WEIGHTED_GENERATION = {"seeds": SEEDS, "cosine_floor": 0.001, "alpha": 0.5}
@@ -85,6 +109,15 @@ def planted_image(kind: str, rng: np.random.Generator, size: int = 32) -> np.nda
     colour = rng.uniform(0.5, 1.0, size=3)
     image = mask[..., None] * colour + rng.normal(0, 0.05, size=(size, size, 3))
     return (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
+
+
+def archive(n_per_class: int, seed: int) -> dict:
+    """A labelled archive in `FashionMNISTClasses`' shape: grey planted images (n, 28, 28) of the
+    three kinds, labelled by kind."""
+    rng = np.random.default_rng(seed)
+    kinds = [k for k in KINDS.values() for _ in range(n_per_class)]
+    images = np.stack([planted_image(k, rng, 28).mean(axis=2).astype(np.uint8) for k in kinds])
+    return {"images": images, "labels": np.array(kinds), "source": f"planted archive {seed}"}
 
 
 def build(folder: Path) -> dict:

@@ -44,16 +44,30 @@ def probe(inputs):
     return nodes.fit_semantic_probe(inputs["items"], inputs["image_index"], PARAMS)
 
 
-def _evaluate(inputs, probe, lpips_class, **changes):
-    data = {k: v for k, v in {**inputs, **changes}.items() if not k.startswith("table2")}
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(image_evaluation, "Lpips", lpips_class)
-        return nodes.evaluate_chosen_images(semantic_probe=probe, params=PARAMS, **data)
+def _identity(inputs, **changes):
+    params = {**PARAMS, "identity_probe": {**PARAMS["identity_probe"], **changes}}
+    archives = scene.archive(8, seed=1), scene.archive(4, seed=2)
+    return nodes.fit_identity_probe(inputs["items"], inputs["image_index"], *archives, params)
 
 
 @pytest.fixture(scope="module")
-def evaluated(inputs, probe):
-    return _evaluate(inputs, probe, MeanAbsLpips)
+def identity(inputs):
+    return _identity(inputs)
+
+
+def _evaluate(inputs, probe, lpips_class, identity=None, **changes):
+    data = {k: v for k, v in {**inputs, **changes}.items() if not k.startswith("table2")}
+    identity = identity or {"probe": None, "report": {"status": "not applicable: none planted"}}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(image_evaluation, "Lpips", lpips_class)
+        return nodes.evaluate_chosen_images(
+            semantic_probe=probe, identity_probe=identity, params=PARAMS, **data
+        )
+
+
+@pytest.fixture(scope="module")
+def evaluated(inputs, probe, identity):
+    return _evaluate(inputs, probe, MeanAbsLpips, identity)
 
 
 def _array(inputs, item):
@@ -318,12 +332,12 @@ def test_figures_show_history_target_and_variants_with_simulated_labels(inputs):
     assert titles[4:] == ["without_embeddings\ns1", "pmg\ns1", "without_embeddings\ns2", "pmg\ns2"]
 
 
-def test_summary_is_json_and_carries_the_headline_numbers(evaluated, probe, inputs):
+def test_summary_is_json_and_carries_the_headline_numbers(evaluated, probe, identity, inputs):
     table, notes = evaluated
     table1, comparisons, _ = nodes.build_table1(table, notes, PARAMS)
     table2 = pd.DataFrame(columns=["sweep_entry", *evaluation_report.CELL_COLUMNS])
     summary = nodes.summarize_metric_evaluation(
-        table1, comparisons, table2, notes, {"status": "not applicable: none"}, probe
+        table1, comparisons, table2, notes, {"status": "not applicable: none"}, probe, identity
     )
     json.dumps(summary, allow_nan=False)
     cell = table1[
@@ -335,3 +349,102 @@ def test_summary_is_json_and_carries_the_headline_numbers(evaluated, probe, inpu
     assert "pmg-without_both/history/ssim" in summary["comparisons"]
     assert summary["not_applicable"] == {"without_keywords": scene.NOT_RUN_WHY}
     assert summary["n_simulated_users"] == 3
+    assert summary["identity_probe"]["held_out_accuracy"] == identity["report"]["held_out_accuracy"]
+    assert "pmg/target/identity_match" in summary["metrics"]
+    assert "pmg-target_best_of_n/target/identity_match" in summary["comparisons"]
+
+
+# -- identity probe (issue 22) ------------------------------------------------------------------
+
+
+def test_the_identity_probe_is_validated_on_held_out_augmentations(identity):
+    report = identity["report"]
+    assert report["status"] == "ok" and report["held_out_accuracy"] >= 0.8
+    assert report["classes"] == ["disc", "horizontal", "vertical"]
+    # 12 real item images: 24 training augmentations each (seed 0), 8 held out (seed 1)
+    assert report["n_fit_images"] == 12 * 24 and report["n_held_out_images"] == 12 * 8
+    assert "(seed 0)" in report["fit"] and "(seed 1)" in report["held_out"]
+
+
+def test_identity_rows_name_the_target_class(identity, evaluated):
+    table, notes = evaluated
+    assert notes["metrics"]["target_identity_match"]["status"] == "ok"
+    pmg = table[table["variant"] == "pmg"]  # the first history image: another class than the target
+    assert (pmg["identity_label"] == pmg["user_id"].map(lambda u: scene.TASTES[u][0])).all()
+    assert (pmg["target_identity_match"] == 0).all()
+    baseline = table[table["variant"] == "without_both"]  # the target image itself
+    assert (baseline["target_identity_match"] == 1).all()
+    table1, comparisons, markdown = nodes.build_table1(table, notes, PARAMS)
+    rows = table1[table1["metric"] == "identity_match"].set_index("variant")
+    assert rows.loc["pmg", "mean"] == 0 and rows.loc["without_both", "mean"] == 1
+    assert "## Identity" in markdown and "identity probe: small CNN" in markdown
+    compared = comparisons[comparisons["metric"] == "identity_match"].set_index("comparison")
+    assert compared.loc["pmg - without_both", "mean_difference"] == -1
+    assert compared.loc["pmg - without_both", "verdict"] in ("neither", "without_both") or (
+        compared.loc["pmg - without_both", "verdict"].startswith("tests disagree")
+    )
+    # Holm runs over every comparison of the table, the identity rows included
+    ok = comparisons[comparisons["status"] == "ok"]
+    assert (ok["holm_p"] >= ok["wilcoxon_p"]).all() and len(compared) == 3
+
+
+def test_a_probe_below_the_bar_gives_no_number(inputs, probe):
+    refused = _identity(inputs, min_accuracy=1.01)
+    accuracy = refused["report"]["held_out_accuracy"]
+    why = f"not applicable: accuracy {accuracy:.3f} below the bar 1.01"
+    assert refused["report"]["status"] == why
+    table, notes = _evaluate(inputs, probe, NoLpips, refused)
+    assert "target_identity_match" not in table or table["target_identity_match"].isna().all()
+    table1, comparisons, markdown = nodes.build_table1(table, notes, PARAMS)
+    rows = table1[(table1["metric"] == "identity_match") & (table1["variant"] == "pmg")]
+    assert (rows["status"] == why).all() and rows["mean"].isna().all()
+    assert why in markdown
+    compared = comparisons[comparisons["metric"] == "identity_match"].set_index("comparison")
+    assert compared.loc["pmg - target_best_of_n", "status"] == why
+    assert compared["holm_p"].isna().all() and compared["verdict"].isna().all()
+
+
+def test_the_archive_probe_fits_on_one_split_and_is_measured_on_the_other(inputs):
+    probe = _identity(inputs, source="labelled_archive")
+    report = probe["report"]
+    assert report["fit"].startswith("planted archive 1: 8 images per class")
+    assert report["held_out"].startswith("planted archive 2: 4 images per class")
+    assert report["n_fit_images"] == 24 and report["n_held_out_images"] == 12
+    items = inputs["items"].assign(class_name="sweater")  # a class the archive does not have
+    archives = scene.archive(8, seed=1), scene.archive(4, seed=2)
+    params = {
+        **PARAMS,
+        "identity_probe": {**PARAMS["identity_probe"], "source": "labelled_archive"},
+    }
+    missing = nodes.fit_identity_probe(items, inputs["image_index"], *archives, params)
+    assert missing["probe"] is None and "['sweater'] are no class" in missing["report"]["status"]
+
+
+def test_a_missing_archive_makes_only_its_probe_not_applicable(inputs, tmp_path):
+    from pmg_kedro.datasets.scene_sources import FashionMNISTClasses
+
+    absent = FashionMNISTClasses(str(tmp_path), "train").load()  # no archive in this folder
+    assert absent["images"] is None and "is missing" in absent["source"]
+    params = {
+        **PARAMS,
+        "identity_probe": {**PARAMS["identity_probe"], "source": "labelled_archive"},
+    }
+    report = nodes.fit_identity_probe(
+        inputs["items"], inputs["image_index"], absent, absent, params
+    )["report"]
+    assert report["status"].startswith("not applicable: Fashion-MNIST file")
+
+
+def test_without_a_declared_probe_images_or_labels_identity_is_not_applicable(inputs):
+    assert _identity(inputs, source=None)["report"]["status"].startswith(
+        "not applicable: no identity probe declared"
+    )
+    archives = scene.archive(2, seed=1), scene.archive(2, seed=2)
+    empty = nodes.fit_identity_probe(
+        inputs["items"], inputs["image_index"].iloc[0:0], *archives, PARAMS
+    )
+    assert empty["report"]["status"] == nodes.NO_REFERENCE_IMAGES
+    unlabelled = nodes.fit_identity_probe(
+        inputs["items"].drop(columns="class_name"), inputs["image_index"], *archives, PARAMS
+    )
+    assert unlabelled["probe"] is None and "class_name" in unlabelled["report"]["status"]

@@ -1,7 +1,8 @@
 """The metric_evaluation pipeline, every scene namespace, on an in-memory catalog (SequentialRunner).
 
 costume: the full synthetic scene; emoticon: users without hidden tastes; movie: no item images and
-no Table 2 images (the scene's reports must say not applicable, not fail).
+no Table 2 images (the scene's reports must say not applicable, not fail). Then Table 1 of the
+`test` environment's run carries the identity rows (issue 22).
 """
 
 import pytest
@@ -54,6 +55,7 @@ def _scene_inputs(name, data):
 def run(tmp_path_factory):
     pipeline = create_pipeline()
     data = {"params:ablations": scene_conf()["ablations"]}
+    data |= {"fashion_mnist_train": scene.archive(8, 1), "fashion_mnist_test": scene.archive(4, 2)}
     for name in SCENES:
         data |= _scene_inputs(name, scene.build(tmp_path_factory.mktemp(name)))
     missing = sorted(pipeline.inputs() - set(data))
@@ -107,3 +109,44 @@ def test_movie_without_images_says_so_everywhere(run):
     assert nodes.NO_REFERENCE_IMAGES in run.load("movie.table1_report")
     assert "Table 2 not applicable" in run.load("movie.table2_report")
     assert run.load("movie.metric_summary")["metrics"] == {}
+
+
+def test_identity_rows_in_every_scene(run):
+    for name in SCENES:
+        table1 = run.load(f"{name}.table1")
+        identity = table1[table1["metric"] == "identity_match"]
+        assert list(identity["variant"]) == list(GENERATION_VARIANTS)
+    costume = run.load("costume.metric_summary")
+    assert costume["identity_probe"]["status"] == "ok"
+    assert "pmg-without_both/target/identity_match" in costume["comparisons"]
+    assert "## Identity" in run.load("costume.table1_report")
+    movie = run.load("movie.table1")
+    movie = movie[(movie["metric"] == "identity_match") & (movie["variant"] == "pmg")]
+    assert (movie["status"] == image_evaluation.NO_REFERENCE_IMAGES).all()
+
+
+@pytest.mark.parametrize("scene_name", ["emoticon", "costume"])
+def test_the_test_run_reports_identity_rows_with_the_probe_accuracy(
+    scene_name, test_env_default_run, test_catalog
+):
+    catalog = test_catalog()
+    report = catalog.load(f"{scene_name}.identity_probe")["report"]
+    assert 0 <= report["held_out_accuracy"] <= 1 and report["n_held_out_images"] > 0
+    table1 = catalog.load(f"{scene_name}.table1")
+    identity = table1[table1["metric"] == "identity_match"]
+    assert set(identity["variant"]) == set(GENERATION_VARIANTS)
+    ran = identity[identity["status"] == "ok"]
+    if report["status"] == "ok":
+        assert ran["mean"].between(0, 1).all() and len(ran) >= 2
+    else:  # refused: no number anywhere
+        assert ran.empty and identity["mean"].isna().all()
+    comparisons = catalog.load(f"{scene_name}.table1_comparisons")
+    compared = comparisons[comparisons["metric"] == "identity_match"]
+    assert {"pmg - without_both", "pmg - target_best_of_n"} <= set(compared["comparison"])
+    markdown = catalog.load(f"{scene_name}.table1_report")
+    assert "## Identity" in markdown and "- identity probe: " in markdown
+
+
+def test_the_test_run_says_movie_has_no_identity_probe(test_env_default_run, test_catalog):
+    report = test_catalog().load("movie.identity_probe")["report"]
+    assert report["status"].startswith("not applicable")

@@ -8,6 +8,7 @@ import pytest
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 from kedro_datasets.json import JSONDataset
+from kedro_datasets.text import TextDataset
 from PIL import Image
 
 from pmg_kedro.pipelines.recommendation import nodes
@@ -72,6 +73,7 @@ PARAMS = {
         "generation": {"max_new_tokens": 4, "batch_size": 2},
     },
     "features": {"image_size": 32, "input_size": 32, "batch_size": 8},
+    "controls": {"shuffle_seed": 0},
 }
 
 
@@ -163,12 +165,31 @@ def _user_images():
     }
 
 
+def _history_item_images():
+    """A distinct flat colour per item: the GENERATED image of every item (Generated-items-user)."""
+    return {
+        f"i{m:02d}": Image.new("RGB", (32, 32), (20 * m, 100, 255 - 20 * m)) for m in range(N_ITEMS)
+    }
+
+
+def _user_features(split, items, item_features=None):
+    keywords = nodes.extract_recommendation_keywords(split, items, FakeLLM(), PARAMS)
+    return nodes.build_recommendation_user_features(
+        split,
+        _planted_item_features(split) if item_features is None else item_features,
+        keywords,
+        _user_images(),
+        _history_item_images(),
+        PARAMS,
+    )
+
+
 def test_averaged_user_features_are_the_mean_of_training_items_only(interactions, items):
     split, _ = nodes.split_recommendation_interactions(interactions, PARAMS)
     keywords = nodes.extract_recommendation_keywords(split, items, FakeLLM(), PARAMS)
     images = _user_images()
     table = nodes.build_recommendation_user_features(
-        split, _planted_item_features(split), keywords, images, PARAMS
+        split, _planted_item_features(split), keywords, images, _history_item_images(), PARAMS
     )
     averaged = table[table["setting"] == "averaged_user"].set_index("user_id")["features"]
     for k in range(N_USERS):
@@ -182,6 +203,86 @@ def test_averaged_user_features_are_the_mean_of_training_items_only(interactions
     np.testing.assert_allclose(generated["u0"], direct[1], rtol=1e-4, atol=1e-5)
 
 
+def test_generated_items_user_averages_the_last_training_items_generated_features(
+    interactions, items
+):
+    split, _ = nodes.split_recommendation_interactions(interactions, PARAMS)
+    # every item feature comes from its generated image (movies without posters): reused
+    table = _user_features(split, items)
+    control = table[table["setting"] == "generated_items_user"].set_index("user_id")["features"]
+    for k in range(N_USERS):
+        expected = np.zeros(1280, dtype=np.float32)
+        expected[_liked(k)[3:8]] = 1 / 5  # the last 5 of the 8 training items only
+        np.testing.assert_allclose(control[f"u{k}"], expected, atol=1e-7)
+
+
+def test_generated_items_user_encodes_generated_images_of_items_with_a_real_one(
+    interactions, items
+):
+    split, _ = nodes.split_recommendation_interactions(interactions, PARAMS)
+    real = _planted_item_features(split).assign(image_source="item image")  # costume
+    table = _user_features(split, items, real)
+    control = table[table["setting"] == "generated_items_user"].set_index("user_id")["features"]
+    generated = _history_item_images()
+    for k in (0, 3):
+        last = [f"i{m:02d}" for m in _liked(k)[3:8]]
+        expected = nodes._pooled([generated[i] for i in last], PARAMS).mean(axis=0)
+        np.testing.assert_allclose(control[f"u{k}"], expected, rtol=1e-4, atol=1e-5)
+    missing = {k: v for k, v in generated.items() if k != f"i{_liked(0)[7]:02d}"}
+    keywords = nodes.extract_recommendation_keywords(split, items, FakeLLM(), PARAMS)
+    with pytest.raises(ValueError, match="recommendation_history_item_images: no image"):
+        nodes.build_recommendation_user_features(
+            split, real, keywords, _user_images(), missing, PARAMS
+        )
+
+
+def test_shuffled_user_gives_every_user_another_users_generated_features(interactions, items):
+    split, _ = nodes.split_recommendation_interactions(interactions, PARAMS)
+    table = _user_features(split, items)
+    by = {s: g.set_index("user_id")["features"] for s, g in table.groupby("setting")}
+    generated = {u: tuple(f) for u, f in by["generated_user"].items()}
+    owner = {features: user for user, features in generated.items()}  # the images differ
+    given = {u: owner[tuple(f)] for u, f in by["shuffled_user"].items()}
+    assert sorted(given) == sorted(given.values()) == sorted(generated)  # each once
+    assert all(u != source for u, source in given.items())  # nobody keeps its own
+    again = _user_features(split, items)
+    again = again[again["setting"] == "shuffled_user"].set_index("user_id")["features"]
+    for user, features in by["shuffled_user"].items():
+        np.testing.assert_array_equal(features, again[user])  # seeded
+
+
+def test_history_item_images_reuse_generated_item_images_and_make_the_rest(
+    interactions, items, tiny_generator
+):
+    split, _ = nodes.split_recommendation_interactions(interactions, PARAMS)
+    params = {
+        **PARAMS,
+        "item_images": {"prompt_template": "movie poster, {title}, {genres}"},
+        "image_generation": {
+            "seed": 0,
+            "mode": "embedding_scale",
+            "sampler": "ddim",
+            "steps": 2,
+            "guidance_scale": 1.5,
+            "batch_size": 5,
+        },
+    }
+    # u0..u3's last 5 training items: positions 3..7 of their likes
+    needed = sorted({f"i{m:02d}" for k in range(N_USERS) for m in _liked(k)[3:8]})
+    given = {"i03": Image.new("RGB", (8, 8), (255, 0, 0))}  # an item image generated before
+    images, log = nodes.generate_recommendation_history_item_images(
+        split, items, given, tiny_generator, params
+    )
+    assert sorted(images) == needed == log["key"].tolist()
+    assert images["i03"] is given["i03"]
+    assert log.set_index("key").loc["i04", "condition_text"] == "movie poster, Film 4, Western"
+    again, _ = nodes.generate_recommendation_history_item_images(
+        split, items, {}, tiny_generator, params
+    )
+    # the same noise for every image: the image made in another call, alone or batched, is equal
+    assert np.array_equal(np.asarray(again["i05"]), np.asarray(images["i05"]))
+
+
 def test_images_made_from_other_items_are_refused(interactions, items):
     split, _ = nodes.split_recommendation_interactions(interactions, PARAMS)
     keywords = nodes.extract_recommendation_keywords(split, items, FakeLLM(), PARAMS)
@@ -190,7 +291,12 @@ def test_images_made_from_other_items_are_refused(interactions, items):
     shifted.loc[shifted["position"] == 7, "split"] = "validation"
     with pytest.raises(ValueError, match="last 5 training items"):
         nodes.build_recommendation_user_features(
-            shifted, _planted_item_features(split), keywords, _user_images(), PARAMS
+            shifted,
+            _planted_item_features(split),
+            keywords,
+            _user_images(),
+            _history_item_images(),
+            PARAMS,
         )
 
 
@@ -264,6 +370,8 @@ def test_pipeline_runs_every_setting_and_seed_and_labels_what_it_reports(
         report_file = str(tmp_path / f"{scene}_recommendation.json")
         catalog[f"{scene}.recommendation_report"] = JSONDataset(filepath=report_file)
         catalog[f"{scene}.table3_summary"] = MemoryDataset()
+        markdown_file = str(tmp_path / f"{scene}_recommendation.md")
+        catalog[f"{scene}.recommendation_report_markdown"] = TextDataset(filepath=markdown_file)
     pipeline = create_pipeline()
     assert {n.namespace for n in pipeline.nodes} == {"movie", "costume"}  # emoticon: no task
     SequentialRunner().run(pipeline, catalog)
@@ -277,17 +385,30 @@ def test_pipeline_runs_every_setting_and_seed_and_labels_what_it_reports(
         )
         assert (results["ranked_known"] == 0).all()
         assert (results["simulated_users"] == (scene == "costume")).all()
-        paired = report["paired_difference"]["metrics"]["recall@20"]
+        pairs = {(p["a"], p["b"]): p for p in report["paired_differences"]["pairs"]}
+        assert list(pairs) == [
+            ("generated_user", "averaged_user"),
+            ("generated_user", "shuffled_user"),
+            ("generated_user", "generated_items_user"),
+        ]
         by = results.pivot(index="seed", columns="setting", values="recall@20")
+        for (a, b), pair in pairs.items():
+            expected = (by[a] - by[b]).tolist()
+            assert list(pair["metrics"]["recall@20"]["per_seed"].values()) == pytest.approx(
+                expected
+            )
+            for m in pair["metrics"].values():
+                assert m["holm_p"] >= m["t_p"] or m["t_p"] != m["t_p"]
+                assert m["verdict"] in (a, b, "neither") or m["verdict"].startswith(
+                    "tests disagree"
+                )
         expected = (by["generated_user"] - by["averaged_user"]).tolist()
-        assert list(paired["per_seed"].values()) == pytest.approx(expected)
-        metrics = report["paired_difference"]["metrics"]
-        assert all(m["holm_p"] >= m["t_p"] for m in metrics.values() if m["t_p"] == m["t_p"])
-        assert all(
-            m["verdict"] in ("generated_user", "averaged_user", "neither")
-            or m["verdict"].startswith("tests disagree")
-            for m in metrics.values()
-        )
+        # Holm runs over every pair and metric: 3 pairs x 6 metrics
+        tested = [m["t_p"] for p in pairs.values() for m in p["metrics"].values()]
+        assert len(tested) == 18
+        markdown = catalog.load(f"{scene}.recommendation_report_markdown")
+        for text in ("Shuffled-user", "Generated-items-user", "Holm-corrected over the 18"):
+            assert text in markdown
         # Table 3's numbers for MLflow: each setting's mean and std over seeds, per metric.
         summary = catalog.load(f"{scene}.table3_summary")
         for setting, group in results.groupby("setting"):
@@ -295,7 +416,13 @@ def test_pipeline_runs_every_setting_and_seed_and_labels_what_it_reports(
                 got = summary["settings"][setting][metric]
                 assert got["mean"] == pytest.approx(group[metric].mean())
                 assert got["std"] == pytest.approx(group[metric].std(ddof=1))
-        assert summary["paired_difference"]["recall@20"] == pytest.approx(sum(expected) / 2)
+        paired = summary["paired_differences"]["generated_user-averaged_user"]["recall@20"]
+        assert paired["mean"] == pytest.approx(sum(expected) / 2)
+        assert set(summary["paired_differences"]) == {
+            "generated_user-averaged_user",
+            "generated_user-shuffled_user",
+            "generated_user-generated_items_user",
+        }
     movie = catalog.load("movie.recommendation_report")
     costume = catalog.load("costume.recommendation_report")
     assert movie["item_features"]["image_sources"] == {"generated": N_ITEMS}
@@ -303,3 +430,7 @@ def test_pipeline_runs_every_setting_and_seed_and_labels_what_it_reports(
     assert not movie["simulated_users"]
     assert costume["item_features"]["image_sources"] == {"item image": N_ITEMS}
     assert costume["simulated_users"] and any("SIMULATED" in label for label in costume["labels"])
+    # movie: every item feature is already generated, so the domain control shares Averaged-user's
+    assert "in Averaged-user's domain" in movie["controls"]["generated_items_user"]
+    assert "Averaged-user's domain" not in costume["controls"]["generated_items_user"]
+    assert "derangement" in movie["controls"]["shuffled_user"]

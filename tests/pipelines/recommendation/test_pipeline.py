@@ -33,6 +33,7 @@ def test_the_run_reports_every_setting_under_every_seed(scene, test_env_default_
     params = catalog.load("parameters")[scene]["recommendation"]
     results = catalog.load(f"{scene}.recommendation_results")
     settings = {"no_image", "item_only", "averaged_user", "generated_user"}
+    settings |= {"shuffled_user", "generated_items_user"}  # the controls of issue 22
     assert settings <= set(results["setting"])
     for setting in settings:
         seeds = results.loc[results["setting"] == setting, "seed"]
@@ -43,3 +44,31 @@ def test_the_run_reports_every_setting_under_every_seed(scene, test_env_default_
         .all()
         .all()
     )
+
+
+@pytest.mark.parametrize("scene", SCENES)
+def test_the_run_compares_generated_user_with_both_controls(
+    scene, test_env_default_run, test_catalog
+):
+    catalog = test_catalog()
+    features = catalog.load(f"{scene}.recommendation_user_features")
+    by = {s: g.set_index("user_id")["features"] for s, g in features.groupby("setting")}
+    assert set(by["shuffled_user"].index) == set(by["generated_user"].index)
+    report = catalog.load(f"{scene}.recommendation_report")
+    pairs = {(p["a"], p["b"]): p for p in report["paired_differences"]["pairs"]}
+    for control in ("averaged_user", "shuffled_user", "generated_items_user"):
+        metrics = pairs[("generated_user", control)]["metrics"]
+        assert set(metrics) == set(report["settings"]["no_image"]) - {
+            "label",
+            "seeds",
+            "mean_epochs",
+            "mean_seconds",
+        }
+        assert all("holm_p" in m and "verdict" in m for m in metrics.values())
+    assert set(report["controls"]) == {"shuffled_user", "generated_items_user"}
+    markdown = catalog.load(f"{scene}.recommendation_report_markdown")
+    assert "Generated-user - Shuffled-user" in markdown
+    assert "Generated-user - Generated-items-user" in markdown
+    summary = catalog.load(f"{scene}.table3_summary")
+    assert "generated_user-shuffled_user" in summary["paired_differences"]
+    assert {"shuffled_user", "generated_items_user"} <= set(summary["settings"])

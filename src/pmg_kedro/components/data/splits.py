@@ -1,5 +1,6 @@
 """Per-user history/target split (paper §4.1.1: history of n = 10 items, the next item is the target),
-the protocol's user split, and the recommendation split of Table 3 (§4.5)."""
+the protocol's user split, the recommendation split of Table 3 (§4.5) and the seeded derangement
+of its Shuffled-user placebo."""
 
 from __future__ import annotations
 
@@ -74,6 +75,19 @@ def split_users(user_ids, n_evaluation: int, seed: int) -> pd.DataFrame:
             "seed": seed,
         }
     )
+
+
+def derangement(n: int, seed: int) -> np.ndarray:
+    """A seeded permutation of range(n) without a fixed point (perm[k] != k for every k): uniform
+    over derangements, by drawing permutations until one has none (about e draws on average).
+    Table 3's Shuffled-user gives user k the features of user perm[k]."""
+    if n == 1:
+        raise ValueError("derangement: one element cannot move (need 0 or at least 2)")
+    rng = np.random.default_rng(seed)
+    while True:
+        perm = rng.permutation(n)
+        if not np.any(perm == np.arange(n)):
+            return perm
 
 
 def _k_core(pairs: pd.DataFrame, user_min: int, item_min: int) -> tuple[pd.DataFrame, int]:
@@ -180,3 +194,11 @@ def _positives(interactions: pd.DataFrame, p: dict[str, Any]) -> tuple[pd.DataFr
         counts["users_beyond_max_users"] = int(deduplicated["user_id"].nunique()) - len(keep)
         deduplicated = deduplicated[deduplicated["user_id"].isin(keep)]
     return deduplicated, counts
+
+
+def evaluation_users(user_split: pd.DataFrame) -> set[str]:
+    """The ids of the split's evaluation users (an error when there is none)."""
+    evaluation = set(user_split.loc[user_split["split"] == "evaluation", "user_id"].astype(str))
+    if not evaluation:
+        raise ValueError("user_split: no row with split == 'evaluation'")
+    return evaluation

@@ -148,6 +148,14 @@ def comparison_summary(comparison_rows: pd.DataFrame) -> dict[str, dict[str, Any
 
 # -- Markdown -------------------------------------------------------------------------------------
 
+# Table 1's sections: a metric's `section` (identity) or else its reference (history, target).
+SECTIONS = {
+    "history": "each chosen image against each history image, mean per user",
+    "target": "each chosen image against the target image",
+    "identity": "the share of chosen images the identity probe names as the target item's class "
+    "or emoji: per user the mean over its seeds",
+}
+
 
 def table1_markdown(table, comparison_rows, notes, params) -> str:
     """Table 1's report: how it was measured, history and target cells per variant, and the
@@ -155,17 +163,21 @@ def table1_markdown(table, comparison_rows, notes, params) -> str:
     footnotes = Footnotes()
     lines = [f"# Table 1 shape ({notes['scene']}): chosen images against history and target", ""]
     lines += header_lines(notes, params)
-    for reference, what in (
-        ("history", "each chosen image against each history image, mean per user"),
-        ("target", "each chosen image against the target image"),
-    ):
-        specs = {c: s for c, s in notes["metrics"].items() if s["reference"] == reference}
+    for section, what in SECTIONS.items():
+        specs = [
+            s for s in notes["metrics"].values() if s.get("section", s["reference"]) == section
+        ]
+        if not specs:
+            continue
         rows = []
         for variant in notes["variants"]:
-            cells = table[(table["variant"] == variant) & (table["reference"] == reference)]
-            rows.append([variant, *(_cell_text(r, footnotes) for r in cells.itertuples())])
-        columns = ["variant", *(heading(s) for s in specs.values())]
-        lines += [f"## {reference.capitalize()} ({what})", "", markdown_table(rows, columns), ""]
+            cells = {
+                (r.reference, r.metric): r for r in table[table["variant"] == variant].itertuples()
+            }
+            row = [_cell_text(cells[(s["reference"], s["metric"])], footnotes) for s in specs]
+            rows.append([variant, *row])
+        columns = ["variant", *(heading(s) for s in specs)]
+        lines += [f"## {section.capitalize()} ({what})", "", markdown_table(rows, columns), ""]
     confidence = int(float(params["bootstrap"]["confidence"]) * 100)
     lines += [
         "## Paired differences",
@@ -257,6 +269,11 @@ def header_lines(notes, params) -> list[str]:
         f"image {refs['targets_without_image']}, users without any history image "
         f"{refs['users_without_history_image']}",
         f"- semantic probe: {_probe_line(notes)}",
+        *(
+            [f"- identity probe: {_identity_line(notes['identity_probe'])}"]
+            if "identity_probe" in notes
+            else []
+        ),
         "- the selection scorer (d_p, d_t, z) is not an evaluation metric here",
         "",
     ]
@@ -275,6 +292,19 @@ def _probe_line(notes) -> str:
     return (
         f"{probe['what']}; {probe['n_classes']} classes, {probe['n_fit_images']} fit images; "
         f"{measured} (chance {probe['chance']:.3f})"
+    )
+
+
+def _identity_line(report) -> str:
+    """What the identity probe is, what it was trained and measured on, and whether it passed."""
+    if report.get("held_out_accuracy") is None:
+        return report["status"]
+    verdict = "accepted" if report["status"] == "ok" else f"refused ({report['status']})"
+    return (
+        f"{report['what']}; fit on {report['fit']} ({report['n_fit_images']} images); held-out "
+        f"accuracy {report['held_out_accuracy']:.3f} on {report['held_out']} "
+        f"({report['n_held_out_images']} images, chance {report['chance']:.3f}); bar "
+        f"{report['min_accuracy']:.2f}: {verdict}"
     )
 
 

@@ -123,3 +123,22 @@ class Lpips:
     def distance(self, a: Tensor, b: Tensor) -> Tensor:
         """LPIPS between paired images in [0, 1]: (n,)."""
         return self.model(a.float() * 2 - 1, b.float() * 2 - 1).flatten()
+
+
+def generated_item_features(sources, item_features, history_item_images, pooled) -> dict:
+    """item_id -> the features of the GENERATED image of every item in `sources` (user_id -> item
+    ids). An item whose experiment feature already comes from its generated image (movies without
+    a poster: the very image `history_item_images` reuses) keeps that feature; the others' images
+    go through `pooled` (images -> (n, d) features: the experiment's extractor)."""
+    needed = sorted({i for s in sources for i in s})
+    missing = [i for i in needed if i not in history_item_images]
+    if missing:
+        raise ValueError(
+            f"recommendation_history_item_images: no image for items {missing[:5]} "
+            f"({len(missing)}); rerun the image nodes (tag recommendation_images)"
+        )
+    known = item_features[item_features["image_source"] == "generated"]
+    features = dict(zip(known["item_id"], known["features"], strict=True))
+    todo = [i for i in needed if i not in features]
+    features |= dict(zip(todo, pooled([history_item_images[i] for i in todo]), strict=True))
+    return {i: np.asarray(features[i], dtype=np.float32) for i in needed}

@@ -32,7 +32,9 @@ METRIC_NAMES = {
     metrics.FEATURE_DISTANCE: "MobileNetV2 feature distance",
     "semantic_match": "semantic probe match",
     "hidden_taste_match": "hidden taste match (SIMULATED)",
+    "identity_match": "identity probe match",
 }
+IDENTITY = "target_identity_match"  # the identity probe names the target item's label
 CHECKS = {  # probe check -> (column, what it asks)
     "target": ("target_semantic_match", "the probe's class of the image is the target item's"),
     "history": ("history_semantic_match", "the probe's class is one of the history items'"),
@@ -91,9 +93,12 @@ def score_images(
     references: References,
     semantic_probe: dict[str, Any],
     params: dict[str, Any],
+    identity_probe: dict[str, Any] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Adds the metric columns to `table` (one row per generated image: user_id, seed, `key`
-    into `generated`); returns it without `key`, and the notes."""
+    into `generated`); returns it without `key`, and the notes. With an `identity_probe`
+    (`identity_probe.IdentityProbe` and its report), also whether the image shows the target's
+    class or emoji (`IDENTITY`), where the probe was accepted."""
     image_index, users = references.image_index, references.users
     histories = references.histories
     size = int(params["image_size"])
@@ -122,6 +127,9 @@ def score_images(
         users,
         params,
     )
+    if identity_probe is not None:
+        notes["identity_probe"] = identity_probe["report"]
+        columns[IDENTITY] = _identity_column(notes["references"]["status"], identity_probe)
     notes["metrics"] = columns
     for column in columns:
         table[column] = np.nan
@@ -147,6 +155,8 @@ def score_images(
     similarity = [m for m in SIMILARITY if m in pairs.columns]
     _history_and_target(table, pairs, history, target, similarity)
     _probe_checks(table, pooled, history, target, references.items, users, semantic_probe, params)
+    if identity_probe is not None and columns[IDENTITY]["status"] == "ok":
+        _identity_check(table, arrays, target, references.items, identity_probe["probe"])
     return table.drop(columns="key"), notes
 
 
@@ -214,6 +224,36 @@ def _probe_checks(table, pooled, history, target, items, users, semantic_probe, 
         tastes = users.assign(user_id=users["user_id"].astype(str)).set_index("user_id")[taste]
         allowed = [_as_set(tastes.get(u)) for u in user_ids]
         table["history_hidden_taste_match"] = probes.membership(predicted, allowed)
+
+
+def _identity_check(table, arrays, target, items, probe) -> None:
+    """`IDENTITY`: 1.0 where the accepted identity probe names the target item's label, 0.0 where
+    not, NaN where the target has no label; the probe's label in `identity_label`."""
+    if table.empty:
+        return
+    labels = probes.item_labels(items, probe.label_column)
+    predicted = probe.predict(np.stack([arrays[f"gen:{k}"] for k in table["key"]]))
+    table["identity_label"] = predicted
+    allowed = [{labels[target[u]]} if target[u] in labels.index else None for u in table["user_id"]]
+    table[IDENTITY] = probes.membership(predicted, allowed)
+
+
+def _identity_column(reference_status: str, identity_probe: dict[str, Any]) -> dict[str, Any]:
+    """The identity row's spec: its status is the probe's (refused below its bar) once the scene
+    has reference images."""
+    report = identity_probe["report"]
+    status = reference_status if reference_status != "ok" else report["status"]
+    label = report.get("label_column", "")
+    return {
+        "reference": "target",
+        "metric": "identity_match",
+        "name": METRIC_NAMES["identity_match"],
+        "direction": "higher",
+        "status": status,
+        "section": "identity",
+        "description": "the identity probe names the target item's items."
+        f"{label} (a CNN trained on real images only; its held-out accuracy in the header)",
+    }
 
 
 def _metric_columns(
@@ -323,3 +363,15 @@ def _pair_metrics(params: dict[str, Any], lpips_model) -> metrics.PairMetrics:
         batch_size=int(fd["batch_size"]),
         images_per_chunk=int(fd["images_per_chunk"]),
     )
+
+
+def chosen_rows(selections: pd.DataFrame, name: str) -> pd.DataFrame:
+    """The chosen candidate per (user, seed); exactly one is expected."""
+    per_pair = selections.groupby(["user_id", "seed"])["chosen"].sum()
+    wrong = per_pair[per_pair != 1]
+    if len(wrong):
+        raise ValueError(
+            f"{name}.selections: 'chosen' must be True exactly once per (user_id, seed); "
+            f"found {wrong.head(5).to_dict()}"
+        )
+    return selections[selections["chosen"].astype(bool)]

@@ -1,6 +1,8 @@
 """The report of Table 3 (paper §4.5): MMGCN's test metrics per setting, mean ± std over seeds, a
-popularity reference, and the paired difference of two settings per seed with its t interval
-(`reporting.stats.paired_test`); as a JSON-ready dict, Markdown and a bar chart.
+popularity reference, the two controls of Generated-user (Shuffled-user, Generated-items-user) in
+words, and the paired differences of pairs of settings per seed with their t intervals
+(`reporting.stats.paired_test`), Holm-corrected together; as a JSON-ready dict, Markdown and a bar
+chart.
 """
 
 from __future__ import annotations
@@ -42,8 +44,7 @@ def _mean_std(values: pd.Series) -> dict[str, float]:
 
 def paired_by_seed(results: pd.DataFrame, a: str, b: str, confidence: float) -> dict[str, Any]:
     """a - b per seed for every metric (same seed = same initialisation and negatives), with the
-    t interval of the mean difference over seeds, the paired t-test's p Holm-corrected over the
-    metrics, and the verdict by `reporting.stats.VERDICT_RULE` (higher is better)."""
+    t interval of the mean difference over seeds and the paired t-test's p (`t_p`)."""
     pivot = results.pivot(index="seed", columns="setting")
     out: dict[str, Any] = {}
     for metric in METRIC_COLUMNS:
@@ -55,11 +56,31 @@ def paired_by_seed(results: pd.DataFrame, a: str, b: str, confidence: float) -> 
             "interval": [test["ci_low"], test["ci_high"]],
             "t_p": test["test_p"],
         }
-    corrected = holm([entry["t_p"] for entry in out.values()])
-    for entry, p_holm in zip(out.values(), corrected, strict=True):
-        entry["holm_p"] = float(p_holm)
-        entry["verdict"] = verdict(*entry["interval"], p_holm, "higher", a, b)
     return out
+
+
+def paired_differences(
+    results: pd.DataFrame, pairs, settings: dict[str, Any], confidence: float
+) -> list[dict[str, Any]]:
+    """`paired_by_seed` for every (a, b) of `pairs`, the t-tests' p Holm-corrected over every
+    pair and metric together, and the verdict by `reporting.stats.VERDICT_RULE` (higher is
+    better). A pair with a setting that did not run keeps its entry with `metrics` None and why."""
+    ran = set(results["setting"])
+    entries = []
+    for a, b in pairs:
+        entry: dict[str, Any] = {"a": a, "b": b}
+        entry["label"] = f"{settings[a]['label']} - {settings[b]['label']}"
+        missing = [s for s in (a, b) if s not in ran]
+        entry["metrics"] = None if missing else paired_by_seed(results, a, b, confidence)
+        if missing:
+            entry["why"] = f"not run: {', '.join(missing)}"
+        entries.append(entry)
+    tested = [(e, m) for e in entries if e["metrics"] for m in e["metrics"].values()]
+    corrected = holm([m["t_p"] for _, m in tested])
+    for (entry, m), p_holm in zip(tested, corrected, strict=True):
+        m["holm_p"] = float(p_holm)
+        m["verdict"] = verdict(*m["interval"], p_holm, "higher", entry["a"], entry["b"])
+    return entries
 
 
 def describe_generation(log: pd.DataFrame, params: dict[str, Any]) -> dict[str, Any]:
@@ -93,6 +114,11 @@ def markdown(report: dict[str, Any]) -> str:
         f"User images: {users['what']}; LLM {users['llm']}, generator {generated['generator']} "
         f"({generated['steps']} {generated['sampler']} steps); {users['keyword_fallbacks']} of "
         f"{users['users']} users fell back to their training items' metadata.",
+        *(
+            f"Control {report['settings'][name]['label']}: {text}"
+            for name, text in report["controls"].items()
+            if name in report["settings"]
+        ),
         f"Environment: Python {env['python']}, torch {env['torch']}, {env['platform']}, "
         f"{env['cpu']}, {env['cores']} CPUs, {env['torch_threads']} torch threads.",
         "",
@@ -100,29 +126,34 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         _settings_markdown(report),
     ]
-    paired = report["paired_difference"]
-    if paired["metrics"]:
-        rows = [
-            [
-                metric,
-                fmt(entry["mean"], sign=True),
-                f"[{fmt(entry['interval'][0], sign=True)}, {fmt(entry['interval'][1], sign=True)}]",
-                ", ".join(fmt(d, sign=True) for d in entry["per_seed"].values()),
-                fmt_p(entry["t_p"]),
-                fmt_p(entry["holm_p"]),
-                entry["verdict"],
-            ]
-            for metric, entry in paired["metrics"].items()
+    paired = report["paired_differences"]
+    rows = [
+        [
+            pair["label"],
+            metric,
+            fmt(entry["mean"], sign=True),
+            f"[{fmt(entry['interval'][0], sign=True)}, {fmt(entry['interval'][1], sign=True)}]",
+            ", ".join(fmt(d, sign=True) for d in entry["per_seed"].values()),
+            fmt_p(entry["t_p"]),
+            fmt_p(entry["holm_p"]),
+            entry["verdict"],
         ]
+        for pair in paired["pairs"]
+        if pair["metrics"]
+        for metric, entry in pair["metrics"].items()
+    ]
+    if rows:
         lines += [
             "",
-            f"Paired difference {paired['what']} (paired t-test over seeds, Holm-corrected over "
-            f"the {len(rows)} metrics). {VERDICT_RULE}",
+            f"Paired differences: {paired['what']} (paired t-test over seeds, Holm-corrected over "
+            f"the {len(rows)} differences below). {VERDICT_RULE}",
             "",
             markdown_table(
-                rows, ["metric", "mean", "interval", "per seed", "t p", "Holm p", "verdict"]
+                rows,
+                ["a − b", "metric", "mean", "interval", "per seed", "t p", "Holm p", "verdict"],
             ),
         ]
+    lines += [f"Not compared, {p['label']}: {p['why']}." for p in paired["pairs"] if p.get("why")]
     return "\n".join(lines) + "\n"
 
 
@@ -187,6 +218,7 @@ def table3(
     item_image_log: pd.DataFrame,
     user_keywords: pd.DataFrame,
     user_image_log: pd.DataFrame,
+    history_item_image_log: pd.DataFrame,
     popularity: dict[str, float],
     simulated: bool,
     machine: dict[str, Any],
@@ -194,10 +226,9 @@ def table3(
 ) -> dict[str, Any]:
     """Table 3's report: every number with what produced it (data, features, user images,
     model, machine, seeds), the settings' table, the popularity reference and the paired
-    difference of `report.paired` (a, b)."""
+    differences of `report.paired` ([a, b] pairs)."""
     settings = params["settings"]
     table = setting_table(results, settings)
-    a, b = params["report"]["paired"]
     confidence = float(params["report"]["confidence"])
     generated_items = int(image_sources.get("generated", 0))
     labels = []
@@ -239,25 +270,95 @@ def table3(
         "seeds": [int(s) for s in params["seeds"]],
         "settings": table,
         "popularity_reference": {m: float(popularity[m]) for m in METRIC_COLUMNS},
-        "paired_difference": {
-            "what": f"{settings[a]['label']} - {settings[b]['label']} per seed (same seed = same "
-            f"initialisation and negatives), mean and {confidence:.0%} t interval over seeds",
-            "metrics": paired_by_seed(results, a, b, confidence) if {a, b} <= set(table) else None,
+        "controls": _controls(image_sources, history_item_image_log, params),
+        "paired_differences": {
+            "what": "a - b per seed (same seed = same initialisation and negatives), mean and "
+            f"{confidence:.0%} t interval over seeds",
+            "pairs": paired_differences(results, params["report"]["paired"], settings, confidence),
         },
         "results": results.to_dict(orient="records"),
     }
 
 
+def _controls(image_sources: dict[str, int], history_log: pd.DataFrame, params) -> dict[str, str]:
+    """What the two controls of Generated-user are, in words, with what made their images."""
+    n = params["user_images"]["n_history"]
+    generated = int(image_sources.get("generated", 0))
+    total = sum(image_sources.values())
+    made = describe_generation(history_log, params["image_generation"])
+    domain = (
+        f"GENERATED images of the user's own last {n} training items, text-only from item "
+        f"metadata ('{params['item_images']['prompt_template']}'; {made['images']} images by "
+        f"{made['generator']}, {made['steps']} {made['sampler']} steps, guidance "
+        f"{made['guidance_scale']}, seed {made['seed']}), mean feature: generated vs real image "
+        "domain, not personalization"
+    )
+    if generated and generated == total:
+        domain += (
+            "; in this scene every item feature already comes from a GENERATED image, so this "
+            "control is in Averaged-user's domain: it differs from Averaged-user only in averaging "
+            f"the last {n} training items instead of all"
+        )
+    elif generated:
+        domain += (
+            f"; {generated} of {total} item features already come from GENERATED images: for those "
+            "items this control averages the features Averaged-user averages"
+        )
+    return {
+        "shuffled_user": "the Generated-user features of ANOTHER user (a seeded derangement, seed "
+        f"{params['controls']['shuffle_seed']}: no user keeps its own): a placebo, a gain that "
+        "survives it is not personalization",
+        "generated_items_user": domain,
+    }
+
+
 def summary(report: dict[str, Any]) -> dict[str, Any]:
     """Table 3's numbers for MLflow from the report: per setting and metric the mean and std over
-    seeds, the popularity reference, and the paired difference's mean and Holm p per metric."""
-    paired = report["paired_difference"]["metrics"] or {}
+    seeds, the popularity reference, and per paired difference ("<a>-<b>") and metric its mean,
+    t interval and Holm p."""
     return {
         "settings": {
             name: {m: dict(entry[m]) for m in METRIC_COLUMNS}
             for name, entry in report["settings"].items()
         },
         "popularity_reference": dict(report["popularity_reference"]),
-        "paired_difference": {m: entry["mean"] for m, entry in paired.items()},
-        "paired_difference_holm_p": {m: entry["holm_p"] for m, entry in paired.items()},
+        "paired_differences": {
+            f"{pair['a']}-{pair['b']}": {
+                metric: {
+                    "mean": entry["mean"],
+                    "ci_low": entry["interval"][0],
+                    "ci_high": entry["interval"][1],
+                    "holm_p": entry["holm_p"],
+                }
+                for metric, entry in pair["metrics"].items()
+            }
+            for pair in report["paired_differences"]["pairs"]
+            if pair["metrics"]
+        },
     }
+
+
+def generator_name(generator) -> str:
+    """What made an image: the generator's saved info (recipe, text encoder, resolution)."""
+    info = dict(getattr(generator, "info", None) or {})
+    name = info.get("name") or info.get("recipe") or type(generator).__name__
+    details = [f"text encoder {info['text_encoder']}"] if "text_encoder" in info else []
+    if hasattr(generator, "resolution"):
+        details.append(f"{generator.resolution} px")
+    return f"{name} ({', '.join(details)})" if details else name
+
+
+def image_log(keys: list[str], texts: list[str], generator, params: dict[str, Any]) -> pd.DataFrame:
+    """Which condition text, generator and sampling settings made each image."""
+    return pd.DataFrame(
+        {
+            "key": pd.Series(keys, dtype=str),
+            "condition_text": pd.Series(texts, dtype=str),
+            "generator": generator_name(generator),
+            "seed": int(params["seed"]),
+            "steps": int(params["steps"]),
+            "sampler": params["sampler"],
+            "mode": params["mode"],
+            "guidance_scale": float(params["guidance_scale"]),
+        }
+    )

@@ -292,3 +292,24 @@ def generate_grouped(
         for i, a, f in zip(index, out, llm.last_finished, strict=True):
             answers[i], finished[i] = a, f
     return answers, finished
+
+
+def user_keyword_record(user, source, prompt, answer, done, by_id, fallback_columns, p) -> dict:
+    """One user's row of the recommendation experiment's user keywords (paper §4.5): the parsed
+    keywords of one prompt, or the fallback rule's (`p`: `recommendation.user_images`)."""
+    parsed = parse_keywords(
+        answer, max_words=int(p["max_keyword_words"]), labels=[p["prompt_template"]], complete=done
+    )
+    keywords = merge_keywords([parsed], int(p["k_p"]), int(p["k_p"]))
+    fallback = not keywords
+    if fallback:
+        keywords = fallback_keywords(source, [], by_id, fallback_columns, int(p["k_p"]))
+    return {
+        "user_id": user,
+        "source_items": list(source),
+        "prompt": prompt,
+        "raw_answer": answer,
+        "finished": bool(done),
+        "keywords": keywords,
+        "fallback": fallback,
+    }

@@ -120,7 +120,11 @@ def run_training(
     for group in optimizer.param_groups:
         group["initial_lr"] = group["lr"]
     schedule = get_scheduler(
-        settings.schedule, optimizer, num_warmup_steps=settings.warmup_steps, last_epoch=0
+        settings.schedule,
+        optimizer,
+        num_warmup_steps=settings.warmup_steps,
+        num_training_steps=settings.steps,  # the decaying schedules (cosine, linear) need it
+        last_epoch=0,
     )
     budget = Budget(settings.steps, settings.time_limit_minutes)
     meter = Throughput(name, settings.log_every)

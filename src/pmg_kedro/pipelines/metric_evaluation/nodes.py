@@ -21,10 +21,13 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from ...components.data.images import item_arrays
+from ...components.data.splits import evaluation_users
 from ...components.evaluation import evaluation_report, probes
+from ...components.evaluation.identity_probe import fit_scene_probe
 from ...components.evaluation.image_evaluation import (
     NO_REFERENCE_IMAGES,
     References,
+    chosen_rows,
     fit_item_probe,
     score_images,
     simulated_flags,
@@ -76,6 +79,23 @@ def fit_semantic_probe(
     return {"probe": probe, "report": {"status": "ok", **probe.report}}
 
 
+def fit_identity_probe(
+    items: pd.DataFrame,
+    image_index: pd.DataFrame,
+    archive_fit: dict[str, Any],
+    archive_test: dict[str, Any],
+    params: dict[str, Any],
+) -> dict[str, Any]:
+    """The scene's identity probe (Table 1's identity rows), trained on real images of the source
+    its `identity_probe.source` declares, measured on held-out images only, and refused below
+    `identity_probe.min_accuracy`; or why there is none. `archive_fit` / `archive_test`: labelled
+    images of a `labelled_archive` source (unused otherwise).
+
+    Returns {"probe": IdentityProbe | None, "report": {"status": "ok" | "not applicable: ...", ...}}.
+    """
+    return fit_scene_probe(items, image_index, archive_fit, archive_test, params["identity_probe"])
+
+
 # ---------------------------------------------------------------------------------------------
 # Per-image metrics
 
@@ -88,23 +108,24 @@ def evaluate_chosen_images(
     users: pd.DataFrame,
     personalization_report: dict[str, Any],
     semantic_probe: dict[str, Any],
+    identity_probe: dict[str, Any],
     params: dict[str, Any],
     **variants: Any,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Per (variant, evaluation user, seed): the chosen image against the user's history images
-    (mean over history entries) and target image, and the probe checks.
+    (mean over history entries) and target image, and the probe checks (semantic and identity).
 
     `variants` holds `<variant>_selections` and `<variant>_chosen_images`. Returns the per-image
     table and the notes the tables print (what ran, what did not and why, counts).
     """
-    evaluation = _evaluation_users(user_split)
+    evaluation = evaluation_users(user_split)
     not_applicable = personalization_report.get("not_applicable", {})
     records, generated, status = [], {}, {}
     for name, selections, images in _variant_inputs(variants):
         if selections.empty:
             status[name] = {"status": not_applicable.get(name, "not applicable: no selections")}
             continue
-        chosen = _chosen_rows(selections, name)
+        chosen = chosen_rows(selections, name)
         outside = ~chosen["user_id"].astype(str).isin(evaluation)
         if outside.any():
             logger.warning(
@@ -131,7 +152,9 @@ def evaluate_chosen_images(
         }
     table = pd.DataFrame(records, columns=["variant", "user_id", "seed", "image_key", "key"])
     references = References(histories, items, image_index, users)
-    scored, notes = score_images(table, generated, references, semantic_probe, params)
+    scored, notes = score_images(
+        table, generated, references, semantic_probe, params, identity_probe
+    )
     notes["variants"] = status
     notes["generation"] = {
         k: personalization_report[k]
@@ -155,7 +178,7 @@ def evaluate_table2_images(
     """Paper Table 2's images (L multimodal tokens, P-Tuning v2 on/off) with the same metrics.
 
     Returns one row per (sweep entry, evaluation user, seed) and the notes (why it is empty)."""
-    evaluation = _evaluation_users(user_split)
+    evaluation = evaluation_users(user_split)
     rows = table2_selections[table2_selections["user_id"].astype(str).isin(evaluation)]
     missing = sorted(set(rows["image_key"]) - set(table2_images))
     if missing:
@@ -236,6 +259,7 @@ def summarize_metric_evaluation(
     notes: dict[str, Any],
     table2_notes: dict[str, Any],
     semantic_probe: dict[str, Any],
+    identity_probe: dict[str, Any],
 ) -> dict[str, Any]:
     """Headline numbers per scene for MLflow: every Table 1/2 cell and comparison, flat and
     JSON-safe, with what produced them."""
@@ -253,6 +277,7 @@ def summarize_metric_evaluation(
             "lpips": notes["lpips"],
             "feature_distance": notes["feature_distance"],
             "probe": semantic_probe["report"],
+            "identity_probe": identity_probe["report"],
             "references": notes["references"],
             "variants": notes["variants"],
             "metrics": evaluation_report.cell_summary(cells, "variant"),
@@ -322,7 +347,7 @@ def _user_rows(histories, user_split, users, image_index, params, chosen, seeds,
     `evaluation_report.user_rows_figure` draws them."""
     size, fig_cfg = int(params["image_size"]), params["figures"]
     n_hist = int(fig_cfg["history_columns"])
-    evaluation = _evaluation_users(user_split)
+    evaluation = evaluation_users(user_split)
     rows = histories[histories["user_id"].astype(str).isin(evaluation)].head(int(fig_cfg["users"]))
     with_image = set(image_index["item_id"].astype(str))
     shown = sorted(
@@ -357,13 +382,6 @@ def plot_selection_scatter(
 # Helpers
 
 
-def _evaluation_users(user_split: pd.DataFrame) -> set[str]:
-    evaluation = set(user_split.loc[user_split["split"] == "evaluation", "user_id"].astype(str))
-    if not evaluation:
-        raise ValueError("user_split: no row with split == 'evaluation'")
-    return evaluation
-
-
 def _variant_inputs(variants: dict[str, Any]):
     """(name, selections, chosen images) per variant from `<v>_selections` / `<v>_chosen_images`."""
     for key, selections in variants.items():
@@ -372,15 +390,3 @@ def _variant_inputs(variants: dict[str, Any]):
             if f"{name}_chosen_images" not in variants:
                 raise KeyError(f"variant inputs: {key} has no partner {name}_chosen_images")
             yield name, selections, variants[f"{name}_chosen_images"]
-
-
-def _chosen_rows(selections: pd.DataFrame, name: str) -> pd.DataFrame:
-    """The chosen candidate per (user, seed); exactly one is expected."""
-    per_pair = selections.groupby(["user_id", "seed"])["chosen"].sum()
-    wrong = per_pair[per_pair != 1]
-    if len(wrong):
-        raise ValueError(
-            f"{name}.selections: 'chosen' must be True exactly once per (user_id, seed); "
-            f"found {wrong.head(5).to_dict()}"
-        )
-    return selections[selections["chosen"].astype(bool)]

@@ -1,10 +1,11 @@
 """`metric_evaluation` per scene: every variant and control of `parameters_scenes.yml`
 (`ablations`) against the evaluation users' history and target images.
 
-Dataset names: `<scene>.semantic_probe`, `<scene>.image_metrics`, `<scene>.table2_image_metrics`,
-`<scene>.table1`, `<scene>.table1_comparisons`, `<scene>.table1_report`, `<scene>.table2`,
-`<scene>.table2_report`, `<scene>.metric_summary`, `<scene>.comparison_figure`,
-`<scene>.embedding_figure`, `<scene>.selection_scatter`.
+Dataset names: `<scene>.semantic_probe`, `<scene>.identity_probe`, `<scene>.image_metrics`,
+`<scene>.table2_image_metrics`, `<scene>.table1`, `<scene>.table1_comparisons`,
+`<scene>.table1_report`, `<scene>.table2`, `<scene>.table2_report`, `<scene>.metric_summary`,
+`<scene>.comparison_figure`, `<scene>.embedding_figure`, `<scene>.selection_scatter`; shared:
+`fashion_mnist_train`, `fashion_mnist_test` (the costume identity probe's images).
 """
 
 from kedro.pipeline import Node, Pipeline
@@ -15,6 +16,7 @@ from .nodes import (
     build_table2,
     evaluate_chosen_images,
     evaluate_table2_images,
+    fit_identity_probe,
     fit_semantic_probe,
     plot_comparison_figure,
     plot_embedding_figure,
@@ -52,6 +54,18 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="fit_semantic_probe",
             ),
             Node(
+                fit_identity_probe,
+                inputs=[
+                    "items",
+                    "image_index",
+                    "fashion_mnist_train",
+                    "fashion_mnist_test",
+                    PARAMS,
+                ],
+                outputs="identity_probe",
+                name="fit_identity_probe",
+            ),
+            Node(
                 evaluate_chosen_images,
                 inputs={
                     "histories": "histories",
@@ -61,6 +75,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "users": "users",
                     "personalization_report": "personalization_report",
                     "semantic_probe": "semantic_probe",
+                    "identity_probe": "identity_probe",
                     "params": PARAMS,
                     **{f"{v}_selections": f"{v}.selections" for v in variants},
                     **{f"{v}_chosen_images": f"{v}.chosen_images" for v in variants},
@@ -87,7 +102,8 @@ def create_pipeline(**kwargs) -> Pipeline:
             *_report_nodes(grid_variants),
         ]
     )
-    return per_scene(template, shared=frozenset({"params:ablations"}))
+    shared = frozenset({"params:ablations", "fashion_mnist_train", "fashion_mnist_test"})
+    return per_scene(template, shared=shared)
 
 
 def _report_nodes(grid_variants: list[str]) -> list[Node]:
@@ -114,6 +130,7 @@ def _report_nodes(grid_variants: list[str]) -> list[Node]:
                 "evaluation_notes",
                 "table2_notes",
                 "semantic_probe",
+                "identity_probe",
             ],
             outputs="metric_summary",
             name="summarize_metric_evaluation",

@@ -1,5 +1,7 @@
 """recommendation nodes (paper §4.5, Table 3): MMGCN with No-image / Item-only / Averaged-user /
-Generated-user image features.
+Generated-user image features, and two controls of Generated-user (issue 22): Shuffled-user (the
+placebo: another user's Generated-user features) and Generated-items-user (the image-domain
+control: generated images of the user's own last training items).
 
 Protocol (ours where the paper is silent): implicit feedback, a k-core filter, a per-user
 chronological train / validation / test split, full ranking with known items masked, early
@@ -24,17 +26,16 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from ...components.data.images import indexed_or_given_images, to_pil
-from ...components.data.item_terms import fallback_keywords, items_by_id, present_columns
+from ...components.data.item_terms import items_by_id, present_columns
 from ...components.data.prompts import (
     field_text,
     format_behavior,
-    merge_keywords,
-    parse_keywords,
     render,
 )
-from ...components.data.splits import recommendation_split
+from ...components.data.splits import derangement, recommendation_split
 from ...components.evaluation import mmgcn, recommendation_report
-from ...components.evaluation.features import MobileNetFeatures
+from ...components.evaluation.features import MobileNetFeatures, generated_item_features
+from ...components.method.keywords import user_keyword_record
 from ...components.method.pmg import PMG
 from ...components.models.llm import GenerationSettings
 from ...components.reporting.environment import machine_description, torch_threads
@@ -112,7 +113,7 @@ def extract_recommendation_keywords(
     by_id = items_by_id(items)
     table = pd.DataFrame(
         [
-            _keyword_record(user, source, prompt, answer, done, by_id, fallback_columns, p)
+            user_keyword_record(user, source, prompt, answer, done, by_id, fallback_columns, p)
             | {"llm": llm.name}
             for user, source, prompt, answer, done in zip(
                 sources.index, sources, messages, answers, finished, strict=True
@@ -133,26 +134,6 @@ def extract_recommendation_keywords(
         p["fallback_columns"],
     )
     return table
-
-
-def _keyword_record(user, source, prompt, answer, done, by_id, fallback_columns, p) -> dict:
-    """One user's row: the parsed keywords, or the fallback rule's."""
-    parsed = parse_keywords(
-        answer, max_words=int(p["max_keyword_words"]), labels=[p["prompt_template"]], complete=done
-    )
-    keywords = merge_keywords([parsed], int(p["k_p"]), int(p["k_p"]))
-    fallback = not keywords
-    if fallback:
-        keywords = fallback_keywords(source, [], by_id, fallback_columns, int(p["k_p"]))
-    return {
-        "user_id": user,
-        "source_items": list(source),
-        "prompt": prompt,
-        "raw_answer": answer,
-        "finished": bool(done),
-        "keywords": keywords,
-        "fallback": fallback,
-    }
 
 
 def _generate_images(
@@ -176,34 +157,6 @@ def _generate_images(
     return to_pil(images)
 
 
-def _generator_name(generator) -> str:
-    """What made an image: the generator's saved info (recipe, text encoder, resolution)."""
-    info = dict(getattr(generator, "info", None) or {})
-    name = info.get("name") or info.get("recipe") or type(generator).__name__
-    details = [f"text encoder {info['text_encoder']}"] if "text_encoder" in info else []
-    if hasattr(generator, "resolution"):
-        details.append(f"{generator.resolution} px")
-    return f"{name} ({', '.join(details)})" if details else name
-
-
-def _image_log(
-    keys: list[str], texts: list[str], generator, params: dict[str, Any]
-) -> pd.DataFrame:
-    """Which condition text, generator and sampling settings made each image."""
-    return pd.DataFrame(
-        {
-            "key": pd.Series(keys, dtype=str),
-            "condition_text": pd.Series(texts, dtype=str),
-            "generator": _generator_name(generator),
-            "seed": int(params["seed"]),
-            "steps": int(params["steps"]),
-            "sampler": params["sampler"],
-            "mode": params["mode"],
-            "guidance_scale": float(params["guidance_scale"]),
-        }
-    )
-
-
 def generate_recommendation_user_images(
     user_keywords: pd.DataFrame, generator, params: dict[str, Any]
 ) -> tuple[dict[str, Image.Image], pd.DataFrame]:
@@ -213,7 +166,7 @@ def generate_recommendation_user_images(
     texts = [", ".join(k) for k in user_keywords["keywords"]]
     keys = user_keywords["user_id"].astype(str).tolist()
     images = _generate_images(generator, texts, params["image_generation"], "user images")
-    return dict(zip(keys, images, strict=True)), _image_log(
+    return dict(zip(keys, images, strict=True)), recommendation_report.image_log(
         keys, texts, generator, params["image_generation"]
     )
 
@@ -237,11 +190,48 @@ def generate_recommendation_item_images(
         split["item_id"].nunique(),
     )
     if not needed:
-        return {}, _image_log([], [], generator, params["image_generation"])
+        return {}, recommendation_report.image_log([], [], generator, params["image_generation"])
     images = _generate_images(generator, prompts, params["image_generation"], "item images")
-    return dict(zip(needed, images, strict=True)), _image_log(
+    return dict(zip(needed, images, strict=True)), recommendation_report.image_log(
         needed, prompts, generator, params["image_generation"]
     )
+
+
+def generate_recommendation_history_item_images(
+    split: pd.DataFrame,
+    items: pd.DataFrame,
+    item_images: dict[str, Image.Image],
+    generator,
+    params: dict[str, Any],
+) -> tuple[dict[str, Image.Image], pd.DataFrame]:
+    """Generated-items-user's images: a GENERATED image of every item among the users' last n
+    TRAINING positives (the items each user's keywords are made from), text-only from the item's
+    metadata (`item_images.prompt_template`), as item images are generated. Every image starts from
+    the same noise, so an item `item_images` already holds (same template and settings: the movies
+    without a poster) is that image, reused; the others are generated.
+
+    Returns {item_id: image} and the log (key = item_id, condition_text, generator, settings)."""
+    n = int(params["user_images"]["n_history"])
+    needed = sorted({i for source in _training_items(split) for i in source[-n:]})
+    prompts = _item_texts(items, params["item_images"]["prompt_template"], needed)
+    todo = [i for i in needed if i not in item_images]
+    made = _generate_images(
+        generator, prompts[todo].tolist(), params["image_generation"], "history item images"
+    )
+    images = {i: item_images[i] for i in needed if i in item_images}
+    images |= dict(zip(todo, made, strict=True))
+    logger.info(
+        "history item images: %d items of the users' last %d training positives, %d generated, "
+        "%d reused from the item images",
+        len(needed),
+        n,
+        len(todo),
+        len(needed) - len(todo),
+    )
+    log = recommendation_report.image_log(
+        needed, prompts[needed].tolist(), generator, params["image_generation"]
+    )
+    return {i: images[i] for i in needed}, log
 
 
 # -- features ------------------------------------------------------------------------------------
@@ -287,12 +277,16 @@ def build_recommendation_user_features(
     item_features: pd.DataFrame,
     user_keywords: pd.DataFrame,
     user_images: dict[str, Image.Image],
+    history_item_images: dict[str, Image.Image],
     params: dict[str, Any],
 ) -> pd.DataFrame:
-    """User visual features of the two user settings, from TRAINING interactions only:
+    """User visual features of the user settings, from TRAINING interactions only:
     averaged_user = mean of the user's training items' features; generated_user = features of the
-    user's PMG image (same extractor); refuses images of other items than this split's last n
-    training items (stale). Returns user_id, setting, features."""
+    user's PMG image (same extractor); shuffled_user = generated_user's features of another user
+    (a seeded derangement, `controls.shuffle_seed`: the placebo); generated_items_user = mean
+    features of the GENERATED images of the user's last n training items (`history_item_images`:
+    the image-domain control). Refuses images of other items than this split's last n training
+    items (stale). Returns user_id, setting, features."""
     train = _training_items(split)
     n = int(params["user_images"]["n_history"])
     sources = user_keywords.set_index("user_id")["source_items"].map(list)
@@ -312,11 +306,25 @@ def build_recommendation_user_features(
     averaged = [np.mean(np.stack([features[i] for i in items]), axis=0) for items in train]
     generated = _pooled([user_images[u] for u in train.index], params)
     users = list(train.index)
+    shuffled = generated[derangement(len(users), int(params["controls"]["shuffle_seed"]))]
+    history = generated_item_features(
+        train.map(lambda s: s[-n:]),
+        item_features,
+        history_item_images,
+        lambda images: _pooled(images, params),
+    )
+    generated_items = [np.mean(np.stack([history[i] for i in s[-n:]]), axis=0) for s in train]
+    columns = {
+        "averaged_user": [a.astype(np.float32) for a in averaged],
+        "generated_user": list(generated),
+        "shuffled_user": list(shuffled),
+        "generated_items_user": [g.astype(np.float32) for g in generated_items],
+    }
     return pd.DataFrame(
         {
-            "user_id": users * 2,
-            "setting": ["averaged_user"] * len(users) + ["generated_user"] * len(users),
-            "features": [a.astype(np.float32) for a in averaged] + list(generated),
+            "user_id": users * len(columns),
+            "setting": [name for name in columns for _ in users],
+            "features": [f for features in columns.values() for f in features],
         }
     )
 
@@ -367,11 +375,13 @@ def report_recommendation(
     item_image_log: pd.DataFrame,
     user_keywords: pd.DataFrame,
     user_image_log: pd.DataFrame,
+    history_item_image_log: pd.DataFrame,
     params: dict[str, Any],
 ) -> tuple[dict[str, Any], str, Figure]:
     """Table 3's shape: mean ± std over seeds per setting and metric, a popularity reference, the
-    paired Generated-user - Averaged-user difference per seed with its interval; JSON, Markdown,
-    bar chart. Every number says what produced it."""
+    paired differences of `report.paired` (Generated-user minus Averaged-user, Shuffled-user and
+    Generated-items-user) per seed with their intervals; JSON, Markdown, bar chart. Every number
+    says what produced it."""
     parts, _, _ = mmgcn.split_interactions(split)
     report = recommendation_report.table3(
         results,
@@ -380,6 +390,7 @@ def report_recommendation(
         item_image_log,
         user_keywords,
         user_image_log,
+        history_item_image_log,
         mmgcn.popularity_test(parts),
         bool(split["simulated"].any()),
         machine_description(params.get("num_threads")),

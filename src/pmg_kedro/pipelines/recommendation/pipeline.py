@@ -3,7 +3,7 @@
 users with real item images). Emoticon has no item catalogue to rank and is not instantiated.
 
 Tags: `recommendation_images` = the expensive image stages (LLM keywords, user images, item
-images); `recommendation_experiment` = features, MMGCN runs and the report, reading the images
+images, the generated images of the users' last training items); `recommendation_experiment` = features, MMGCN runs and the report, reading the images
 the catalog holds: `kedro run --pipeline recommendation --tags recommendation_experiment`.
 """
 
@@ -15,6 +15,7 @@ from .nodes import (
     build_recommendation_user_features,
     extract_recommendation_item_features,
     extract_recommendation_keywords,
+    generate_recommendation_history_item_images,
     generate_recommendation_item_images,
     generate_recommendation_user_images,
     report_recommendation,
@@ -58,6 +59,22 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="generate_recommendation_item_images",
                 tags=[IMAGES],
             ),
+            Node(
+                generate_recommendation_history_item_images,
+                inputs=[
+                    "recommendation_split",
+                    "items",
+                    "recommendation_item_images",
+                    "generator",
+                    PARAMS,
+                ],
+                outputs=[
+                    "recommendation_history_item_images",
+                    "recommendation_history_item_image_log",
+                ],
+                name="generate_recommendation_history_item_images",
+                tags=[IMAGES],
+            ),
             *_experiment_nodes(),
             Node(
                 recommendation_report.summary,
@@ -96,6 +113,7 @@ def _experiment_nodes() -> list[Node]:
                 "recommendation_item_features",
                 "recommendation_user_keywords",
                 "recommendation_user_images",
+                "recommendation_history_item_images",
                 PARAMS,
             ],
             outputs="recommendation_user_features",
@@ -124,6 +142,7 @@ def _experiment_nodes() -> list[Node]:
                 "recommendation_item_image_log",
                 "recommendation_user_keywords",
                 "recommendation_user_image_log",
+                "recommendation_history_item_image_log",
                 PARAMS,
             ],
             outputs=[
