@@ -98,3 +98,21 @@ def test_no_import_cycle_between_modules():
 def test_each_group_says_what_it_holds(layer):
     doc = ast.get_docstring(ast.parse((COMPONENTS / layer / "__init__.py").read_text()))
     assert doc and len(doc) > 40
+
+
+def test_node_files_stay_thin_and_functions_short():
+    """Node files only assemble data (under 400 lines); no function in src/ is over 80 lines."""
+    long_nodes = {
+        p.parent.name: n
+        for p in (SRC / "pmg_kedro" / "pipelines").glob("*/nodes.py")
+        if (n := len(p.read_text().splitlines())) >= 400
+    }
+    assert long_nodes == {}
+    long_functions = []
+    for path in (SRC / "pmg_kedro").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                start = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+                if node.end_lineno - start + 1 > 80:
+                    long_functions.append(f"{path.relative_to(SRC)}:{node.lineno} {node.name}")
+    assert long_functions == []
