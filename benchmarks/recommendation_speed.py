@@ -116,7 +116,8 @@ def stages(args) -> None:
     texts = [", ".join(k) for k in keywords["keywords"]][: args.users]
     texts = (texts * (1 + args.images // max(len(texts), 1)))[: args.images]
     start = time.perf_counter()
-    images = nodes._generate_images(generator, texts, p["image_generation"], "benchmark")
+    keys = [str(i) for i in range(len(texts))]
+    images = nodes._generate_images(generator, keys, texts, p["image_generation"], "benchmark")
     gen_s = (time.perf_counter() - start) / len(images)
     features = p["features"]
     extractor = MobileNetFeatures(int(features["input_size"]))

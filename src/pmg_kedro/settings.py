@@ -16,14 +16,15 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 # Makefile exports it too, for runs where torch is imported before these settings).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from pmg_kedro.hooks import disable_mlflow_telemetry, tracking_hooks  # noqa: E402
+from pmg_kedro.hooks import ShardingHook, disable_mlflow_telemetry, tracking_hooks  # noqa: E402
 
 disable_mlflow_telemetry()
 
 # Tracked runs: kedro-mlflow's hook (one MLflow run per `kedro run`, the parameters of every node)
 # without its catalog sweep, and the reported metrics and figures (hooks.py). kedro-mlflow's
-# plugin entry point would register its hook a second time, with the sweep.
-HOOKS = tracking_hooks()
+# plugin entry point would register its hook a second time, with the sweep. ShardingHook closes
+# the per-user stages' Dask cluster when a run ends (components/sharding.py).
+HOOKS = (*tracking_hooks(), ShardingHook())
 DISABLE_HOOKS_FOR_PLUGINS = ("kedro_mlflow", "kedro-mlflow")
 
 # The project root (this file is src/pmg_kedro/settings.py), for paths that must not depend on

@@ -85,6 +85,52 @@ class References:
     users: pd.DataFrame
 
 
+def image_notes(
+    table: pd.DataFrame,
+    references: References,
+    semantic_probe: dict[str, Any],
+    params: dict[str, Any],
+) -> dict[str, Any]:
+    """The notes `score_images` returns for `table` (how images are compared, the users, seeds,
+    reference counts, probe and metric columns), from the tables alone: no image is read, so a
+    stage scored in shards of users writes the notes of all its users at once."""
+    lpips_model, lpips_why = _lpips()
+    return _notes(table, references, semantic_probe, params, lpips_model is not None, lpips_why)
+
+
+def _notes(table, references, semantic_probe, params, has_lpips, lpips_why) -> dict[str, Any]:
+    notes = _method_notes(params, has_lpips, lpips_why)
+    user_rows, history, target, with_image = _user_references(table, references)
+    notes["n_evaluation_users"] = int(table["user_id"].nunique())
+    simulated = simulated_flags(table["user_id"], references.users, user_rows)
+    notes["n_simulated_users"] = int(table.loc[simulated, "user_id"].nunique())
+    notes["seeds"] = sorted(int(s) for s in table["seed"].unique())
+    notes["references"] = _reference_counts(history, target, with_image)
+    notes["probe"] = semantic_probe["report"]
+    notes["metrics"] = _metric_columns(
+        notes["references"]["status"],
+        has_lpips,
+        lpips_why,
+        semantic_probe,
+        references.users,
+        params,
+    )
+    return notes
+
+
+def _user_references(table: pd.DataFrame, references: References):
+    """histories by user, each evaluated user's history and target item ids, the items with an
+    image."""
+    histories = references.histories
+    user_rows = histories.assign(user_id=histories["user_id"].astype(str)).set_index("user_id")
+    unknown = sorted(set(table["user_id"]) - set(user_rows.index))
+    if unknown:
+        raise KeyError(f"histories: no row for evaluated users {unknown[:5]}")
+    history = {u: [str(i) for i in user_rows.at[u, "history"]] for u in table["user_id"].unique()}
+    target = {u: str(user_rows.at[u, "target"]) for u in history}
+    return user_rows, history, target, set(references.image_index["item_id"].astype(str))
+
+
 def score_images(
     table: pd.DataFrame,
     generated: dict[str, Image.Image],
@@ -93,37 +139,15 @@ def score_images(
     params: dict[str, Any],
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Adds the metric columns to `table` (one row per generated image: user_id, seed, `key`
-    into `generated`); returns it without `key`, and the notes."""
+    into `generated`); returns it without `key`, and the notes (`image_notes`)."""
     image_index, users = references.image_index, references.users
-    histories = references.histories
     size = int(params["image_size"])
     lpips_model, lpips_why = _lpips()
-    notes = _method_notes(params, lpips_model is not None, lpips_why)
-    user_rows = histories.assign(user_id=histories["user_id"].astype(str)).set_index("user_id")
-    unknown = sorted(set(table["user_id"]) - set(user_rows.index))
-    if unknown:
-        raise KeyError(f"histories: no row for evaluated users {unknown[:5]}")
+    notes = _notes(table, references, semantic_probe, params, lpips_model is not None, lpips_why)
+    user_rows, history, target, with_image = _user_references(table, references)
     table = table.copy()
     table["simulated"] = simulated_flags(table["user_id"], users, user_rows)
-    notes["n_evaluation_users"] = int(table["user_id"].nunique())
-    notes["n_simulated_users"] = int(table.loc[table["simulated"], "user_id"].nunique())
-    notes["seeds"] = sorted(int(s) for s in table["seed"].unique())
-
-    history = {u: [str(i) for i in user_rows.at[u, "history"]] for u in table["user_id"].unique()}
-    target = {u: str(user_rows.at[u, "target"]) for u in history}
-    with_image = set(image_index["item_id"].astype(str))
-    notes["references"] = _reference_counts(history, target, with_image)
-    notes["probe"] = semantic_probe["report"]
-    columns = _metric_columns(
-        notes["references"]["status"],
-        lpips_model is not None,
-        lpips_why,
-        semantic_probe,
-        users,
-        params,
-    )
-    notes["metrics"] = columns
-    for column in columns:
+    for column in notes["metrics"]:
         table[column] = np.nan
     table["n_history_images"] = [sum(i in with_image for i in history[u]) for u in table["user_id"]]
     table["target_has_image"] = [target[u] in with_image for u in table["user_id"]]

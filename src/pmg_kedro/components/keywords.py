@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
@@ -59,23 +60,35 @@ PREFERENCE_COLUMNS = [
 
 
 def keyword_llm(
-    llm: LLM, keyword_adapter: dict[str, Any], adapter: str, behavior_texts, scene: str
+    llm: LLM,
+    keyword_adapter: dict[str, Any],
+    adapter: str,
+    behavior_texts,
+    scene: str,
+    merge: Callable[[], LLM] | None = None,
 ) -> LLM:
     """LLM_g for the preference prompts: as it is (`none`) or with the LoRA adapter merged in
-    (`lora`), after refusing evaluation users the adapter was trained on."""
+    (`lora`), after refusing evaluation users the adapter was trained on. `merge`: returns the
+    adapted LLM instead (a Dask worker builds it once and keeps it for all its shards)."""
     if adapter == "none":
         return llm
     if adapter != "lora":
         raise ValueError(f"keyword_extraction.llm_adapter: expected lora or none, got {adapter!r}")
     evaluation = behavior_texts.loc[behavior_texts["purpose"] == "evaluation", "user_id"]
-    where = f"keyword_extraction ({scene}, catalog entry keyword_adapter)"
+    where = adapter_where(scene)
     check_not_trained_on(keyword_adapter.get("metadata") or {}, scene, list(evaluation), where)
+    if merge is not None:
+        return merge()
     start = time.perf_counter()
     adapted = adapted_llm(llm, keyword_adapter, where)
     logger.info(
         "keyword adapter merged into a copy of %s in %.1f s", llm.name, time.perf_counter() - start
     )
     return adapted
+
+
+def adapter_where(scene: str) -> str:
+    return f"keyword_extraction ({scene}, catalog entry keyword_adapter)"
 
 
 def preference_keywords(
@@ -85,13 +98,14 @@ def preference_keywords(
     params: dict[str, Any],
     adapter: str = "none",
     keyword_adapter: dict[str, Any] | None = None,
+    merge: Callable[[], LLM] | None = None,
 ) -> pd.DataFrame:
     """k^p per behavior row: one prompt per attribute, parsed, merged, de-duplicated, cut to K_p.
 
     Returns user_id, purpose (evaluation | training), keywords, attributes, raw_answers (one per
     attribute), parsed (per attribute), n_parsed (distinct keywords before the cut), fallback,
     llm_adapter (`adapter`) and llm (the model that answered). Training rows' behavior ends
-    before their supervision item, so their keywords never see it.
+    before their supervision item, so their keywords never see it. `merge`: see `keyword_llm`.
     """
     attributes: dict[str, str] = params["attributes"]
     generation = dict(params["generation"])
@@ -107,7 +121,9 @@ def preference_keywords(
             prefixes.append(prefix)
             users.append(n)
     llm_g = (
-        keyword_llm(llm, keyword_adapter or {}, adapter, behavior_texts, params.get("scene", ""))
+        keyword_llm(
+            llm, keyword_adapter or {}, adapter, behavior_texts, params.get("scene", ""), merge
+        )
         if prompts
         else llm
     )

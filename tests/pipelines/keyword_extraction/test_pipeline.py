@@ -144,6 +144,7 @@ def test_pipelines_run_for_every_scene_on_a_tiny_llama(tmp_path, test_params):
             "behavior_summarization"
         ]
         catalog[f"params:{scene}.keyword_extraction"] = keyword_params
+    catalog["params:sharding"] = {"cluster": "none"}
 
     pipeline = behavior_pipeline() + keyword_pipeline()
     for name in pipeline.all_outputs():
@@ -236,6 +237,7 @@ def test_lora_keywords_come_from_the_merged_adapter_and_are_compared(tmp_path, t
         "behavior_summarization"
     ]
     catalog["params:costume.keyword_extraction"] = params
+    catalog["params:sharding"] = {"cluster": "none"}
     catalog["llm"] = MemoryDataset(llm, copy_mode="assign")
     catalog["keyword_adapter"] = MemoryDataset(adapter, copy_mode="assign")
     pipeline = (behavior_pipeline() + keyword_pipeline()).only_nodes_with_namespaces(["costume"])

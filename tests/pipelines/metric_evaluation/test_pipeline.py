@@ -50,7 +50,7 @@ def _scene_inputs(name, data):
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     pipeline = create_pipeline()
-    data = {"params:ablations": scene_conf()["ablations"]}
+    data = {"params:ablations": scene_conf()["ablations"], "params:sharding": {"cluster": "none"}}
     for name in SCENES:
         data |= _scene_inputs(name, scene.build(tmp_path_factory.mktemp(name)))
     missing = sorted(pipeline.inputs() - set(data))

@@ -262,6 +262,7 @@ def test_pipeline_runs_every_setting_and_seed_and_labels_what_it_reports(
     for scene in params:
         catalog[f"params:{scene}.recommendation"] = MemoryDataset(params[scene])
         catalog[f"{scene}.recommendation_report"] = MemoryDataset()
+    catalog["params:sharding"] = MemoryDataset({"cluster": "none"})
     pipeline = create_pipeline()
     assert {n.namespace for n in pipeline.nodes} == {"movie", "costume"}  # emoticon: no task
     SequentialRunner().run(pipeline, catalog)

@@ -8,7 +8,7 @@ from pmg_kedro.pipelines.weighted_generation import create_pipeline
 from pmg_kedro.scenes import GENERATION_VARIANTS, SCENES
 from tests.pipelines.wiring import foreign_inputs, nodes_by_name
 
-SHARED = {"generator", "scorer", "params:ablations"} | {
+SHARED = {"generator", "scorer", "params:ablations", "params:sharding"} | {
     f"params:ablations.{v}" for v in GENERATION_VARIANTS
 }
 
@@ -31,6 +31,7 @@ def test_each_variant_generates_and_scores_its_own_candidates(scene):
             f"{scene}.soft_embeddings",
             f"params:{scene}.weighted_generation",
             f"params:ablations.{v}",
+            "params:sharding",
         ]
         assert generate.outputs == [f"{scene}.{v}.candidates", f"{scene}.{v}.candidate_images"]
         assert score.inputs == [
@@ -40,6 +41,7 @@ def test_each_variant_generates_and_scores_its_own_candidates(scene):
             "scorer",
             f"params:{scene}.weighted_generation",
             f"params:ablations.{v}",
+            "params:sharding",
         ]
         assert score.outputs == [f"{scene}.{v}.selections", f"{scene}.{v}.chosen_images"]
     report = nodes[f"{scene}.summarize_personalization"]

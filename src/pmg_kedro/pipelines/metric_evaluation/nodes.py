@@ -25,11 +25,13 @@ from ...components.image_evaluation import (
     NO_REFERENCE_IMAGES,
     References,
     fit_item_probe,
+    image_notes,
     score_images,
     simulated_flags,
 )
 from ...components.images import item_arrays
 from ...components.reporting.environment import json_safe
+from ...components.sharding import ShardSettings, run_shards
 
 logger = logging.getLogger(__name__)
 
@@ -89,10 +91,12 @@ def evaluate_chosen_images(
     personalization_report: dict[str, Any],
     semantic_probe: dict[str, Any],
     params: dict[str, Any],
+    sharding: dict[str, Any] | None = None,
     **variants: Any,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Per (variant, evaluation user, seed): the chosen image against the user's history images
-    (mean over history entries) and target image, and the probe checks.
+    (mean over history entries) and target image, and the probe checks, in shards of users where
+    `sharding` says so.
 
     `variants` holds `<variant>_selections` and `<variant>_chosen_images`. Returns the per-image
     table and the notes the tables print (what ran, what did not and why, counts).
@@ -131,7 +135,9 @@ def evaluate_chosen_images(
         }
     table = pd.DataFrame(records, columns=["variant", "user_id", "seed", "image_key", "key"])
     references = References(histories, items, image_index, users)
-    scored, notes = score_images(table, generated, references, semantic_probe, params)
+    scored, notes = _score_images(
+        table, generated, references, semantic_probe, params, sharding, "chosen_image_metrics"
+    )
     notes["variants"] = status
     notes["generation"] = {
         k: personalization_report[k]
@@ -151,6 +157,7 @@ def evaluate_table2_images(
     table2_selections: pd.DataFrame,
     table2_images: dict[str, Image.Image],
     params: dict[str, Any],
+    sharding: dict[str, Any] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Paper Table 2's images (L multimodal tokens, P-Tuning v2 on/off) with the same metrics.
 
@@ -173,7 +180,9 @@ def evaluate_table2_images(
     ).reset_index(drop=True)
     generated = {k: table2_images[k] for k in table["key"]}
     references = References(histories, items, image_index, users)
-    scored, notes = score_images(table, generated, references, semantic_probe, params)
+    scored, notes = _score_images(
+        table, generated, references, semantic_probe, params, sharding, "table2_image_metrics"
+    )
     if table.empty:
         notes["status"] = (
             "not applicable: no Table 2 images (the scene has no soft preference embeddings)"
@@ -184,6 +193,27 @@ def evaluate_table2_images(
         notes["status"] = "ok"
     notes["left_out_non_evaluation_rows"] = int(len(table2_selections) - len(rows))
     return scored, notes
+
+
+def _score_images(table, generated, references, semantic_probe, params, sharding, stage):
+    """`score_images` in shards of users (each shard carries its own images); the notes are
+    those of every user at once, the rows in `table`'s order."""
+    parts = run_shards(
+        ShardSettings.from_params(sharding),
+        f"{params.get('scene', '')}.{stage}",
+        table.assign(image=table["key"].map(generated)),
+        _image_metrics_of_shard,
+        data={"references": references, "semantic_probe": semantic_probe, "params": params},
+    )
+    if len(parts) == 1:
+        return parts[0]
+    scored = pd.concat([part for part, _ in parts]).sort_index()
+    return scored, image_notes(table, references, semantic_probe, params)
+
+
+def _image_metrics_of_shard(table, references, semantic_probe, params):
+    generated = dict(zip(table["key"], table["image"], strict=True))
+    return score_images(table.drop(columns="image"), generated, references, semantic_probe, params)
 
 
 # ---------------------------------------------------------------------------------------------

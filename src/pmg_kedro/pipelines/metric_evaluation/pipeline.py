@@ -61,6 +61,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "personalization_report": "personalization_report",
                     "semantic_probe": "semantic_probe",
                     "params": PARAMS,
+                    "sharding": "params:sharding",
                     **{f"{v}_selections": f"{v}.selections" for v in GENERATION_VARIANTS},
                     **{f"{v}_chosen_images": f"{v}.chosen_images" for v in GENERATION_VARIANTS},
                 },
@@ -79,6 +80,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "table2_selections",
                     "table2_images",
                     PARAMS,
+                    "params:sharding",
                 ],
                 outputs=["table2_image_metrics", "table2_notes"],
                 name="evaluate_table2_images",
@@ -86,7 +88,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             *_report_nodes(grid_variants),
         ]
     )
-    return per_scene(template, shared=frozenset({"params:ablations"}))
+    return per_scene(template, shared=frozenset({"params:ablations", "params:sharding"}))
 
 
 def _report_nodes(grid_variants: list[str]) -> list[Node]:

@@ -37,6 +37,7 @@ from ...components.prompts import (
     render,
 )
 from ...components.reporting.environment import machine_description, torch_threads
+from ...components.sharding import ShardSettings, concat_tables, run_shards
 from ...components.splits import recommendation_split
 
 logger = logging.getLogger(__name__)
@@ -83,10 +84,15 @@ def _item_texts(items: pd.DataFrame, template: str, item_ids) -> pd.Series:
 
 
 def extract_recommendation_keywords(
-    split: pd.DataFrame, items: pd.DataFrame, llm, params: dict[str, Any]
+    split: pd.DataFrame,
+    items: pd.DataFrame,
+    llm,
+    params: dict[str, Any],
+    sharding: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
     """One LLM prompt per user on their last n TRAINING positives -> preference keywords k^p (or,
-    where nothing parses, the items' most frequent `fallback_columns` values: flagged, counted).
+    where nothing parses, the items' most frequent `fallback_columns` values: flagged, counted),
+    in shards of users where `sharding` says so.
 
     Returns user_id, source_items, prompt, raw_answer, finished, keywords, fallback, llm."""
     p = params["user_images"]
@@ -94,31 +100,19 @@ def extract_recommendation_keywords(
     # that exist, else the item titles.
     fallback_columns = present_columns(p["fallback_columns"], items) or ["title"]
     sources = _training_items(split).map(lambda s: s[-int(p["n_history"]) :])
-    texts = _item_texts(items, p["item_text"], (i for s in sources for i in s))
-    messages = [
-        render(
-            p["prompt_template"],
-            history=format_behavior([texts[i] for i in s], p["history_line"]),
-        )
-        for s in sources
-    ]
-    settings = GenerationSettings.from_params(p["generation"])
+    users = pd.DataFrame({"user_id": sources.index, "source_items": list(sources)})
     start = time.perf_counter()
-    answers = llm.generate(
-        messages, settings, answer_prefix=p["answer_prefix"], desc="user keywords"
+    parts = run_shards(
+        ShardSettings.from_params(sharding),
+        "recommendation_user_keywords",
+        users,
+        _recommendation_keywords_of_shard,
+        data={"items": items, "p": p, "fallback_columns": fallback_columns},
+        models={"llm": llm},
     )
-    finished = list(llm.last_finished)
+    table = concat_tables(parts)
     seconds = time.perf_counter() - start
-    by_id = items_by_id(items)
-    table = pd.DataFrame(
-        [
-            _keyword_record(user, source, prompt, answer, done, by_id, fallback_columns, p)
-            | {"llm": llm.name}
-            for user, source, prompt, answer, done in zip(
-                sources.index, sources, messages, answers, finished, strict=True
-            )
-        ]
-    )
+    settings = GenerationSettings.from_params(p["generation"])
     logger.info(
         "user keywords: %d users in %.1f s (%.3f s/user, %s, batch %d, %d new tokens max); %d fell "
         "back to the items' %s (configured: %s)",
@@ -133,6 +127,34 @@ def extract_recommendation_keywords(
         p["fallback_columns"],
     )
     return table
+
+
+def _recommendation_keywords_of_shard(users, items, p, fallback_columns, llm) -> pd.DataFrame:
+    """The keyword rows of a shard of users: their prompts answered in LLM batches."""
+    sources = users["source_items"].tolist()
+    texts = _item_texts(items, p["item_text"], (i for s in sources for i in s))
+    messages = [
+        render(
+            p["prompt_template"],
+            history=format_behavior([texts[i] for i in s], p["history_line"]),
+        )
+        for s in sources
+    ]
+    settings = GenerationSettings.from_params(p["generation"])
+    answers = llm.generate(
+        messages, settings, answer_prefix=p["answer_prefix"], desc="user keywords"
+    )
+    finished = list(llm.last_finished)
+    by_id = items_by_id(items)
+    return pd.DataFrame(
+        [
+            _keyword_record(user, source, prompt, answer, done, by_id, fallback_columns, p)
+            | {"llm": llm.name}
+            for user, source, prompt, answer, done in zip(
+                users["user_id"], sources, messages, answers, finished, strict=True
+            )
+        ]
+    )
 
 
 def _keyword_record(user, source, prompt, answer, done, by_id, fallback_columns, p) -> dict:
@@ -156,15 +178,33 @@ def _keyword_record(user, source, prompt, answer, done, by_id, fallback_columns,
 
 
 def _generate_images(
-    generator, texts: list[str], params: dict[str, Any], what: str
+    generator,
+    keys: list[str],
+    texts: list[str],
+    params: dict[str, Any],
+    what: str,
+    sharding: dict[str, Any] | None = None,
 ) -> list[Image.Image]:
     """One image per text, its text as the only condition (weight 1), `batch_size` texts per
-    denoising call (`PMG.render`). Every image starts from the same seeded noise, so images differ
-    by their condition only and do not depend on the batching."""
+    denoising call (`PMG.render`), in shards of keys (users or items) where `sharding` says so.
+    Every image starts from the same seeded noise, so images differ by their condition only."""
     if not texts:
         return []
+    parts = run_shards(
+        ShardSettings.from_params(sharding),
+        what.replace(" ", "_"),
+        pd.DataFrame({"key": keys, "text": texts}),
+        _images_of_shard,
+        data={"params": params, "what": what},
+        models={"generator": generator},
+        user_column="key",
+    )
+    return [image for part in parts for image in part]
+
+
+def _images_of_shard(rows, params, what, generator) -> list[Image.Image]:
     images = PMG(generator).render(
-        texts,
+        rows["text"].tolist(),
         seed=int(params["seed"]),
         steps=int(params["steps"]),
         guidance_scale=float(params["guidance_scale"]),
@@ -205,14 +245,19 @@ def _image_log(
 
 
 def generate_recommendation_user_images(
-    user_keywords: pd.DataFrame, generator, params: dict[str, Any]
+    user_keywords: pd.DataFrame,
+    generator,
+    params: dict[str, Any],
+    sharding: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Image.Image], pd.DataFrame]:
     """The Generated-user image per user: the generator on ", ".join(k^p) alone, no target (§4.5).
 
     Returns {user_id: image} and the log (key = user_id, condition_text, generator, settings)."""
     texts = [", ".join(k) for k in user_keywords["keywords"]]
     keys = user_keywords["user_id"].astype(str).tolist()
-    images = _generate_images(generator, texts, params["image_generation"], "user images")
+    images = _generate_images(
+        generator, keys, texts, params["image_generation"], "user images", sharding
+    )
     return dict(zip(keys, images, strict=True)), _image_log(
         keys, texts, generator, params["image_generation"]
     )
@@ -224,9 +269,11 @@ def generate_recommendation_item_images(
     image_index: pd.DataFrame,
     generator,
     params: dict[str, Any],
+    sharding: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Image.Image], pd.DataFrame]:
     """Target-only images, from the item's metadata (`item_images.prompt_template`), for the
-    experiment's items that have no image in the image index (movies without posters).
+    experiment's items that have no image in the image index (movies without posters), in shards
+    of items where `sharding` says so.
 
     Returns {item_id: image} (empty when every item has an image) and the log."""
     needed = sorted(set(split["item_id"]) - set(image_index["item_id"].astype(str)))
@@ -238,7 +285,9 @@ def generate_recommendation_item_images(
     )
     if not needed:
         return {}, _image_log([], [], generator, params["image_generation"])
-    images = _generate_images(generator, prompts, params["image_generation"], "item images")
+    images = _generate_images(
+        generator, needed, prompts, params["image_generation"], "item images", sharding
+    )
     return dict(zip(needed, images, strict=True)), _image_log(
         needed, prompts, generator, params["image_generation"]
     )
