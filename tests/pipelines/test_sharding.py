@@ -170,7 +170,6 @@ def test_a_run_stopped_after_some_shards_reuses_them_when_started_again(
     in_process, tmp_path_factory, project_root, monkeypatch, caplog
 ):
     project = Project(tmp_path_factory.mktemp("restarted"), project_root)
-    node = [f"{SCENE}.pmg.generate_candidates"]
     generate, calls = PMG.generate, []
 
     def stops_at_the_second_shard(self, requests, *args, **kwargs):
@@ -182,14 +181,19 @@ def test_a_run_stopped_after_some_shards_reuses_them_when_started_again(
     monkeypatch.setattr(PMG, "generate", stops_at_the_second_shard)
     with pytest.raises(
         ShardFailed,
-        match=r"shard 2/2 \(users \[.+\]\) failed on this process: "
+        match=r"pmg.candidates: shard 2/2 \(users \[.+\]\) failed on this process: "
         r"RuntimeError: the machine went down",
     ):
-        project.run(SHARDS, node)
+        project.run(SHARDS)
     monkeypatch.setattr(PMG, "generate", generate)
     with caplog.at_level(logging.INFO, logger="pmg_kedro.components.sharding"):
-        project.run(SHARDS, node)
-    assert "in 2 shards of up to 2 on this process; 1 reused from" in caplog.text
-    assert "1 to compute" in caplog.text
-    names = ["pmg.candidates", "pmg.candidate_images"]
-    assert_same(project.outputs(names), {n: in_process[n] for n in names})
+        project.run(SHARDS)
+    assert "pmg.candidates: 3 users in 2 shards of up to 2 on this process; 1 reused" in caplog.text
+    assert_same(project.outputs(), in_process)
+    # every stage's shards are named by their inputs alone: a third run computes nothing
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="pmg_kedro.components.sharding"):
+        project.run(SHARDS)
+    planned = [r.getMessage() for r in caplog.records if " shards of up to " in r.getMessage()]
+    assert len(planned) == len(NODES)
+    assert all(line.endswith(", 0 to compute") for line in planned), planned

@@ -306,13 +306,25 @@ def _shard_keys(stage, task, shards, data, definitions, settings) -> list[str]:
 
 @contextmanager
 def _deterministic_tokens():
+    """Dask's tokens, the same in every process: images and tensors by their bytes (Dask's own
+    token of a tensor differs between processes)."""
     import dask
+    import torch
     from dask.base import normalize_token
     from PIL import Image
 
     @normalize_token.register(Image.Image)
     def _image(image):
         return (image.mode, image.size, image.tobytes())
+
+    @normalize_token.register(torch.Tensor)
+    def _tensor(tensor):
+        data = tensor.detach().cpu().contiguous()
+        return (
+            str(data.dtype),
+            tuple(data.shape),
+            data.reshape(-1).view(torch.uint8).numpy().tobytes(),
+        )
 
     with dask.config.set({"tokenize.ensure-deterministic": True}):
         yield
