@@ -442,9 +442,18 @@ def worker_cached(key: str, build: Callable[[], Any]) -> Any:
 
 
 def release_models() -> int:
-    """Drop the models this process keeps for shards; returns how many were held."""
+    """Drop the models this process keeps for shards (and the GPU memory they held); returns how
+    many were held."""
     held = len(_WORKER_MODELS)
     _WORKER_MODELS.clear()
+    if held:
+        import gc
+
+        import torch
+
+        gc.collect()
+        if torch.cuda.is_initialized():
+            torch.cuda.empty_cache()
     return held
 
 
