@@ -1,7 +1,7 @@
 """The sharded per-user stages on a local Dask cluster of 1 worker, then 2 (issue 20; not a test).
 
     .venv/bin/python benchmarks/sharding_speed.py [--scene movie] [--users 96]
-        [--generation-users 48] [--shard-size 8] [--workers 1 2]
+        [--generation-users 48] [--shard-size 16] [--workers 1 2]
 
 Base environment, one scene. Once: `ingestion` for the scene into a scratch data root (a copy of
 conf with base's `data_root` moved) and the recommendation split. Then per worker count, one after
@@ -207,7 +207,7 @@ def main() -> None:
     parser.add_argument("--scene", default="movie")
     parser.add_argument("--users", type=int, default=96)
     parser.add_argument("--generation-users", type=int, default=48)
-    parser.add_argument("--shard-size", type=int, default=8)
+    parser.add_argument("--shard-size", type=int, default=16)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
     os.chdir(ROOT)  # catalog paths (the LLM folder, models/embedded) are relative to the project
