@@ -92,6 +92,7 @@ def stages(args) -> None:
     import torch
 
     from pmg_kedro.components.evaluation.features import MobileNetFeatures
+    from pmg_kedro.components.method.pmg import render_in_shards
     from pmg_kedro.pipelines.recommendation import nodes
 
     catalog, params = _session_catalog(args.env)
@@ -116,7 +117,8 @@ def stages(args) -> None:
     texts = [", ".join(k) for k in keywords["keywords"]][: args.users]
     texts = (texts * (1 + args.images // max(len(texts), 1)))[: args.images]
     start = time.perf_counter()
-    images = nodes._generate_images(generator, texts, p["image_generation"], "benchmark")
+    keys = [str(i) for i in range(len(texts))]
+    images = render_in_shards(generator, keys, texts, p["image_generation"], "benchmark")
     gen_s = (time.perf_counter() - start) / len(images)
     features = p["features"]
     extractor = MobileNetFeatures(int(features["input_size"]))

@@ -219,3 +219,23 @@ def _is_matplotlib(dataset: Any) -> bool:
     # Not imported: no dataset of that class exists, and importing it would load pyplot (~1 s).
     module = sys.modules.get("kedro_datasets.matplotlib.matplotlib_dataset")
     return module is not None and isinstance(dataset, module.MatplotlibDataset)
+
+
+class ShardingHook:
+    """Closes the Dask cluster the per-user stages started (`components.models.sharding`), and with it
+    the models its workers hold, when a run ends or fails. A cluster is started by the first
+    sharded stage that needs it, so a run without one starts nothing."""
+
+    @hook_impl
+    def after_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
+        from .components.models.sharding import close_clusters
+
+        close_clusters()
+
+    @hook_impl
+    def on_pipeline_error(
+        self, error: Exception, run_params: dict[str, Any], pipeline: Any, catalog: Any
+    ) -> None:
+        from .components.models.sharding import close_clusters
+
+        close_clusters()

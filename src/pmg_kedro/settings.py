@@ -17,15 +17,16 @@ from pmg_kedro.config_loader import (  # noqa: E402
     PROJECT_CONFIG_LOADER_ARGS,
     ProjectConfigLoader,
 )
-from pmg_kedro.hooks import disable_mlflow_telemetry, tracking_hooks  # noqa: E402
+from pmg_kedro.hooks import ShardingHook, disable_mlflow_telemetry, tracking_hooks  # noqa: E402
 from pmg_kedro.scenes import ProjectContext  # noqa: E402
 
 disable_mlflow_telemetry()
 
 # Tracked runs: kedro-mlflow's hook (one MLflow run per `kedro run`, the parameters of every node)
 # without its catalog sweep, and the reported metrics and figures (hooks.py). kedro-mlflow's
-# plugin entry point would register its hook a second time, with the sweep.
-HOOKS = tracking_hooks()
+# plugin entry point would register its hook a second time, with the sweep. ShardingHook closes
+# the per-user stages' Dask cluster when a run ends (components/sharding.py).
+HOOKS = (*tracking_hooks(), ShardingHook())
 DISABLE_HOOKS_FOR_PLUGINS = ("kedro_mlflow", "kedro-mlflow")
 
 # Kedro's context, which hands its environment's scenes and variants to the pipelines (scenes.py).

@@ -26,6 +26,7 @@ from ..components.models.paper_models import (
     random_init_args,
     swap_group,
 )
+from ..components.models.sharding import ModelDefinition, attach_definition
 
 
 class LLMFolderDataset(AbstractDataset[LLM, LLM]):
@@ -91,7 +92,19 @@ class LLMFolderDataset(AbstractDataset[LLM, LLM]):
         if self._swap_group:
             group = swap_group(self._swap_group, self._load_args["device"])
             join_swap_group(llm, group, f"llm:{self.path}", lambda m, device: m.model.to(device))
-        return llm
+        return attach_definition(llm, ModelDefinition(load_llm_definition, self._definition()))
+
+    def _definition(self) -> dict[str, Any]:
+        """This entry's configuration, the folder resolved: what a Dask worker loads it from."""
+        load_args = dict(self._load_args)
+        if self._swap_group:
+            load_args["swap_group"] = self._swap_group
+        return {
+            "path": str(self.path),
+            "gguf": self._gguf or None,
+            "random_init": self._random_init or None,
+            "load_args": load_args,
+        }
 
     def save(self, data: LLM) -> None:
         data.save_pretrained(self.path)
@@ -108,3 +121,8 @@ class LLMFolderDataset(AbstractDataset[LLM, LLM]):
             "load_args": self._load_args,
             "swap_group": self._swap_group,
         }
+
+
+def load_llm_definition(config: dict[str, Any]) -> LLM:
+    """The LLM of an `LLMFolderDataset` configuration (a worker's own copy, `components.models.sharding`)."""
+    return LLMFolderDataset(**config).load()

@@ -37,6 +37,7 @@ from ..components.models.paper_models import (
     random_init_args,
     swap_group,
 )
+from ..components.models.sharding import ModelDefinition, attach_definition
 from ..components.models.training_loop import Untrained
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,24 @@ class ModelFolderDataset(AbstractVersionedDataset[Any, Any]):
         if self._swap_group:
             group = swap_group(self._swap_group, device)
             join_swap_group(model, group, f"{self._kind}:{path}", _move)
-        return model
+        return attach_definition(
+            model, ModelDefinition(load_model_definition, self._definition(path))
+        )
+
+    def _definition(self, path: Path) -> dict[str, Any]:
+        """This entry's configuration at the folder just loaded (a version resolved): what a
+        Dask worker loads the same model from."""
+        load_args = dict(self._load_args)
+        if self._swap_group:
+            load_args["swap_group"] = self._swap_group
+        return {
+            "path": str(path),
+            "kind": self._kind,
+            "fp16": self._fp16,
+            "model_name": self._model_name,
+            "load_args": load_args,
+            "random_init": self._random_init or None,
+        }
 
     def save(self, data: Any) -> None:
         if isinstance(data, Untrained):
@@ -142,6 +160,11 @@ class ModelFolderDataset(AbstractVersionedDataset[Any, Any]):
             "load_args": self._load_args,
             "swap_group": self._swap_group,
         }
+
+
+def load_model_definition(config: dict[str, Any]) -> Any:
+    """The model of a `ModelFolderDataset` configuration (a worker's own copy)."""
+    return ModelFolderDataset(**config).load()
 
 
 def _scorer_module(scorer: Any) -> Any:

@@ -142,6 +142,7 @@ def test_pipelines_run_for_every_scene_on_a_tiny_llama(tmp_path, test_params):
             "behavior_summarization"
         ]
         catalog[f"params:{scene}.keyword_extraction"] = keyword_params
+    catalog["params:sharding"] = {"cluster": "none"}
 
     pipeline = behavior_pipeline() + keyword_pipeline()
     for name in pipeline.all_outputs():
@@ -188,9 +189,8 @@ def test_pipelines_run_for_every_scene_on_a_tiny_llama(tmp_path, test_params):
     assert costume["scene_note"].startswith("SIMULATED users")
 
 
-def test_lora_keywords_come_from_the_merged_adapter_and_are_compared(tmp_path, test_params):
-    """llm_adapter: lora with a (random) adapter for the tiny Llama, zero-shot as the comparison:
-    the two settings answer differently, and the report holds both beside the baseline."""
+def _random_adapter(llm, trained: list[str]) -> dict:
+    """A keyword adapter at random LoRA weights for `llm`, trained (says its header) on `trained`."""
     import copy
 
     import torch
@@ -198,7 +198,6 @@ def test_lora_keywords_come_from_the_merged_adapter_and_are_compared(tmp_path, t
 
     from pmg_kedro.components.method.keyword_adapter import ADAPTER_KIND
 
-    llm = load_llm(build_tiny_chat_llama(tmp_path / "llama"))
     config = {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj", "down_proj"]}
     peft_model = get_peft_model(copy.deepcopy(llm.model), LoraConfig(**config))
     torch.manual_seed(0)
@@ -206,10 +205,7 @@ def test_lora_keywords_come_from_the_merged_adapter_and_are_compared(tmp_path, t
         for name, p in peft_model.named_parameters():
             if "lora_" in name:
                 p.normal_(0, 1.0)
-    items, histories, users = _costume()
-    split = split_users(histories["user_id"], 3, 0)
-    trained = sorted(split.loc[split["split"] == "train", "user_id"])
-    adapter = {
+    return {
         "tensors": get_peft_model_state_dict(peft_model),
         "metadata": {
             "kind": ADAPTER_KIND,
@@ -218,6 +214,58 @@ def test_lora_keywords_come_from_the_merged_adapter_and_are_compared(tmp_path, t
             "trained_users": {"costume": trained},
         },
     }
+
+
+def test_lora_keywords_in_shards_merge_the_adapter_once_per_process(
+    tmp_path, test_params, monkeypatch
+):
+    """Sharded, a catalog-loaded LLM_g gets the adapter merged once per process (a Dask worker)
+    for all its shards; a shard of one user answers as that user alone."""
+    from pmg_kedro.components.models import sharding
+    from pmg_kedro.datasets.llm_folder import load_llm_definition
+    from pmg_kedro.pipelines.keyword_extraction import nodes
+
+    folder = build_tiny_chat_llama(tmp_path / "llama")
+    llm = sharding.attach_definition(
+        load_llm(folder), sharding.ModelDefinition(load_llm_definition, {"path": str(folder)})
+    )
+    items, histories, _ = _costume()
+    behavior = pd.DataFrame(
+        {
+            "user_id": histories["user_id"],
+            "purpose": "evaluation",
+            "history": histories["history"],
+            "history_texts": [[f"item {i}" for i in h] for h in histories["history"]],
+            "conversation_summary": "",
+            "target": histories["target"],
+            "target_text": "a shirt",
+        }
+    )
+    adapter = _random_adapter(llm, ["nobody"])
+    params = {**test_params["costume"]["keyword_extraction"], "llm_adapter": "lora"}
+    merges = []
+    merge = nodes.adapted_llm
+    monkeypatch.setattr(nodes, "adapted_llm", lambda *a: merges.append(1) or merge(*a))
+    sharding.release_models()
+    sharded = nodes.extract_preference_keywords(
+        behavior, items, llm, adapter, params, {"shard_size": 1}
+    )
+    assert len(merges) == 1 and sharding.release_models() == 1
+    alone = [
+        nodes.extract_preference_keywords(behavior[i : i + 1], items, llm, adapter, params)
+        for i in range(len(behavior))
+    ]
+    pd.testing.assert_frame_equal(sharded, pd.concat(alone, ignore_index=True), check_exact=True)
+    assert set(sharded["llm_adapter"]) == {"lora"} and sharded["llm"].str.endswith("+lora").all()
+
+
+def test_lora_keywords_come_from_the_merged_adapter_and_are_compared(tmp_path, test_params):
+    """llm_adapter: lora with a (random) adapter for the tiny Llama, zero-shot as the comparison:
+    the two settings answer differently, and the report holds both beside the baseline."""
+    llm = load_llm(build_tiny_chat_llama(tmp_path / "llama"))
+    items, histories, users = _costume()
+    split = split_users(histories["user_id"], 3, 0)
+    adapter = _random_adapter(llm, sorted(split.loc[split["split"] == "train", "user_id"]))
     params = dict(test_params["costume"]["keyword_extraction"])
     params["max_keyword_words"] = 8
     params["llm_adapter"] = "lora"
@@ -234,6 +282,7 @@ def test_lora_keywords_come_from_the_merged_adapter_and_are_compared(tmp_path, t
         "behavior_summarization"
     ]
     catalog["params:costume.keyword_extraction"] = params
+    catalog["params:sharding"] = {"cluster": "none"}
     catalog["llm"] = MemoryDataset(llm, copy_mode="assign")
     catalog["keyword_adapter"] = MemoryDataset(adapter, copy_mode="assign")
     pipeline = (behavior_pipeline() + keyword_pipeline()).only_nodes_with_namespaces(["costume"])

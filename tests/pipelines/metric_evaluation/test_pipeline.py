@@ -54,7 +54,7 @@ def _scene_inputs(name, data):
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     pipeline = create_pipeline()
-    data = {"params:ablations": scene_conf()["ablations"]}
+    data = {"params:ablations": scene_conf()["ablations"], "params:sharding": {"cluster": "none"}}
     data |= {"fashion_mnist_train": scene.archive(8, 1), "fashion_mnist_test": scene.archive(4, 2)}
     for name in SCENES:
         data |= _scene_inputs(name, scene.build(tmp_path_factory.mktemp(name)))

@@ -372,6 +372,7 @@ def test_pipeline_runs_every_setting_and_seed_and_labels_what_it_reports(
         catalog[f"{scene}.table3_summary"] = MemoryDataset()
         markdown_file = str(tmp_path / f"{scene}_recommendation.md")
         catalog[f"{scene}.recommendation_report_markdown"] = TextDataset(filepath=markdown_file)
+    catalog["params:sharding"] = MemoryDataset({"cluster": "none"})
     pipeline = create_pipeline()
     assert {n.namespace for n in pipeline.nodes} == {"movie", "costume"}  # emoticon: no task
     SequentialRunner().run(pipeline, catalog)

@@ -12,7 +12,7 @@ SCENES = scenes_where("recommendation")
 
 
 def test_each_scene_reads_only_its_own_data_and_the_shared_models():
-    assert foreign_inputs(create_pipeline(), {"llm", "generator"}) == []
+    assert foreign_inputs(create_pipeline(), {"llm", "generator", "params:sharding"}) == []
 
 
 @pytest.mark.parametrize("scene", SCENES)

@@ -10,7 +10,7 @@ from tests.pipelines.wiring import foreign_inputs, nodes_by_name
 
 GENERATION_VARIANTS, SCENES = generation_variants(), scene_names()
 
-SHARED = {"generator", "scorer", "params:ablations"} | {
+SHARED = {"generator", "scorer", "params:ablations", "params:sharding"} | {
     f"params:ablations.{v}" for v in GENERATION_VARIANTS
 }
 
@@ -33,6 +33,7 @@ def test_each_variant_generates_and_scores_its_own_candidates(scene):
             f"{scene}.soft_embeddings",
             f"params:{scene}.weighted_generation",
             f"params:ablations.{v}",
+            "params:sharding",
         ]
         assert generate.outputs == [f"{scene}.{v}.candidates", f"{scene}.{v}.candidate_images"]
         assert score.inputs == [
@@ -42,6 +43,7 @@ def test_each_variant_generates_and_scores_its_own_candidates(scene):
             "scorer",
             f"params:{scene}.weighted_generation",
             f"params:ablations.{v}",
+            "params:sharding",
         ]
         assert score.outputs == [f"{scene}.{v}.selections", f"{scene}.{v}.chosen_images"]
     report = nodes[f"{scene}.summarize_personalization"]

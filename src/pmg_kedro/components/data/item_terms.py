@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from pmg_kedro.components.data.prompts import content_words, most_frequent
+from pmg_kedro.components.data.prompts import content_words, field_text, most_frequent, render
 
 
 def item_values(item: pd.Series, columns: Sequence[str]) -> list[str]:
@@ -84,3 +84,21 @@ def fallback_keywords(
         return most_frequent(history_values(history, by_id, columns), k)
     words = content_words(" ".join(history_texts), k)
     return words or most_frequent(history_values(history, by_id, ["title"]), k)
+
+
+def item_texts(items: pd.DataFrame, template: str, item_ids) -> pd.Series:
+    """item_id -> the item's text from `template` (any item column; lists joined by commas)."""
+    by_id = items.drop_duplicates("item_id")
+    by_id.index = by_id["item_id"].astype(str)
+    wanted = list(dict.fromkeys(str(i) for i in item_ids))
+    missing = [i for i in wanted if i not in by_id.index]
+    if missing:
+        raise ValueError(f"items: no row for item ids {missing[:5]} ({len(missing)} in all)")
+
+    def field(value) -> str:
+        scalar = isinstance(value, str) or not hasattr(value, "__iter__")
+        return "" if scalar and pd.isna(value) else field_text(value)
+
+    rows = by_id.loc[wanted].to_dict(orient="records")
+    texts = [render(template, **{k: field(v) for k, v in row.items()}) for row in rows]
+    return pd.Series(texts, index=wanted, dtype=object)

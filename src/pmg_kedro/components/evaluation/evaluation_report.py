@@ -16,6 +16,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from pmg_kedro.components.data.images import item_arrays
+from pmg_kedro.components.data.splits import evaluation_users
+from pmg_kedro.components.evaluation.image_evaluation import simulated_flags
 from pmg_kedro.components.method.selection import choose, z_scores
 from pmg_kedro.components.reporting import figures
 from pmg_kedro.components.reporting.stats import (
@@ -382,3 +385,22 @@ def choice_at(candidates: pd.DataFrame, alpha: float, floor: float) -> pd.Series
     """The argmax-z candidate per (user, seed) with z recomputed at `alpha` (paper §3.4)."""
     scored = candidates.assign(z=z_scores(candidates["d_p"], candidates["d_t"], alpha, floor))
     return choose(scored, ["user_id", "seed"])
+
+
+def user_rows(histories, user_split, users, image_index, params, chosen, seeds, title) -> Figure:
+    """Figures 4-8 shape: the first `figures.users` evaluation users with their shown item images
+    (the latest `figures.history_columns` of their history, the target) and `chosen` images of
+    each variant, as `user_rows_figure` draws them."""
+    size, fig_cfg = int(params["image_size"]), params["figures"]
+    n_hist = int(fig_cfg["history_columns"])
+    evaluation = evaluation_users(user_split)
+    rows = histories[histories["user_id"].astype(str).isin(evaluation)].head(int(fig_cfg["users"]))
+    with_image = set(image_index["item_id"].astype(str))
+    shown = sorted(
+        {str(i) for h in rows["history"] for i in list(h)[-n_hist:]}
+        | set(rows["target"].astype(str))
+    )
+    arrays = item_arrays([i for i in shown if i in with_image], image_index, size)
+    simulated = simulated_flags(rows["user_id"].astype(str), users, rows.set_index("user_id"))
+    title = f"{params.get('scene', '')}: {title}"
+    return user_rows_figure(rows, simulated, arrays, chosen, seeds, n_hist, title)

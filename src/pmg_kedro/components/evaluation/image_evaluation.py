@@ -20,6 +20,7 @@ from PIL import Image
 from pmg_kedro.components.data.images import item_arrays, to_array
 from pmg_kedro.components.evaluation import metrics, probes
 from pmg_kedro.components.evaluation.features import DISTANCE_LAYERS, Lpips, MobileNetFeatures
+from pmg_kedro.components.models.sharding import ShardSettings, run_shards
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +88,60 @@ class References:
     users: pd.DataFrame
 
 
+def image_notes(
+    table: pd.DataFrame,
+    references: References,
+    semantic_probe: dict[str, Any],
+    params: dict[str, Any],
+    identity_probe: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The notes `score_images` returns for `table` (how images are compared, the users, seeds,
+    reference counts, probes and metric columns), from the tables alone: no image is read, so a
+    stage scored in shards of users writes the notes of all its users at once."""
+    lpips_model, lpips_why = _lpips()
+    has_lpips = lpips_model is not None
+    return _notes(table, references, semantic_probe, params, has_lpips, lpips_why, identity_probe)
+
+
+def _notes(
+    table, references, semantic_probe, params, has_lpips, lpips_why, identity_probe=None
+) -> dict[str, Any]:
+    notes = _method_notes(params, has_lpips, lpips_why)
+    user_rows, history, target, with_image = _user_references(table, references)
+    notes["n_evaluation_users"] = int(table["user_id"].nunique())
+    simulated = simulated_flags(table["user_id"], references.users, user_rows)
+    notes["n_simulated_users"] = int(table.loc[simulated, "user_id"].nunique())
+    notes["seeds"] = sorted(int(s) for s in table["seed"].unique())
+    notes["references"] = _reference_counts(history, target, with_image)
+    notes["probe"] = semantic_probe["report"]
+    notes["metrics"] = _metric_columns(
+        notes["references"]["status"],
+        has_lpips,
+        lpips_why,
+        semantic_probe,
+        references.users,
+        params,
+    )
+    if identity_probe is not None:
+        notes["identity_probe"] = identity_probe["report"]
+        status = notes["references"]["status"]
+        notes["metrics"][IDENTITY] = _identity_column(status, identity_probe)
+    return notes
+
+
+def _user_references(table: pd.DataFrame, references: References):
+    """histories by user, each evaluated user's history and target item ids, the items with an
+    image."""
+    histories = references.histories
+    user_rows = histories.assign(user_id=histories["user_id"].astype(str)).set_index("user_id")
+    unknown = sorted(set(table["user_id"]) - set(user_rows.index))
+    if unknown:
+        raise KeyError(f"histories: no row for evaluated users {unknown[:5]}")
+    history = {u: [str(i) for i in user_rows.at[u, "history"]] for u in table["user_id"].unique()}
+    target = {u: str(user_rows.at[u, "target"]) for u in history}
+    return user_rows, history, target, set(references.image_index["item_id"].astype(str))
+
+
 def score_images(
     table: pd.DataFrame,
     generated: dict[str, Image.Image],
@@ -100,38 +155,14 @@ def score_images(
     (`identity_probe.IdentityProbe` and its report), also whether the image shows the target's
     class or emoji (`IDENTITY`), where the probe was accepted."""
     image_index, users = references.image_index, references.users
-    histories = references.histories
     size = int(params["image_size"])
     lpips_model, lpips_why = _lpips()
-    notes = _method_notes(params, lpips_model is not None, lpips_why)
-    user_rows = histories.assign(user_id=histories["user_id"].astype(str)).set_index("user_id")
-    unknown = sorted(set(table["user_id"]) - set(user_rows.index))
-    if unknown:
-        raise KeyError(f"histories: no row for evaluated users {unknown[:5]}")
+    has_lpips = lpips_model is not None
+    notes = _notes(table, references, semantic_probe, params, has_lpips, lpips_why, identity_probe)
+    user_rows, history, target, with_image = _user_references(table, references)
     table = table.copy()
     table["simulated"] = simulated_flags(table["user_id"], users, user_rows)
-    notes["n_evaluation_users"] = int(table["user_id"].nunique())
-    notes["n_simulated_users"] = int(table.loc[table["simulated"], "user_id"].nunique())
-    notes["seeds"] = sorted(int(s) for s in table["seed"].unique())
-
-    history = {u: [str(i) for i in user_rows.at[u, "history"]] for u in table["user_id"].unique()}
-    target = {u: str(user_rows.at[u, "target"]) for u in history}
-    with_image = set(image_index["item_id"].astype(str))
-    notes["references"] = _reference_counts(history, target, with_image)
-    notes["probe"] = semantic_probe["report"]
-    columns = _metric_columns(
-        notes["references"]["status"],
-        lpips_model is not None,
-        lpips_why,
-        semantic_probe,
-        users,
-        params,
-    )
-    if identity_probe is not None:
-        notes["identity_probe"] = identity_probe["report"]
-        columns[IDENTITY] = _identity_column(notes["references"]["status"], identity_probe)
-    notes["metrics"] = columns
-    for column in columns:
+    for column in notes["metrics"]:
         table[column] = np.nan
     table["n_history_images"] = [sum(i in with_image for i in history[u]) for u in table["user_id"]]
     table["target_has_image"] = [target[u] in with_image for u in table["user_id"]]
@@ -155,7 +186,7 @@ def score_images(
     similarity = [m for m in SIMILARITY if m in pairs.columns]
     _history_and_target(table, pairs, history, target, similarity)
     _probe_checks(table, pooled, history, target, references.items, users, semantic_probe, params)
-    if identity_probe is not None and columns[IDENTITY]["status"] == "ok":
+    if identity_probe is not None and notes["metrics"][IDENTITY]["status"] == "ok":
         _identity_check(table, arrays, target, references.items, identity_probe["probe"])
     return table.drop(columns="key"), notes
 
@@ -375,3 +406,29 @@ def chosen_rows(selections: pd.DataFrame, name: str) -> pd.DataFrame:
             f"found {wrong.head(5).to_dict()}"
         )
     return selections[selections["chosen"].astype(bool)]
+
+
+def score_images_in_shards(
+    table, generated, references, semantic_probe, params, sharding, stage, identity_probe=None
+):
+    """`score_images` in shards of users (each shard carries its own images); the notes are
+    those of every user at once, the rows in `table`'s order."""
+    probes = {"semantic_probe": semantic_probe, "identity_probe": identity_probe}
+    parts = run_shards(
+        ShardSettings.from_params(sharding),
+        f"{params.get('scene', '')}.{stage}",
+        table.assign(image=table["key"].map(generated)),
+        _score_shard,
+        data={"references": references, "params": params, **probes},
+    )
+    if len(parts) == 1:
+        return parts[0]
+    scored = pd.concat([part for part, _ in parts]).sort_index()
+    return scored, image_notes(table, references, semantic_probe, params, identity_probe)
+
+
+def _score_shard(table, references, semantic_probe, params, identity_probe):
+    generated = dict(zip(table["key"], table["image"], strict=True))
+    return score_images(
+        table.drop(columns="image"), generated, references, semantic_probe, params, identity_probe
+    )

@@ -20,18 +20,21 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
 
 from pmg_kedro.components.data.item_terms import (
     fallback_keywords,
+    item_texts,
     item_values,
     items_by_id,
     present_columns,
 )
 from pmg_kedro.components.data.prompts import (
     content_words,
+    format_behavior,
     merge_keywords,
     parse_keywords,
     render,
@@ -72,23 +75,35 @@ PREFERENCE_COLUMNS = [
 
 
 def keyword_llm(
-    llm: LLM, keyword_adapter: dict[str, Any], adapter: str, behavior_texts, scene: str
+    llm: LLM,
+    keyword_adapter: dict[str, Any],
+    adapter: str,
+    behavior_texts,
+    scene: str,
+    merge: Callable[[], LLM] | None = None,
 ) -> LLM:
     """LLM_g for the preference prompts: as it is (`none`) or with the LoRA adapter merged in
-    (`lora`), after refusing evaluation users the adapter was trained on."""
+    (`lora`), after refusing evaluation users the adapter was trained on. `merge`: returns the
+    adapted LLM instead (a Dask worker builds it once and keeps it for all its shards)."""
     if adapter == "none":
         return llm
     if adapter != "lora":
         raise ValueError(f"keyword_extraction.llm_adapter: expected lora or none, got {adapter!r}")
     evaluation = behavior_texts.loc[behavior_texts["purpose"] == "evaluation", "user_id"]
-    where = f"keyword_extraction ({scene}, catalog entry keyword_adapter)"
+    where = adapter_where(scene)
     check_not_trained_on(keyword_adapter.get("metadata") or {}, scene, list(evaluation), where)
+    if merge is not None:
+        return merge()
     start = time.perf_counter()
     adapted = adapted_llm(llm, keyword_adapter, where)
     logger.info(
         "keyword adapter merged into a copy of %s in %.1f s", llm.name, time.perf_counter() - start
     )
     return adapted
+
+
+def adapter_where(scene: str) -> str:
+    return f"keyword_extraction ({scene}, catalog entry keyword_adapter)"
 
 
 def preference_keywords(
@@ -98,6 +113,7 @@ def preference_keywords(
     params: dict[str, Any],
     adapter: str = "none",
     keyword_adapter: dict[str, Any] | None = None,
+    merge: Callable[[], LLM] | None = None,
 ) -> pd.DataFrame:
     """k^p per behavior row: one prompt per attribute, parsed, merged, de-duplicated, cut to K_p.
 
@@ -105,7 +121,7 @@ def preference_keywords(
     raw_answers (one per
     attribute), parsed (per attribute), n_parsed (distinct keywords before the cut), fallback,
     llm_adapter (`adapter`) and llm (the model that answered). Training rows' behavior ends
-    before their supervision item, so their keywords never see it.
+    before their supervision item, so their keywords never see it. `merge`: see `keyword_llm`.
     """
     attributes: dict[str, str] = params["attributes"]
     generation = dict(params["generation"])
@@ -121,7 +137,9 @@ def preference_keywords(
             prefixes.append(prefix)
             users.append(n)
     llm_g = (
-        keyword_llm(llm, keyword_adapter or {}, adapter, behavior_texts, params.get("scene", ""))
+        keyword_llm(
+            llm, keyword_adapter or {}, adapter, behavior_texts, params.get("scene", ""), merge
+        )
         if prompts
         else llm
     )
@@ -313,3 +331,32 @@ def user_keyword_record(user, source, prompt, answer, done, by_id, fallback_colu
         "keywords": keywords,
         "fallback": fallback,
     }
+
+
+def recommendation_keywords_of_shard(users, items, p, fallback_columns, llm) -> pd.DataFrame:
+    """The recommendation experiment's user keyword rows (paper §4.5) of a shard of users: each
+    user's prompt on their last training items, answered in LLM batches (`p`: user_images)."""
+    sources = users["source_items"].tolist()
+    texts = item_texts(items, p["item_text"], (i for s in sources for i in s))
+    messages = [
+        render(
+            p["prompt_template"],
+            history=format_behavior([texts[i] for i in s], p["history_line"]),
+        )
+        for s in sources
+    ]
+    settings = GenerationSettings.from_params(p["generation"])
+    answers = llm.generate(
+        messages, settings, answer_prefix=p["answer_prefix"], desc="user keywords"
+    )
+    finished = list(llm.last_finished)
+    by_id = items_by_id(items)
+    return pd.DataFrame(
+        [
+            user_keyword_record(user, source, prompt, answer, done, by_id, fallback_columns, p)
+            | {"llm": llm.name}
+            for user, source, prompt, answer, done in zip(
+                users["user_id"], sources, messages, answers, finished, strict=True
+            )
+        ]
+    )

@@ -41,6 +41,7 @@ from pmg_kedro.components.data.images import to_array, to_pil
 from pmg_kedro.components.method.selection import choose, weight_grid, z_scores
 from pmg_kedro.components.method.soft_embeddings import preference_condition
 from pmg_kedro.components.models.params import settings_from_params
+from pmg_kedro.components.models.sharding import ShardSettings, run_shards
 
 logger = logging.getLogger(__name__)
 
@@ -468,3 +469,42 @@ def _log_progress(what, done, total, start, batch, steps, sampler) -> None:
         int(steps),
         sampler,
     )
+
+
+def render_in_shards(
+    generator,
+    keys: list[str],
+    texts: list[str],
+    params: dict[str, Any],
+    what: str,
+    sharding: dict[str, Any] | None = None,
+) -> list[Image.Image]:
+    """One image per text, its text as the only condition (weight 1), `batch_size` texts per
+    denoising call (`PMG.render`), in shards of keys (users or items) where `sharding` says so.
+    Every image starts from the same seeded noise, so images differ by their condition only."""
+    if not texts:
+        return []
+    parts = run_shards(
+        ShardSettings.from_params(sharding),
+        what.replace(" ", "_"),
+        pd.DataFrame({"key": keys, "text": texts}),
+        _render_shard,
+        data={"params": params, "what": what},
+        models={"generator": generator},
+        user_column="key",
+    )
+    return [image for part in parts for image in part]
+
+
+def _render_shard(rows, params, what, generator) -> list[Image.Image]:
+    images = PMG(generator).render(
+        rows["text"].tolist(),
+        seed=int(params["seed"]),
+        steps=int(params["steps"]),
+        guidance_scale=float(params["guidance_scale"]),
+        sampler=params["sampler"],
+        mode=params["mode"],
+        batch_size=int(params["batch_size"]),
+        what=what,
+    )
+    return to_pil(images)

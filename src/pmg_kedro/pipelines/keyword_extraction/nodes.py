@@ -8,13 +8,23 @@ model_preparation trained (ours, issue 12), `none` prompts LLM_g zero-shot, as t
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pandas as pd
 
 from ...components.evaluation.keyword_quality import keyword_quality_report
-from ...components.method.keywords import preference_keywords, target_keywords
+from ...components.method.keyword_adapter import adapted_llm
+from ...components.method.keywords import adapter_where, preference_keywords, target_keywords
 from ...components.models.llm import LLM
+from ...components.models.sharding import (
+    ShardSettings,
+    concat_tables,
+    has_definition,
+    model_key,
+    run_shards,
+    worker_cached,
+)
 from ...components.reporting.figures import subplots
 
 
@@ -24,10 +34,14 @@ def extract_preference_keywords(
     llm: LLM,
     keyword_adapter: dict[str, Any],
     params: dict[str, Any],
+    sharding: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
-    """k^p per user under `llm_adapter` (`components.method.keywords.preference_keywords`)."""
+    """k^p per user under `llm_adapter` (`components.method.keywords.preference_keywords`), in shards
+    of users where `sharding` says so."""
     adapter = params.get("llm_adapter", "none")
-    return preference_keywords(behavior_texts, items, llm, params, adapter, keyword_adapter)
+    return _sharded_preference_keywords(
+        behavior_texts, items, llm, keyword_adapter, params, adapter, sharding, "preference"
+    )
 
 
 def extract_comparison_keywords(
@@ -36,6 +50,7 @@ def extract_comparison_keywords(
     llm: LLM,
     keyword_adapter: dict[str, Any],
     params: dict[str, Any],
+    sharding: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
     """k^p of the evaluation users under `quality.compare_llm_adapter` (the other LLM setting,
     for the quality report); the columns of `extract_preference_keywords`, no row when null."""
@@ -43,14 +58,68 @@ def extract_comparison_keywords(
     evaluation = behavior_texts[behavior_texts["purpose"] == "evaluation"]
     if not adapter:
         return preference_keywords(evaluation[:0], items, llm, params, "none", keyword_adapter)
-    return preference_keywords(evaluation, items, llm, params, adapter, keyword_adapter)
+    return _sharded_preference_keywords(
+        evaluation, items, llm, keyword_adapter, params, adapter, sharding, "comparison"
+    )
 
 
 def extract_target_keywords(
-    behavior_texts: pd.DataFrame, items: pd.DataFrame, llm: LLM, params: dict[str, Any]
+    behavior_texts: pd.DataFrame,
+    items: pd.DataFrame,
+    llm: LLM,
+    params: dict[str, Any],
+    sharding: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
-    """k^t per evaluation user (`components.method.keywords.target_keywords`)."""
-    return target_keywords(behavior_texts, items, llm, params)
+    """k^t per evaluation user (`components.method.keywords.target_keywords`), in shards of users."""
+    parts = run_shards(
+        ShardSettings.from_params(sharding),
+        f"{params.get('scene', '')}.target_keywords",
+        behavior_texts[behavior_texts["purpose"] == "evaluation"],  # only they have a target
+        target_keywords,
+        data={"items": items, "params": params},
+        models={"llm": llm},
+    )
+    return concat_tables(parts)
+
+
+def _sharded_preference_keywords(
+    behavior_texts, items, llm, keyword_adapter, params, adapter, sharding, what
+) -> pd.DataFrame:
+    parts = run_shards(
+        ShardSettings.from_params(sharding),
+        f"{params.get('scene', '')}.{what}_keywords",
+        behavior_texts,
+        _preference_keywords_of_shard,
+        data={
+            "items": items,
+            "params": params,
+            "adapter": adapter,
+            "keyword_adapter": keyword_adapter if adapter == "lora" else {},
+        },
+        models={"llm": llm},
+    )
+    return concat_tables(parts)
+
+
+def _preference_keywords_of_shard(
+    behavior_texts, items, params, adapter, keyword_adapter, llm
+) -> pd.DataFrame:
+    """`preference_keywords` on a shard of users. The LoRA-merged LLM_g of a catalog-loaded LLM
+    is built once per process (a Dask worker) and kept for its later shards."""
+    merge = None
+    if adapter == "lora" and has_definition(llm):
+        header = json.dumps(keyword_adapter.get("metadata") or {}, sort_keys=True, default=str)
+        where = adapter_where(params.get("scene", ""))
+
+        def merge():
+            return worker_cached(
+                f"lora:{model_key(llm)}:{header}",
+                lambda: adapted_llm(llm, keyword_adapter, where),
+            )
+
+    return preference_keywords(
+        behavior_texts, items, llm, params, adapter, keyword_adapter, merge=merge
+    )
 
 
 def report_keyword_quality(

@@ -18,20 +18,26 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 extract_preference_keywords,
-                inputs=[*keyword_inputs, "params:keyword_extraction"],
+                inputs=[*keyword_inputs, "params:keyword_extraction", "params:sharding"],
                 outputs="preference_keywords",
                 name="extract_preference_keywords",
             ),
             # The other LLM setting (zero-shot vs LoRA) on the evaluation users, for the report.
             Node(
                 extract_comparison_keywords,
-                inputs=[*keyword_inputs, "params:keyword_extraction"],
+                inputs=[*keyword_inputs, "params:keyword_extraction", "params:sharding"],
                 outputs="comparison_keywords",
                 name="extract_comparison_keywords",
             ),
             Node(
                 extract_target_keywords,
-                inputs=["behavior_texts", "items", "llm", "params:keyword_extraction"],
+                inputs=[
+                    "behavior_texts",
+                    "items",
+                    "llm",
+                    "params:keyword_extraction",
+                    "params:sharding",
+                ],
                 outputs="target_keywords",
                 name="extract_target_keywords",
             ),
@@ -57,4 +63,4 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
         ]
     )
-    return per_scene(template, shared=frozenset({"llm", "keyword_adapter"}))
+    return per_scene(template, shared=frozenset({"llm", "keyword_adapter", "params:sharding"}))

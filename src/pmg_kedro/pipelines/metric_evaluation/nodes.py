@@ -20,7 +20,6 @@ import pandas as pd
 from matplotlib.figure import Figure
 from PIL import Image
 
-from ...components.data.images import item_arrays
 from ...components.data.splits import evaluation_users
 from ...components.evaluation import evaluation_report, probes
 from ...components.evaluation.identity_probe import fit_scene_probe
@@ -29,8 +28,7 @@ from ...components.evaluation.image_evaluation import (
     References,
     chosen_rows,
     fit_item_probe,
-    score_images,
-    simulated_flags,
+    score_images_in_shards,
 )
 from ...components.reporting.environment import json_safe
 
@@ -110,10 +108,12 @@ def evaluate_chosen_images(
     semantic_probe: dict[str, Any],
     identity_probe: dict[str, Any],
     params: dict[str, Any],
+    sharding: dict[str, Any] | None = None,
     **variants: Any,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Per (variant, evaluation user, seed): the chosen image against the user's history images
-    (mean over history entries) and target image, and the probe checks (semantic and identity).
+    (mean over history entries) and target image, and the probe checks (semantic and identity),
+    in shards of users where `sharding` says so.
 
     `variants` holds `<variant>_selections` and `<variant>_chosen_images`. Returns the per-image
     table and the notes the tables print (what ran, what did not and why, counts).
@@ -152,8 +152,15 @@ def evaluate_chosen_images(
         }
     table = pd.DataFrame(records, columns=["variant", "user_id", "seed", "image_key", "key"])
     references = References(histories, items, image_index, users)
-    scored, notes = score_images(
-        table, generated, references, semantic_probe, params, identity_probe
+    scored, notes = score_images_in_shards(
+        table,
+        generated,
+        references,
+        semantic_probe,
+        params,
+        sharding,
+        "chosen_image_metrics",
+        identity_probe,
     )
     notes["variants"] = status
     notes["generation"] = {
@@ -174,6 +181,7 @@ def evaluate_table2_images(
     table2_selections: pd.DataFrame,
     table2_images: dict[str, Image.Image],
     params: dict[str, Any],
+    sharding: dict[str, Any] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Paper Table 2's images (L multimodal tokens, P-Tuning v2 on/off) with the same metrics.
 
@@ -196,7 +204,9 @@ def evaluate_table2_images(
     ).reset_index(drop=True)
     generated = {k: table2_images[k] for k in table["key"]}
     references = References(histories, items, image_index, users)
-    scored, notes = score_images(table, generated, references, semantic_probe, params)
+    scored, notes = score_images_in_shards(
+        table, generated, references, semantic_probe, params, sharding, "table2_image_metrics"
+    )
     if table.empty:
         notes["status"] = (
             "not applicable: no Table 2 images (the scene has no soft preference embeddings)"
@@ -307,7 +317,7 @@ def plot_comparison_figure(
     """Figures 4–6 shape: per evaluation user, history images | target | each variant's chosen
     image (first noise seed); `chosen_images` is keyed by variant (baseline first)."""
     seeds = [int(weighted_generation["seeds"][0])]
-    return _user_rows(
+    return evaluation_report.user_rows(
         histories,
         user_split,
         users,
@@ -330,7 +340,7 @@ def plot_embedding_figure(
 ):
     """Figure 8 shape: per evaluation user, without soft embeddings vs PMG, every noise seed."""
     seeds = [int(s) for s in weighted_generation["seeds"]]
-    return _user_rows(
+    return evaluation_report.user_rows(
         histories,
         user_split,
         users,
@@ -340,24 +350,6 @@ def plot_embedding_figure(
         seeds,
         "keywords only vs keywords + soft embeddings, every seed",
     )
-
-
-def _user_rows(histories, user_split, users, image_index, params, chosen, seeds, title) -> Figure:
-    """The first `figures.users` evaluation users with their shown item images, as
-    `evaluation_report.user_rows_figure` draws them."""
-    size, fig_cfg = int(params["image_size"]), params["figures"]
-    n_hist = int(fig_cfg["history_columns"])
-    evaluation = evaluation_users(user_split)
-    rows = histories[histories["user_id"].astype(str).isin(evaluation)].head(int(fig_cfg["users"]))
-    with_image = set(image_index["item_id"].astype(str))
-    shown = sorted(
-        {str(i) for h in rows["history"] for i in list(h)[-n_hist:]}
-        | set(rows["target"].astype(str))
-    )
-    arrays = item_arrays([i for i in shown if i in with_image], image_index, size)
-    simulated = simulated_flags(rows["user_id"].astype(str), users, rows.set_index("user_id"))
-    title = f"{params.get('scene', '')}: {title}"
-    return evaluation_report.user_rows_figure(rows, simulated, arrays, chosen, seeds, n_hist, title)
 
 
 def plot_selection_scatter(

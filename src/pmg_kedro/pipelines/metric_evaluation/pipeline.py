@@ -77,6 +77,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "semantic_probe": "semantic_probe",
                     "identity_probe": "identity_probe",
                     "params": PARAMS,
+                    "sharding": "params:sharding",
                     **{f"{v}_selections": f"{v}.selections" for v in variants},
                     **{f"{v}_chosen_images": f"{v}.chosen_images" for v in variants},
                 },
@@ -95,6 +96,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "table2_selections",
                     "table2_images",
                     PARAMS,
+                    "params:sharding",
                 ],
                 outputs=["table2_image_metrics", "table2_notes"],
                 name="evaluate_table2_images",
@@ -102,8 +104,8 @@ def create_pipeline(**kwargs) -> Pipeline:
             *_report_nodes(grid_variants),
         ]
     )
-    shared = frozenset({"params:ablations", "fashion_mnist_train", "fashion_mnist_test"})
-    return per_scene(template, shared=shared)
+    shared = {"params:ablations", "params:sharding", "fashion_mnist_train", "fashion_mnist_test"}
+    return per_scene(template, shared=frozenset(shared))
 
 
 def _report_nodes(grid_variants: list[str]) -> list[Node]:

@@ -25,19 +25,15 @@ import pandas as pd
 from matplotlib.figure import Figure
 from PIL import Image
 
-from ...components.data.images import indexed_or_given_images, to_pil
-from ...components.data.item_terms import items_by_id, present_columns
-from ...components.data.prompts import (
-    field_text,
-    format_behavior,
-    render,
-)
+from ...components.data.images import indexed_or_given_images
+from ...components.data.item_terms import item_texts, present_columns
 from ...components.data.splits import derangement, recommendation_split
 from ...components.evaluation import mmgcn, recommendation_report
 from ...components.evaluation.features import MobileNetFeatures, generated_item_features
-from ...components.method.keywords import user_keyword_record
-from ...components.method.pmg import PMG
+from ...components.method.keywords import recommendation_keywords_of_shard
+from ...components.method.pmg import render_in_shards
 from ...components.models.llm import GenerationSettings
+from ...components.models.sharding import ShardSettings, concat_tables, run_shards
 from ...components.reporting.environment import machine_description, torch_threads
 
 logger = logging.getLogger(__name__)
@@ -65,29 +61,16 @@ def _training_items(split: pd.DataFrame) -> pd.Series:
 # -- user images (PMG, preference condition only) ----------------------------------------------
 
 
-def _item_texts(items: pd.DataFrame, template: str, item_ids) -> pd.Series:
-    """item_id -> the item's text from `template` (any item column; lists joined by commas)."""
-    by_id = items.drop_duplicates("item_id")
-    by_id.index = by_id["item_id"].astype(str)
-    wanted = list(dict.fromkeys(str(i) for i in item_ids))
-    missing = [i for i in wanted if i not in by_id.index]
-    if missing:
-        raise ValueError(f"items: no row for item ids {missing[:5]} ({len(missing)} in all)")
-
-    def field(value) -> str:
-        scalar = isinstance(value, str) or not hasattr(value, "__iter__")
-        return "" if scalar and pd.isna(value) else field_text(value)
-
-    rows = by_id.loc[wanted].to_dict(orient="records")
-    texts = [render(template, **{k: field(v) for k, v in row.items()}) for row in rows]
-    return pd.Series(texts, index=wanted, dtype=object)
-
-
 def extract_recommendation_keywords(
-    split: pd.DataFrame, items: pd.DataFrame, llm, params: dict[str, Any]
+    split: pd.DataFrame,
+    items: pd.DataFrame,
+    llm,
+    params: dict[str, Any],
+    sharding: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
     """One LLM prompt per user on their last n TRAINING positives -> preference keywords k^p (or,
-    where nothing parses, the items' most frequent `fallback_columns` values: flagged, counted).
+    where nothing parses, the items' most frequent `fallback_columns` values: flagged, counted),
+    in shards of users where `sharding` says so.
 
     Returns user_id, source_items, prompt, raw_answer, finished, keywords, fallback, llm."""
     p = params["user_images"]
@@ -95,31 +78,19 @@ def extract_recommendation_keywords(
     # that exist, else the item titles.
     fallback_columns = present_columns(p["fallback_columns"], items) or ["title"]
     sources = _training_items(split).map(lambda s: s[-int(p["n_history"]) :])
-    texts = _item_texts(items, p["item_text"], (i for s in sources for i in s))
-    messages = [
-        render(
-            p["prompt_template"],
-            history=format_behavior([texts[i] for i in s], p["history_line"]),
-        )
-        for s in sources
-    ]
-    settings = GenerationSettings.from_params(p["generation"])
+    users = pd.DataFrame({"user_id": sources.index, "source_items": list(sources)})
     start = time.perf_counter()
-    answers = llm.generate(
-        messages, settings, answer_prefix=p["answer_prefix"], desc="user keywords"
+    parts = run_shards(
+        ShardSettings.from_params(sharding),
+        "recommendation_user_keywords",
+        users,
+        recommendation_keywords_of_shard,
+        data={"items": items, "p": p, "fallback_columns": fallback_columns},
+        models={"llm": llm},
     )
-    finished = list(llm.last_finished)
+    table = concat_tables(parts)
     seconds = time.perf_counter() - start
-    by_id = items_by_id(items)
-    table = pd.DataFrame(
-        [
-            user_keyword_record(user, source, prompt, answer, done, by_id, fallback_columns, p)
-            | {"llm": llm.name}
-            for user, source, prompt, answer, done in zip(
-                sources.index, sources, messages, answers, finished, strict=True
-            )
-        ]
-    )
+    settings = GenerationSettings.from_params(p["generation"])
     logger.info(
         "user keywords: %d users in %.1f s (%.3f s/user, %s, batch %d, %d new tokens max); %d fell "
         "back to the items' %s (configured: %s)",
@@ -136,36 +107,20 @@ def extract_recommendation_keywords(
     return table
 
 
-def _generate_images(
-    generator, texts: list[str], params: dict[str, Any], what: str
-) -> list[Image.Image]:
-    """One image per text, its text as the only condition (weight 1), `batch_size` texts per
-    denoising call (`PMG.render`). Every image starts from the same seeded noise, so images differ
-    by their condition only and do not depend on the batching."""
-    if not texts:
-        return []
-    images = PMG(generator).render(
-        texts,
-        seed=int(params["seed"]),
-        steps=int(params["steps"]),
-        guidance_scale=float(params["guidance_scale"]),
-        sampler=params["sampler"],
-        mode=params["mode"],
-        batch_size=int(params["batch_size"]),
-        what=what,
-    )
-    return to_pil(images)
-
-
 def generate_recommendation_user_images(
-    user_keywords: pd.DataFrame, generator, params: dict[str, Any]
+    user_keywords: pd.DataFrame,
+    generator,
+    params: dict[str, Any],
+    sharding: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Image.Image], pd.DataFrame]:
     """The Generated-user image per user: the generator on ", ".join(k^p) alone, no target (§4.5).
 
     Returns {user_id: image} and the log (key = user_id, condition_text, generator, settings)."""
     texts = [", ".join(k) for k in user_keywords["keywords"]]
     keys = user_keywords["user_id"].astype(str).tolist()
-    images = _generate_images(generator, texts, params["image_generation"], "user images")
+    images = render_in_shards(
+        generator, keys, texts, params["image_generation"], "user images", sharding
+    )
     return dict(zip(keys, images, strict=True)), recommendation_report.image_log(
         keys, texts, generator, params["image_generation"]
     )
@@ -177,13 +132,15 @@ def generate_recommendation_item_images(
     image_index: pd.DataFrame,
     generator,
     params: dict[str, Any],
+    sharding: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Image.Image], pd.DataFrame]:
     """Target-only images, from the item's metadata (`item_images.prompt_template`), for the
-    experiment's items that have no image in the image index (movies without posters).
+    experiment's items that have no image in the image index (movies without posters), in shards
+    of items where `sharding` says so.
 
     Returns {item_id: image} (empty when every item has an image) and the log."""
     needed = sorted(set(split["item_id"]) - set(image_index["item_id"].astype(str)))
-    prompts = _item_texts(items, params["item_images"]["prompt_template"], needed).tolist()
+    prompts = item_texts(items, params["item_images"]["prompt_template"], needed).tolist()
     logger.info(
         "item images: %d of %d experiment items have no image in the image index; generating them",
         len(needed),
@@ -191,7 +148,9 @@ def generate_recommendation_item_images(
     )
     if not needed:
         return {}, recommendation_report.image_log([], [], generator, params["image_generation"])
-    images = _generate_images(generator, prompts, params["image_generation"], "item images")
+    images = render_in_shards(
+        generator, needed, prompts, params["image_generation"], "item images", sharding
+    )
     return dict(zip(needed, images, strict=True)), recommendation_report.image_log(
         needed, prompts, generator, params["image_generation"]
     )
@@ -213,10 +172,10 @@ def generate_recommendation_history_item_images(
     Returns {item_id: image} and the log (key = item_id, condition_text, generator, settings)."""
     n = int(params["user_images"]["n_history"])
     needed = sorted({i for source in _training_items(split) for i in source[-n:]})
-    prompts = _item_texts(items, params["item_images"]["prompt_template"], needed)
+    prompts = item_texts(items, params["item_images"]["prompt_template"], needed)
     todo = [i for i in needed if i not in item_images]
-    made = _generate_images(
-        generator, prompts[todo].tolist(), params["image_generation"], "history item images"
+    made = render_in_shards(
+        generator, todo, prompts[todo].tolist(), params["image_generation"], "history item images"
     )
     images = {i: item_images[i] for i in needed if i in item_images}
     images |= dict(zip(todo, made, strict=True))

@@ -26,6 +26,7 @@ from .nodes import (
 IMAGES = "recommendation_images"
 EXPERIMENT = "recommendation_experiment"
 PARAMS = "params:recommendation"
+SHARDING = "params:sharding"
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -40,21 +41,28 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 extract_recommendation_keywords,
-                inputs=["recommendation_split", "items", "llm", PARAMS],
+                inputs=["recommendation_split", "items", "llm", PARAMS, SHARDING],
                 outputs="recommendation_user_keywords",
                 name="extract_recommendation_keywords",
                 tags=[IMAGES],
             ),
             Node(
                 generate_recommendation_user_images,
-                inputs=["recommendation_user_keywords", "generator", PARAMS],
+                inputs=["recommendation_user_keywords", "generator", PARAMS, SHARDING],
                 outputs=["recommendation_user_images", "recommendation_user_image_log"],
                 name="generate_recommendation_user_images",
                 tags=[IMAGES],
             ),
             Node(
                 generate_recommendation_item_images,
-                inputs=["recommendation_split", "items", "image_index", "generator", PARAMS],
+                inputs=[
+                    "recommendation_split",
+                    "items",
+                    "image_index",
+                    "generator",
+                    PARAMS,
+                    SHARDING,
+                ],
                 outputs=["recommendation_item_images", "recommendation_item_image_log"],
                 name="generate_recommendation_item_images",
                 tags=[IMAGES],
@@ -86,7 +94,9 @@ def create_pipeline(**kwargs) -> Pipeline:
         ]
     )
     return per_scene(
-        template, scenes=scenes_where("recommendation"), shared=frozenset({"generator", "llm"})
+        template,
+        scenes=scenes_where("recommendation"),
+        shared=frozenset({"generator", "llm", SHARDING}),
     )
 
 

@@ -24,6 +24,7 @@ from ...components.method.pmg import (
     chosen_images,
 )
 from ...components.method.selection import weight_grid
+from ...components.models.sharding import ShardSettings, concat_tables, run_shards
 from ...components.reporting.figures import subplots
 
 logger = logging.getLogger(__name__)
@@ -82,16 +83,30 @@ def generate_candidates(
     soft_embeddings: dict[str, Any],
     params: dict[str, Any],
     ablation: dict[str, Any],
+    sharding: dict[str, Any] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Image.Image]]:
-    """Every candidate of every (evaluation user, seed) for one variant (`PMG.generate`). Returns
-    the candidates table and the images keyed "<user>/s<seed>/<weights or draw>"; empty when the
-    variant does not apply to the scene (the report says why).
+    """Every candidate of every (evaluation user, seed) for one variant (`PMG.generate`), in shards
+    of users where `sharding` says so. Returns the candidates table and the images keyed
+    "<user>/s<seed>/<weights or draw>"; empty when the variant does not apply to the scene (the
+    report says why).
     """
     why = _not_applicable_why(ablation, soft_embeddings)
     if why:
         logger.info("%s: %s", ablation["name"], why)
         return pd.DataFrame(columns=CANDIDATE_COLUMNS), {}
-    soft = soft_embeddings.get("tensors")
+    parts = run_shards(
+        ShardSettings.from_params(sharding),
+        f"{ablation['name']}.candidates",
+        requests,
+        _candidates_of_shard,
+        data={"soft": soft_embeddings.get("tensors"), "params": params, "ablation": ablation},
+        models={"generator": generator},
+    )
+    images = {key: image for _, shard_images in parts for key, image in shard_images.items()}
+    return concat_tables([table for table, _ in parts]), images
+
+
+def _candidates_of_shard(requests, soft, params, ablation, generator):
     return _pmg(params, generator).generate(requests, Variant.from_params(ablation), soft)
 
 
@@ -102,14 +117,24 @@ def score_candidates(
     scorer,
     params: dict[str, Any],
     ablation: dict[str, Any],
+    sharding: dict[str, Any] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Image.Image]]:
     """d_p (cosine with k^p), d_t (with k^t), z, and the chosen candidate per (user, seed): argmax
-    z, or argmax d_t for target-only variants (`PMG.score`, §3.4). Chosen images keyed
-    "<user>/s<seed>"."""
+    z, or argmax d_t for target-only variants (`PMG.score`, §3.4), in shards of users. Chosen
+    images keyed "<user>/s<seed>"."""
     if candidates.empty:
         return pd.DataFrame(columns=SELECTION_COLUMNS), {}
     variant = Variant.from_params(ablation)
-    scored = _pmg(params, scorer=scorer).score(candidates, candidate_images, requests, variant)
+    # Each shard carries its own candidates' images (a column), not the whole variant's.
+    parts = run_shards(
+        ShardSettings.from_params(sharding),
+        f"{variant.name}.selections",
+        candidates.assign(image=candidates["image_key"].map(candidate_images)),
+        _scores_of_shard,
+        data={"requests": requests, "params": params, "ablation": ablation},
+        models={"scorer": scorer},
+    )
+    scored = concat_tables(parts)
     chosen = chosen_images(scored, candidate_images)
     floor = float(params["cosine_floor"])
     logger.info(
@@ -123,6 +148,13 @@ def score_candidates(
         floor,
     )
     return scored, chosen
+
+
+def _scores_of_shard(candidates, requests, params, ablation, scorer) -> pd.DataFrame:
+    images = dict(zip(candidates["image_key"], candidates["image"], strict=True))
+    return _pmg(params, scorer=scorer).score(
+        candidates.drop(columns="image"), images, requests, Variant.from_params(ablation)
+    )
 
 
 def generate_user_images(

@@ -36,6 +36,7 @@ def _variant_template(variant: str) -> Pipeline:
                     "soft_embeddings",
                     "params:weighted_generation",
                     ablation,
+                    "params:sharding",
                 ],
                 outputs=["candidates", "candidate_images"],
                 name="generate_candidates",
@@ -49,6 +50,7 @@ def _variant_template(variant: str) -> Pipeline:
                     "scorer",
                     "params:weighted_generation",
                     ablation,
+                    "params:sharding",
                 ],
                 outputs=["selections", "chosen_images"],
                 name="score_candidates",
@@ -59,7 +61,11 @@ def _variant_template(variant: str) -> Pipeline:
         template,
         namespace=variant,
         inputs={"generation_requests", "soft_embeddings", *SHARED},
-        parameters={"params:weighted_generation": "params:weighted_generation", ablation: ablation},
+        parameters={
+            "params:weighted_generation": "params:weighted_generation",
+            ablation: ablation,
+            "params:sharding": "params:sharding",
+        },
     )
 
 
@@ -122,5 +128,9 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
         ]
     )
-    ablation_params = {"params:ablations", *(f"params:ablations.{v}" for v in variants)}
+    ablation_params = {
+        "params:ablations",
+        "params:sharding",
+        *(f"params:ablations.{v}" for v in variants),
+    }
     return per_scene(template, shared=SHARED | ablation_params)
