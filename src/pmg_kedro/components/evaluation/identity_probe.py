@@ -98,6 +98,16 @@ class IdentityProbe:
     def accepted(self) -> bool:
         return self.report.get("status") == "ok"
 
+    def __dask_tokenize__(self):
+        """What a shard's result depends on (`models.sharding` names finished shards by it): the
+        classes, the input size and the weights' bytes; not the report, which holds the
+        training's wall time and so differs between runs that trained the same weights."""
+        weights = [
+            (name, str(t.dtype), tuple(t.shape), t.detach().cpu().contiguous().numpy().tobytes())
+            for name, t in self.model.state_dict().items()
+        ]
+        return ("IdentityProbe", tuple(self.classes), self.label_column, self.image_size, weights)
+
     @torch.no_grad()
     def predict(self, images, batch_size: int = 256) -> np.ndarray:
         """Labels of images (n, 3, H, W) in [0, 1] (numpy or torch), resized to `image_size`."""
