@@ -85,8 +85,7 @@ def test_with_the_stored_keywords_the_grid_equals_what_the_pipeline_wrote(
     user = data.evaluation_users()[1]
     stored_p = data.preference_keywords[data.preference_keywords["user_id"] == user]
     stored_t = data.target_keywords[data.target_keywords["user_id"] == user]
-    monkeypatch.setattr(service_module, "extract_preference_keywords", lambda *a: stored_p)
-    monkeypatch.setattr(service_module, "extract_target_keywords", lambda *a: stored_t)
+    monkeypatch.setattr(service_module.PMG, "keywords", lambda *a, **k: (stored_p, stored_t))
     trace = demo_service.respond(DemoRequest("costume", user_id=user, seed=SEED))
 
     catalog = test_catalog()

@@ -50,10 +50,6 @@ from ..pipelines.behavior_summarization.nodes import (
     summarize_behavior,
 )
 from ..pipelines.embedding_training.nodes import _behavior_prompt
-from ..pipelines.keyword_extraction.nodes import (
-    extract_preference_keywords,
-    extract_target_keywords,
-)
 from ..pipelines.weighted_generation.nodes import build_generation_requests
 
 logger = logging.getLogger(__name__)
@@ -208,24 +204,6 @@ class Trace:
         return self.selections[self.selections["chosen"]].iloc[0]
 
 
-class _MergeOnce:
-    """LLM_g whose `with_lora` merges an adapter once per process. The keyword node merges the
-    keyword adapter once per run; a request must not pay for a merge (a copy of the LLM)."""
-
-    def __init__(self, llm):
-        self._llm = llm
-        self._merged: dict[int, Any] = {}
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._llm, name)
-
-    def with_lora(self, tensors, lora_config):
-        key = id(tensors)
-        if key not in self._merged:
-            self._merged[key] = self._llm.with_lora(tensors, lora_config)
-        return self._merged[key]
-
-
 class DemoService:
     """PMG for one request at a time, over models and scene data loaded once (see module doc)."""
 
@@ -247,11 +225,13 @@ class DemoService:
         self.scorer = scorer
         self.scenes = dict(scenes)
         self.keyword_adapter = dict(keyword_adapter or {})
-        self.keyword_llm = _MergeOnce(llm)
-        if self.keyword_adapter.get("tensors"):
-            adapted_llm(
-                self.keyword_llm, self.keyword_adapter, "demo (catalog entry keyword_adapter)"
-            )
+        # The keyword node merges the adapter once per run; a request must not pay for a merge
+        # (a copy of the LLM's weights): merged once here, handed to PMG.keywords as `merge`.
+        self.adapted_llm = (
+            adapted_llm(llm, self.keyword_adapter, "demo (catalog entry keyword_adapter)")
+            if self.keyword_adapter.get("tensors")
+            else None
+        )
         self.provenance = {"environment": env, **dict(provenance or {})}
         self._models = threading.Lock()
         self._state = threading.Lock()
@@ -595,12 +575,19 @@ class DemoService:
         )
 
     def _keywords(self, scene: str, behavior: pd.DataFrame, items: pd.DataFrame):
-        """k^p (LLM_g as the scene's `llm_adapter` says) and k^t (zero-shot) of one behavior row."""
+        """k^p (LLM_g as the scene's `llm_adapter` says) and k^t (zero-shot) of one behavior row:
+        `PMG.keywords`, the functions the keyword_extraction nodes run."""
         keyword_params = self.params[scene]["keyword_extraction"]
-        k_p = extract_preference_keywords(
-            behavior, items, self.keyword_llm, self.keyword_adapter, keyword_params
+        adapter = keyword_params.get("llm_adapter", "none")
+        merged = self.adapted_llm
+        return PMG(self.generator, llm=self.llm).keywords(
+            behavior,
+            items,
+            keyword_params,
+            adapter=adapter,
+            keyword_adapter=self.keyword_adapter,
+            merge=(lambda: merged) if merged is not None else None,
         )
-        return k_p, extract_target_keywords(behavior, items, self.llm, keyword_params)
 
     def _generate(self, request, user_id, behavior, k_p, k_t, soft, seconds) -> dict[str, Any]:
         """PMG over the weight grid (full PMG where E_m exists, else without embeddings) and the

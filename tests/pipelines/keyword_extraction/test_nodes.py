@@ -513,3 +513,32 @@ def test_most_frequent_history_values_keep_ties_at_the_cut():
     assert most_frequent_with_ties(values, 2) == ["drama", "crime", "comedy"]
     assert most_frequent_with_ties(values, 1) == ["drama"]
     assert most_frequent_with_ties(["war"], 2) == ["war"]
+
+
+def test_the_method_objects_keywords_are_the_nodes_for_both_llm_settings(
+    behavior, items, monkeypatch
+):
+    """`PMG.keywords` (what the demo calls) answers as the two keyword nodes do, zero-shot and
+    with the merged adapter (the `merge` the caller made once), and refuses the same leak."""
+    from pmg_kedro.components.method import keywords as nodes
+    from pmg_kedro.components.method.pmg import PMG
+
+    llm, merged = ScriptedLLM(LLM_RULES), ScriptedLLM(LLM_RULES, default="comedy")
+    llm.name, merged.name = "scripted", "scripted+lora"
+    monkeypatch.setattr(nodes, "adapted_llm", lambda base, adapter, where: merged)
+    pmg = PMG(generator=None, llm=llm)
+    for adapter in ("none", "lora"):
+        params = {**PARAMS, "llm_adapter": adapter}
+        k_p, k_t = pmg.keywords(behavior, items, params, adapter=adapter)
+        pd.testing.assert_frame_equal(
+            k_p, extract_preference_keywords(behavior, items, llm, NO_ADAPTER, params)
+        )
+        pd.testing.assert_frame_equal(k_t, extract_target_keywords(behavior, items, llm, params))
+        assert set(k_p["llm"]) == {"scripted" if adapter == "none" else "scripted+lora"}
+    made_once = ScriptedLLM(LLM_RULES, default="drama")
+    made_once.name = "made once"
+    k_p, _ = pmg.keywords(behavior, items, PARAMS, adapter="lora", merge=lambda: made_once)
+    assert set(k_p["llm"]) == {"made once"} and made_once.calls
+    leaked = {"tensors": {}, "metadata": {"trained_users": {"movie": ["b"]}}}
+    with pytest.raises(AdapterLeakError):
+        pmg.keywords(behavior, items, PARAMS, adapter="lora", keyword_adapter=leaked)

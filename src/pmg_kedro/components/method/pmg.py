@@ -1,7 +1,8 @@
 """PMG, the method of the paper (§3), as one object: "personalize this for these users".
 
     pmg = PMG(generator, scorer, PMGSettings.from_params(params["weighted_generation"]), llm=llm)
-    keywords = pmg.keywords(behavior_texts, items)          # §3.2.2: k^p and k^t by LLM_g
+    k_p, k_t = pmg.keywords(behavior_texts, items, params[scene]["keyword_extraction"],
+                            adapter="lora", keyword_adapter=adapter)  # §3.2.2: k^p, k^t by LLM_g
     requests = pd.DataFrame({"user_id": ..., "target": ..., "preference_text": ...,
                              "target_text": ...})           # k^p, k^t joined with ", "
     result = pmg.personalize(requests, soft={user_id: E_m})  # §3.3 E_m optional; §3.4
@@ -21,7 +22,7 @@ DESIGN.md §5); `render` is the plain text-to-image call of the same generator (
 Generated-user images and posters, the embedded generator's checks).
 
 Every stage that generates calls this object: the weighted_generation, recommendation and
-model_preparation nodes, the benchmarks. A candidate's starting noise depends only on its noise
+model_preparation nodes, the benchmarks and the demo (which also takes its keywords from `keywords`). A candidate's starting noise depends only on its noise
 seed, never on how candidates are chunked into calls, so results do not depend on batch sizes.
 """
 
@@ -29,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -201,16 +202,29 @@ class PMG:
 
     # -- §3.2.2 keywords ------------------------------------------------------------------------
     def keywords(
-        self, behavior_texts: pd.DataFrame, items: pd.DataFrame, params: dict[str, Any]
+        self,
+        behavior_texts: pd.DataFrame,
+        items: pd.DataFrame,
+        params: dict[str, Any],
+        *,
+        adapter: str = "none",
+        keyword_adapter: Mapping[str, Any] | None = None,
+        merge: Callable[[], Any] | None = None,
     ) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """(k^p table, k^t table) of the behavior rows by LLM_g zero-shot, with the scene's
-        `keyword_extraction` parameters (prompts, attributes, K_p, K_t, fallback rules)."""
+        """(k^p table, k^t table) of the behavior rows, with the scene's `keyword_extraction`
+        parameters (prompts, attributes, K_p, K_t, fallback rules). k^p by LLM_g as `adapter`
+        says (`none`: zero-shot; `lora`: `keyword_adapter` merged in, after refusing evaluation
+        users it was trained on; `merge` returns the adapted LLM made once by the caller), k^t
+        always zero-shot. The keyword_extraction nodes run the same two functions in shards."""
         from pmg_kedro.components.method.keywords import preference_keywords, target_keywords
 
         if self.llm is None:
             raise ValueError("PMG.keywords needs an LLM (PMG(..., llm=...))")
+        keyword_adapter = dict(keyword_adapter or {})
         return (
-            preference_keywords(behavior_texts, items, self.llm, params),
+            preference_keywords(
+                behavior_texts, items, self.llm, params, adapter, keyword_adapter, merge
+            ),
             target_keywords(behavior_texts, items, self.llm, params),
         )
 
