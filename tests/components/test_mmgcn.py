@@ -282,3 +282,41 @@ def test_visual_features_rank_cold_items_that_ids_cannot():
             "recall@10"
         ]
     assert recall["id+visual"] > recall["id"] + 0.2
+
+
+def test_runs_in_shards_equal_one_call_and_are_kept_for_a_restart(tmp_path, caplog):
+    """Table 3's runs are independent tasks: one (setting, seed) per shard, each seeding torch
+    itself, gives the rows of one call (all but wall time); a second call reuses every run."""
+    import logging
+
+    from pmg_kedro.components.evaluation.mmgcn import SettingFeatures, run_settings
+    from pmg_kedro.components.models.sharding import ShardSettings
+
+    parts, groups = _planted(seed=2)
+    rng = np.random.default_rng(1)
+    items = torch.from_numpy(rng.standard_normal((20, 6))).float()
+    users = {"averaged": torch.from_numpy(rng.standard_normal((24, 6))).float()}
+    settings = {
+        "ids": {"modalities": ["id"]},
+        "users": {"modalities": ["id", "visual"], "user_features": "averaged"},
+    }
+    config = MMGCNConfig(
+        dim=8, n_layers=1, learning_rate=0.02, batch_size=64, max_epochs=6, eval_every=3, patience=2
+    )
+    args = (parts, settings, SettingFeatures(items, users), [3, 4], config, ["recall@10"])
+
+    def without_wall_time(rows):
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+    one_call = run_settings(*args)
+    shards = ShardSettings(shard_size=16, folder=str(tmp_path))
+    with caplog.at_level(logging.INFO, logger="pmg_kedro.components.models.sharding"):
+        sharded = run_settings(*args, shards)
+        again = run_settings(*args, shards)
+    assert [(r["setting"], r["seed"]) for r in one_call] == [
+        ("ids", 3), ("ids", 4), ("users", 3), ("users", 4)
+    ]  # fmt: skip
+    assert without_wall_time(sharded) == without_wall_time(one_call)
+    assert again == sharded  # read back, wall time included
+    assert "4 runs in 4 shards of up to 1 on this process; 0 reused" in caplog.text
+    assert "4 runs in 4 shards of up to 1 on this process; 4 reused" in caplog.text

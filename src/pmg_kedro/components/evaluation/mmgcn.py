@@ -39,7 +39,7 @@ import copy
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -53,6 +53,7 @@ from tqdm.auto import tqdm
 
 from pmg_kedro.components.evaluation.ranking import evaluate_ranking, pair_matrix, popularity_scores
 from pmg_kedro.components.models.params import settings_from_params
+from pmg_kedro.components.models.sharding import ShardSettings, run_shards
 
 logger = logging.getLogger(__name__)
 
@@ -469,15 +470,62 @@ def run_settings(
     seeds: Sequence[int],
     config: MMGCNConfig,
     metrics: Sequence[str],
+    sharding: ShardSettings | None = None,
 ) -> list[dict[str, Any]]:
     """Every setting (its `modalities` and `user_features`) under every seed: MMGCN seeded,
     trained with early stopping on validation, tested with training and validation items
     masked. One row per (setting, seed): the test `metrics`, the best validation ones (`val_`
-    prefix), test users, epochs and seconds."""
+    prefix), test users, epochs and seconds.
+
+    The runs are independent: with a sharded `sharding` each (setting, seed) is one task (on the
+    cluster, or one after the other here, each kept for a restarted run); a run seeds torch
+    itself and runs single-threaded wherever it runs, so its numbers do not depend on where."""
     standardised = {name: features.of(setting) for name, setting in settings.items()}
-    runs = [(name, int(seed)) for name in settings for seed in seeds]
+    runs = pd.DataFrame(
+        [
+            {"run": f"{name} seed {int(seed)}", "setting": name, "seed": int(seed)}
+            for name in settings
+            for seed in seeds
+        ]
+    )
+    sharding = sharding or ShardSettings()
+    if sharding.sharded:
+        sharding = replace(sharding, shard_size=1)
+    parts_of_runs = run_shards(
+        sharding,
+        "recommendation_mmgcn_runs",
+        runs,
+        mmgcn_runs,
+        data={
+            "parts": parts,
+            "settings": {name: dict(setting) for name, setting in settings.items()},
+            "standardised": standardised,
+            "config": config,
+            "metrics": list(metrics),
+        },
+        user_column="run",
+    )
+    return [row for part in parts_of_runs for row in part]
+
+
+def mmgcn_runs(
+    runs: pd.DataFrame,
+    parts: dict[str, Interactions],
+    settings: Mapping[str, Mapping],
+    standardised: Mapping[str, tuple[Tensor, Tensor | None]],
+    config: MMGCNConfig,
+    metrics: Sequence[str],
+) -> list[dict[str, Any]]:
+    """The rows of `runs` (setting, seed), one MMGCN each (`run_settings`' task)."""
     rows = []
-    for name, seed in tqdm(runs, desc="MMGCN runs", unit="run"):
+    progress = tqdm(
+        list(zip(runs["setting"], runs["seed"], strict=True)),
+        desc="MMGCN runs",
+        unit="run",
+        disable=len(runs) < 2,
+    )
+    for name, seed in progress:
+        seed = int(seed)
         torch.manual_seed(seed)
         item_visual, user_visual = standardised[name]
         model = MMGCN(

@@ -167,9 +167,10 @@ def run_shards(
             results[i] = value
     todo = [i for i in range(len(shards)) if i not in results]
     logger.info(
-        "%s: %d users in %d shards of up to %d on %s; %d reused from %s, %d to compute",
+        "%s: %d %s in %d shards of up to %d on %s; %d reused from %s, %d to compute",
         stage,
         rows[user_column].nunique(),
+        "users" if user_column == "user_id" else f"{user_column}s",
         len(shards),
         int(settings.shard_size),
         settings.describe(),

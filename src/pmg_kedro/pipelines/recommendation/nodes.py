@@ -296,10 +296,12 @@ def run_recommendation_experiment(
     item_features: pd.DataFrame,
     user_features: pd.DataFrame,
     params: dict[str, Any],
+    sharding: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Every setting of Table 3 under every seed: MMGCN trained with early stopping on validation,
-    tested with training and validation items masked. Returns one row per (setting, seed) with the
-    test metrics, the best validation metrics (`val_` prefix), epochs and seconds."""
+    tested with training and validation items masked (one task per run on the cluster where
+    `sharding` says so). Returns one row per (setting, seed) with the test metrics, the best
+    validation metrics (`val_` prefix), epochs and seconds."""
     parts, users, items = mmgcn.split_interactions(split)
     config = mmgcn.MMGCNConfig.from_params(params["model"])
     visual = mmgcn.feature_matrix(item_features, items, "item_id", "recommendation_item_features")
@@ -319,6 +321,7 @@ def run_recommendation_experiment(
             params["seeds"],
             config,
             recommendation_report.METRIC_COLUMNS,
+            ShardSettings.from_params(sharding),
         )
     return pd.DataFrame(rows).assign(simulated_users=simulated)
 

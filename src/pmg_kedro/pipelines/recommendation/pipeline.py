@@ -137,6 +137,7 @@ def _experiment_nodes() -> list[Node]:
                 "recommendation_item_features",
                 "recommendation_user_features",
                 PARAMS,
+                SHARDING,
             ],
             outputs="recommendation_results",
             name="run_recommendation_experiment",
