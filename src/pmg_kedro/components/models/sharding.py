@@ -240,7 +240,7 @@ def _run_on_cluster(settings, stage, task, shards, todo, data, models, definitio
     from distributed import as_completed
 
     client = cluster_client(settings)
-    shared = client.scatter([data], broadcast=True, hash=False)[0]
+    shared = client.scatter([SharedData(data)], broadcast=True, hash=False)[0]
     futures = {
         client.submit(
             _shard_task,
@@ -269,9 +269,32 @@ def _run_on_cluster(settings, stage, task, shards, todo, data, models, definitio
         client.cancel([shared])
 
 
+class SharedData:
+    """What every shard of a stage reads, sent to each worker once as one pickle.
+
+    Dask's own serialisation of a dict goes into its values and turns tensors into NumPy arrays,
+    which have no bfloat16 (the keyword adapter's LoRA tensors are bfloat16): the stage failed
+    with "Could not serialize object of type Tensor". Pickled whole here, any tensor travels as
+    torch pickles it; a worker unpickles a stage's data once and keeps only the last stage's."""
+
+    _last: tuple[str, dict[str, Any]] | None = None  # per process (worker)
+
+    def __init__(self, data: Mapping[str, Any]):
+        self.key = f"{os.getpid()}-{time.time_ns()}"
+        self.blob = pickle.dumps(dict(data), protocol=pickle.HIGHEST_PROTOCOL)
+
+    def value(self) -> dict[str, Any]:
+        last = SharedData._last
+        if last is None or last[0] != self.key:
+            last = SharedData._last = (self.key, pickle.loads(self.blob))
+        return last[1]
+
+
 def _shard_task(task, shard, data, definitions, threads):
     """On a worker: the shard with the worker's models (loaded once per worker)."""
     models = {name: worker_model(definition) for name, definition in definitions.items()}
+    if isinstance(data, SharedData):
+        data = data.value()
     with torch_threads(threads):
         return task(shard, **data, **models)
 
@@ -378,13 +401,14 @@ def cluster_client(settings: ShardSettings):
     if settings.cluster == LOCAL:
         from distributed import LocalCluster
 
-        cluster = LocalCluster(
-            n_workers=int(settings.workers or default_workers()),
-            threads_per_worker=int(settings.threads_per_worker),
-            processes=True,
-            memory_limit=settings.memory_limit or "auto",
-            dashboard_address=None,
-        )
+        with worker_environment():
+            cluster = LocalCluster(
+                n_workers=int(settings.workers or default_workers()),
+                threads_per_worker=int(settings.threads_per_worker),
+                processes=True,
+                memory_limit=settings.memory_limit or "auto",
+                dashboard_address=None,
+            )
     elif settings.cluster == LOCAL_CUDA:
         try:
             from dask_cuda import LocalCUDACluster
@@ -394,11 +418,12 @@ def cluster_client(settings: ShardSettings):
                 "(pip install dask-cuda; README: When one machine is not enough)"
             ) from error
         visible = None if settings.workers is None else ",".join(map(str, range(settings.workers)))
-        cluster = LocalCUDACluster(
-            CUDA_VISIBLE_DEVICES=visible,
-            threads_per_worker=int(settings.threads_per_worker),
-            dashboard_address=None,
-        )
+        with worker_environment():
+            cluster = LocalCUDACluster(
+                CUDA_VISIBLE_DEVICES=visible,
+                threads_per_worker=int(settings.threads_per_worker),
+                dashboard_address=None,
+            )
     client = Client(cluster if cluster is not None else settings.cluster)
     _CLIENTS[key] = (client, cluster)
     logger.info(
@@ -408,6 +433,25 @@ def cluster_client(settings: ShardSettings):
         time.perf_counter() - start,
     )
     return client
+
+
+# Dask's nanny starts each worker with MALLOC_TRIM_THRESHOLD_=65536 (to hand freed memory back to
+# the system). Setting any malloc threshold switches off glibc's dynamic mmap threshold, so every
+# large temporary buffer is mmapped and unmapped again: a batched bfloat16 matmul of the LLM ran
+# 2.7x slower in a worker than in the main process (0.157 s against 0.058 s for 300 matmuls of
+# 256x576 by 576x576, one thread), and `make run`'s sharded LLM stages were no faster on two
+# workers than in one process. Local workers start without it (None unsets it in Dask's config);
+# a remote cluster's workers need the same setting (README: When one machine is not enough).
+WORKER_ENVIRONMENT = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+
+
+@contextmanager
+def worker_environment():
+    """Dask configuration for starting the project's local workers (see WORKER_ENVIRONMENT)."""
+    import dask
+
+    with dask.config.set(WORKER_ENVIRONMENT):
+        yield
 
 
 def close_clusters() -> None:
@@ -447,6 +491,7 @@ def release_models() -> int:
     many were held."""
     held = len(_WORKER_MODELS)
     _WORKER_MODELS.clear()
+    SharedData._last = None
     if held:
         import gc
 
