@@ -3,6 +3,9 @@
     .venv/bin/python benchmarks/sharding_speed.py [--scene movie] [--users 96]
         [--generation-users 48] [--shard-size 16] [--workers 1 2] [--repeats 1]
 
+`--workers 0 1 2` adds the same shards run one after the other in this process (`cluster: none`):
+what the cluster gains over no cluster, not only two workers over one.
+
 Base environment, one scene. Once: `ingestion` for the scene into a scratch data root (a copy of
 conf with base's `data_root` moved) and the recommendation split. Then per worker count, one after
 the other: a local cluster of single-threaded workers, the models loaded on every worker (timed
@@ -133,9 +136,9 @@ def configuration(workers, args, split, items, models, p, ablations):
     from pmg_kedro.pipelines.recommendation import nodes as recommendation
     from pmg_kedro.pipelines.weighted_generation import nodes as generation
 
-    params = {
-        "cluster": "local",
-        "workers": workers,
+    params = {  # workers 0: the same shards one after the other in this process
+        "cluster": "local" if workers else "none",
+        "workers": workers or None,
         "shard_size": args.shard_size,
         "threads_per_worker": 1,
         "folder": None,
@@ -145,14 +148,16 @@ def configuration(workers, args, split, items, models, p, ablations):
     times, out = {}, {}
     with PeakMemory() as memory:
         start = time.perf_counter()
-        client = sharding.cluster_client(settings)
-        for model in models.values():
-            client.run(sharding.worker_model, getattr(model, sharding.DEFINITION_ATTRIBUTE))
+        worker_rss = {}
+        if workers:
+            client = sharding.cluster_client(settings)
+            for model in models.values():
+                client.run(sharding.worker_model, getattr(model, sharding.DEFINITION_ATTRIBUTE))
+            worker_rss = {
+                w: info["metrics"]["memory"] / 1e9
+                for w, info in client.scheduler_info()["workers"].items()
+            }
         times["cluster start + models on every worker"] = time.perf_counter() - start
-        worker_rss = {
-            w: info["metrics"]["memory"] / 1e9
-            for w, info in client.scheduler_info()["workers"].items()
-        }
         start = time.perf_counter()
         keywords = recommendation.extract_recommendation_keywords(
             split, items, models["llm"], p["recommendation"], params
@@ -210,7 +215,9 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=96)
     parser.add_argument("--generation-users", type=int, default=48)
     parser.add_argument("--shard-size", type=int, default=16)
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument(
+        "--workers", type=int, nargs="+", default=[1, 2], help="0: in this process, same shards"
+    )
     parser.add_argument("--repeats", type=int, default=1, help="the fastest per stage is kept")
     args = parser.parse_args()
     os.chdir(ROOT)  # catalog paths (the LLM folder, models/embedded) are relative to the project
@@ -238,7 +245,7 @@ def main() -> None:
                     f"({args.generation_users} for candidates), shard size {args.shard_size}, load "
                     f"average {before:.2f} before / {after:.2f} after, peak RSS of all processes "
                     f"{peak:.2f} GB, each worker with the models loaded "
-                    f"{', '.join(f'{v:.2f}' for v in worker_rss.values())} GB"
+                    f"{', '.join(f'{v:.2f}' for v in worker_rss.values()) or '-'} GB"
                 )
                 for name, seconds in times.items():
                     print(f"  {name:40s} {seconds:7.1f} s")

@@ -1,6 +1,8 @@
 """Keyword extraction nodes (paper §3.2.2) with a scripted LLM: prompts, parsing, merge, fallback
 rule, target prefix, and the quality report's arithmetic."""
 
+import threading
+
 import pandas as pd
 import pytest
 
@@ -535,6 +537,24 @@ def test_the_method_objects_keywords_are_the_nodes_for_both_llm_settings(
         )
         pd.testing.assert_frame_equal(k_t, extract_target_keywords(behavior, items, llm, params))
         assert set(k_p["llm"]) == {"scripted" if adapter == "none" else "scripted+lora"}
+    # concurrent (the demo): k^t beside k^p in a second thread, the same tables
+    threads = []
+    target = nodes.target_keywords
+
+    def recorded_target(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return target(*args, **kwargs)
+
+    monkeypatch.setattr(nodes, "target_keywords", recorded_target)
+    lora = {**PARAMS, "llm_adapter": "lora"}
+    together = pmg.keywords(behavior, items, lora, adapter="lora", concurrent=True)
+    alone = pmg.keywords(behavior, items, lora, adapter="lora")
+    zero_shot = pmg.keywords(behavior, items, PARAMS, concurrent=True)  # one LLM: in turn
+    for a, b in zip(together, alone, strict=True):
+        pd.testing.assert_frame_equal(a, b)
+    main = threading.current_thread().name
+    assert threads[0].startswith("pmg-target-keywords") and threads[1:] == [main, main]
+    assert set(zero_shot[0]["llm"]) == {"scripted"}
     made_once = ScriptedLLM(LLM_RULES, default="drama")
     made_once.name = "made once"
     k_p, _ = pmg.keywords(behavior, items, PARAMS, adapter="lora", merge=lambda: made_once)

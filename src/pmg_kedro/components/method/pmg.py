@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -210,23 +211,38 @@ class PMG:
         adapter: str = "none",
         keyword_adapter: Mapping[str, Any] | None = None,
         merge: Callable[[], Any] | None = None,
+        concurrent: bool = False,
     ) -> tuple[pd.DataFrame, pd.DataFrame]:
         """(k^p table, k^t table) of the behavior rows, with the scene's `keyword_extraction`
         parameters (prompts, attributes, K_p, K_t, fallback rules). k^p by LLM_g as `adapter`
         says (`none`: zero-shot; `lora`: `keyword_adapter` merged in, after refusing evaluation
         users it was trained on; `merge` returns the adapted LLM made once by the caller), k^t
-        always zero-shot. The keyword_extraction nodes run the same two functions in shards."""
+        always zero-shot. The keyword_extraction nodes run the same two functions in shards.
+
+        `concurrent` (with `lora` only: k^p and k^t then run on two copies of the weights): k^t
+        in a second thread while k^p runs, each LLM call at the LLM's own thread count, so a
+        request for a few users takes the longer of the two instead of their sum (the demo; the
+        answers are the same)."""
         from pmg_kedro.components.method.keywords import preference_keywords, target_keywords
 
         if self.llm is None:
             raise ValueError("PMG.keywords needs an LLM (PMG(..., llm=...))")
         keyword_adapter = dict(keyword_adapter or {})
-        return (
-            preference_keywords(
+
+        def k_p() -> pd.DataFrame:
+            return preference_keywords(
                 behavior_texts, items, self.llm, params, adapter, keyword_adapter, merge
-            ),
-            target_keywords(behavior_texts, items, self.llm, params),
-        )
+            )
+
+        def k_t() -> pd.DataFrame:
+            return target_keywords(behavior_texts, items, self.llm, params)
+
+        if not (concurrent and adapter == "lora"):  # one LLM object: one call at a time
+            return k_p(), k_t()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pmg-target-keywords") as pool:
+            target = pool.submit(k_t)
+            preference = k_p()
+            return preference, target.result()
 
     # -- §3.3 soft preference embeddings --------------------------------------------------------
     @torch.no_grad()
