@@ -10,7 +10,7 @@
     .venv/bin/python benchmarks/demo_load.py --url http://127.0.0.1:7860/   # a running `make demo`
 
 Without `--url` the demo is served in this process on 127.0.0.1 (a free port), as `make demo`
-serves it. Requests cycle over the evaluation users of `--scenes` (default: every scene with data)
+serves it. Requests go round robin over the scenes `--scenes` (default: every scene with data) and their evaluation users
 with noise seeds `--seed`, `--seed` + 1, ... Needs the env's `kedro run` outputs (the demo says
 which are missing). Prints the figures with the environment, models and machine; `--out` writes
 them as JSON.
@@ -19,6 +19,7 @@ them as JSON.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -95,7 +96,10 @@ def main() -> None:
     client = Client(url, verbose=False)
     scenes = client.predict(api_name="/scenes")
     chosen = args.scenes or [s for s, info in scenes.items() if info["ready"]]
-    users = [(s, u) for s in chosen for u in scenes[s]["evaluation_users"]]
+    # Round robin over the scenes (a scene's first user, the next scene's first, ...), so a few
+    # requests already cover every scene (movie's 64 users first would make them all movie's).
+    per_scene = [[(s, u) for u in scenes[s]["evaluation_users"]] for s in chosen]
+    users = [pair for row in itertools.zip_longest(*per_scene) for pair in row if pair]
     if not users:
         raise SystemExit(f"no evaluation user in scenes {chosen}: {scenes}")
     n = max(args.sequential, args.concurrent)
@@ -139,6 +143,7 @@ def main() -> None:
         },
         "grid": first.get("settings", {}).get("weight_grid"),
         "scenes": chosen,
+        "requests": [f"{r['scene']}/{r['user_id']}" for r in requests],
         "machine": {
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
