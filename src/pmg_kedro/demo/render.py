@@ -292,7 +292,8 @@ def _candidates(trace: Trace) -> str:
         f"denoising batch; d_p, d_t: the scorer's cosines with k^p and k^t; z = alpha log d_p + "
         f"(1 - alpha) log d_t with alpha {s.alpha:g} (cosines floored at {s.cosine_floor:g}).</p>"
         "<table id='candidates'><tr><th>image</th><th>w_p</th><th>w_t</th><th>d_p</th>"
-        f"<th>d_t</th><th>z</th><th></th><th></th></tr>{''.join(rows)}</table></details>"
+        f"<th>d_t</th><th>z</th><th>a cosine floored</th><th>argmax z</th></tr>{''.join(rows)}"
+        "</table></details>"
     )
 
 
