@@ -76,6 +76,20 @@ PARAMS = {
     "controls": {"shuffle_seed": 0},
 }
 
+# Item and history-item image generation at tiny size: 2 DDIM steps, the same noise for every image.
+IMAGE_PARAMS = {
+    **PARAMS,
+    "item_images": {"prompt_template": "movie poster, {title}, {genres}"},
+    "image_generation": {
+        "seed": 0,
+        "mode": "embedding_scale",
+        "sampler": "ddim",
+        "steps": 2,
+        "guidance_scale": 1.5,
+        "batch_size": 5,
+    },
+}
+
 
 class FakeLLM:
     """Records the prompts; answers "space opera, noir" except for user u1's prompt (nothing)."""
@@ -255,29 +269,17 @@ def test_history_item_images_reuse_generated_item_images_and_make_the_rest(
     interactions, items, tiny_generator
 ):
     split, _ = nodes.split_recommendation_interactions(interactions, PARAMS)
-    params = {
-        **PARAMS,
-        "item_images": {"prompt_template": "movie poster, {title}, {genres}"},
-        "image_generation": {
-            "seed": 0,
-            "mode": "embedding_scale",
-            "sampler": "ddim",
-            "steps": 2,
-            "guidance_scale": 1.5,
-            "batch_size": 5,
-        },
-    }
     # u0..u3's last 5 training items: positions 3..7 of their likes
     needed = sorted({f"i{m:02d}" for k in range(N_USERS) for m in _liked(k)[3:8]})
     given = {"i03": Image.new("RGB", (8, 8), (255, 0, 0))}  # an item image generated before
     images, log = nodes.generate_recommendation_history_item_images(
-        split, items, given, tiny_generator, params
+        split, items, given, tiny_generator, IMAGE_PARAMS
     )
     assert sorted(images) == needed == log["key"].tolist()
     assert images["i03"] is given["i03"]
     assert log.set_index("key").loc["i04", "condition_text"] == "movie poster, Film 4, Western"
     again, _ = nodes.generate_recommendation_history_item_images(
-        split, items, {}, tiny_generator, params
+        split, items, {}, tiny_generator, IMAGE_PARAMS
     )
     # the same noise for every image: the image made in another call, alone or batched, is equal
     assert np.array_equal(np.asarray(again["i05"]), np.asarray(images["i05"]))
@@ -307,20 +309,8 @@ def test_item_images_are_generated_only_for_items_without_one(
     path = tmp_path / "poster.png"
     Image.new("RGB", (8, 8), (255, 0, 0)).save(path)
     index = pd.DataFrame({"item_id": ["i03"], "image_path": [str(path)], "image_offset": [-1]})
-    params = {
-        **PARAMS,
-        "item_images": {"prompt_template": "movie poster, {title}, {genres}"},
-        "image_generation": {
-            "seed": 0,
-            "mode": "embedding_scale",
-            "sampler": "ddim",
-            "steps": 2,
-            "guidance_scale": 1.5,
-            "batch_size": 5,
-        },
-    }
     images, log = nodes.generate_recommendation_item_images(
-        split, items, index, tiny_generator, params
+        split, items, index, tiny_generator, IMAGE_PARAMS
     )
     expected = sorted(set(split["item_id"]) - {"i03"})
     assert sorted(images) == expected == log["key"].tolist()
@@ -328,7 +318,7 @@ def test_item_images_are_generated_only_for_items_without_one(
     assert (
         log.set_index("key").loc["i05", "condition_text"] == "movie poster, Film 5, Drama, Comedy"
     )
-    features = nodes.extract_recommendation_item_features(split, index, images, params)
+    features = nodes.extract_recommendation_item_features(split, index, images, IMAGE_PARAMS)
     sources = features.set_index("item_id")["image_source"]
     assert sources["i03"] == "item image" and (sources.drop("i03") == "generated").all()
 
