@@ -24,21 +24,13 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-for name, value in (
-    ("HF_HUB_OFFLINE", "1"),
-    ("TRANSFORMERS_OFFLINE", "1"),
-    ("KEDRO_DISABLE_TELEMETRY", "1"),
-    ("GRADIO_ANALYTICS_ENABLED", "False"),
-    ("OMP_WAIT_POLICY", "PASSIVE"),
-):
-    os.environ.setdefault(name, value)
+from local_env import prepare
+
+ROOT = prepare(GRADIO_ANALYTICS_ENABLED="False", OMP_WAIT_POLICY="PASSIVE")
 
 STAGES = ("keywords", "soft_embeddings", "generation", "scoring_selection", "baseline", "total")
 

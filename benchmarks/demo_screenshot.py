@@ -11,19 +11,11 @@ evaluation user. Needs the env's `kedro run` outputs.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-for name, value in (
-    ("HF_HUB_OFFLINE", "1"),
-    ("TRANSFORMERS_OFFLINE", "1"),
-    ("KEDRO_DISABLE_TELEMETRY", "1"),
-    ("GRADIO_ANALYTICS_ENABLED", "False"),
-):
-    os.environ.setdefault(name, value)
+from local_env import prepare
+
+ROOT = prepare(GRADIO_ANALYTICS_ENABLED="False")
 
 
 def main() -> None:

@@ -18,17 +18,12 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import time
-from pathlib import Path
 
 import torch
+from local_env import prepare
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
+ROOT = prepare()
 
 from pmg_kedro.components.models.llm import GenerationSettings, load_llm  # noqa: E402
 

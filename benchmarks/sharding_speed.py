@@ -28,21 +28,14 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-for key, value in {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "KEDRO_DISABLE_TELEMETRY": "1",
-    "OMP_WAIT_POLICY": "PASSIVE",
-}.items():
-    os.environ.setdefault(key, value)
+from local_env import prepare
+
+ROOT = prepare(OMP_WAIT_POLICY="PASSIVE")
 
 
 class PeakMemory:
