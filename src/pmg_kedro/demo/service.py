@@ -218,7 +218,7 @@ class DemoService:
         scenes: Mapping[str, SceneData],
         keyword_adapter: Mapping[str, Any] | None = None,
         provenance: Mapping[str, Any] | None = None,
-        torch_threads: int | None = 1,
+        threads: int | None = 1,
     ):
         self.env = env
         self.params = params
@@ -239,7 +239,7 @@ class DemoService:
         # One, measured on this 2-core CPU with the base models (median over 9 evaluation users,
         # keywords + grid + selection): 2.65-2.87 s at one thread against 3.46-3.50 s at two;
         # k^t then runs beside k^p on the second core (PMG.keywords(concurrent=True)): 2.0 s.
-        self.torch_threads = torch_threads
+        self.threads = threads
         self._models = threading.Lock()
         self._state = threading.Lock()
         self._busy: dict[str, float] = {}  # page session -> when its running request started
@@ -387,7 +387,7 @@ class DemoService:
         request = self.validate(request)
         with self._page(session):
             start = time.perf_counter()
-            with self._models, torch_threads(self.torch_threads):
+            with self._models, torch_threads(self.threads):
                 waited = time.perf_counter() - start
                 trace = self._personalize(request)
             trace.seconds = {"waited_for_models": waited, **trace.seconds}

@@ -290,13 +290,12 @@ class SharedData:
         return last[1]
 
 
-def _shard_task(task, shard, data, definitions, threads):
-    """On a worker: the shard with the worker's models (loaded once per worker)."""
+def _shard_task(task, shard, shared: SharedData, definitions, threads):
+    """On a worker: the shard with the stage's data and the worker's models (each loaded once
+    per worker)."""
     models = {name: worker_model(definition) for name, definition in definitions.items()}
-    if isinstance(data, SharedData):
-        data = data.value()
     with torch_threads(threads):
-        return task(shard, **data, **models)
+        return task(shard, **shared.value(), **models)
 
 
 def _definition(name: str, model: Any, settings: ShardSettings) -> ModelDefinition | None:
