@@ -244,3 +244,45 @@ def test_from_pretrained_refuses_another_llms_checkpoint(llm, tmp_path):
     write_tensors(tmp_path / "other.safetensors", saved["tensors"], other)
     with pytest.raises(ValueError, match="hidden size 4096"):
         SoftPreferenceEmbedder.from_pretrained(tmp_path / "other.safetensors", llm)
+
+
+def test_training_runs_under_the_set_attention_and_restores_the_models_own(llm, tiny_generator):
+    """`attention: eager` (base, for the CPU) changes how the LLM's attention is computed while
+    training, not what: the losses equal SDPA's up to rounding, and the model is left as it was."""
+    own = llm.model.config._attn_implementation
+    assert own == "sdpa"
+    images = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    start = SoftPreferenceEmbedder(llm, n_tokens=2, n_prefixes=2, out_dim=384).trainable_state()
+    seen, losses = [], {}
+    original = tiny_generator.denoising_loss
+
+    def spy(*args, **kwargs):
+        seen.append(llm.model.config._attn_implementation)
+        return original(*args, **kwargs)
+
+    tiny_generator.denoising_loss = spy
+    try:
+        for attention in ("eager", None):
+            model = SoftPreferenceEmbedder(llm, n_tokens=2, n_prefixes=2, out_dim=384)
+            model.load_trainable_state(start)
+            settings = TrainingSettings(
+                steps=2, batch_size=2, learning_rate=1e-2, attention=attention
+            )
+            history = train_soft_embeddings(
+                model, tiny_generator, PROMPTS, KEYWORDS, images, settings, progress=False
+            )
+            losses[attention] = [h["loss"] for h in history]
+            assert llm.model.config._attn_implementation == own
+    finally:
+        tiny_generator.denoising_loss = original
+    assert seen == ["eager", "eager", "sdpa", "sdpa"]
+    assert np.allclose(losses["eager"], losses[None], rtol=1e-4)
+
+
+def test_the_llms_attention_context_restores_the_implementation_after_an_error(llm):
+    with pytest.raises(RuntimeError, match="inside"), llm.attention("eager"):
+        assert llm.model.config._attn_implementation == "eager"
+        raise RuntimeError("inside")
+    assert llm.model.config._attn_implementation == "sdpa"
+    with llm.attention(None):
+        assert llm.model.config._attn_implementation == "sdpa"

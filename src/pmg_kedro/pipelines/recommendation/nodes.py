@@ -162,12 +162,14 @@ def generate_recommendation_history_item_images(
     item_images: dict[str, Image.Image],
     generator,
     params: dict[str, Any],
+    sharding: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Image.Image], pd.DataFrame]:
     """Generated-items-user's images: a GENERATED image of every item among the users' last n
     TRAINING positives (the items each user's keywords are made from), text-only from the item's
     metadata (`item_images.prompt_template`), as item images are generated. Every image starts from
     the same noise, so an item `item_images` already holds (same template and settings: the movies
-    without a poster) is that image, reused; the others are generated.
+    without a poster) is that image, reused; the others are generated, in shards of items where
+    `sharding` says so.
 
     Returns {item_id: image} and the log (key = item_id, condition_text, generator, settings)."""
     n = int(params["user_images"]["n_history"])
@@ -175,7 +177,12 @@ def generate_recommendation_history_item_images(
     prompts = item_texts(items, params["item_images"]["prompt_template"], needed)
     todo = [i for i in needed if i not in item_images]
     made = render_in_shards(
-        generator, todo, prompts[todo].tolist(), params["image_generation"], "history item images"
+        generator,
+        todo,
+        prompts[todo].tolist(),
+        params["image_generation"],
+        "history item images",
+        sharding,
     )
     images = {i: item_images[i] for i in needed if i in item_images}
     images |= dict(zip(todo, made, strict=True))

@@ -75,6 +75,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "recommendation_item_images",
                     "generator",
                     PARAMS,
+                    SHARDING,
                 ],
                 outputs=[
                     "recommendation_history_item_images",
