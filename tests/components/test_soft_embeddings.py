@@ -15,6 +15,7 @@ from pmg_kedro.components.method.soft_embeddings import (
     train_soft_embeddings,
 )
 from pmg_kedro.components.models.llm import LLM
+from pmg_kedro.components.reporting.environment import torch_threads
 
 PROMPTS = ["a user who likes cats", "dogs and more dogs", "red dresses in summer", "ghost stories"]
 KEYWORDS = ["cat, cute", "dog, park", "red, dress", "ghost, night"]
@@ -286,3 +287,81 @@ def test_the_llms_attention_context_restores_the_implementation_after_an_error(l
     assert llm.model.config._attn_implementation == "sdpa"
     with llm.attention(None):
         assert llm.model.config._attn_implementation == "sdpa"
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_micro_batches_are_the_size_weighted_mean_of_their_seeded_parts(
+    llm, tiny_generator, threads
+):
+    """A step's batch in micro-batches: each part its own noise seed, the loss and gradient the
+    parts' means weighted by size (3 users -> parts of 2 and 1), whether the parts run one after
+    the other or in two threads: the plain loop written here, bit for bit."""
+    settings = TrainingSettings(
+        steps=2,
+        batch_size=3,
+        learning_rate=1e-2,
+        seed=5,
+        noise_repeats=2,
+        micro_batches=2,
+        threads=threads,
+    )
+    images = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    reference = SoftPreferenceEmbedder(llm, n_tokens=2, n_prefixes=2, out_dim=384)
+    model = SoftPreferenceEmbedder(llm, n_tokens=2, n_prefixes=2, out_dim=384)
+    model.load_trainable_state(reference.trainable_state())
+
+    params = list(reference.trainable_parameters().values())
+    optimizer = torch.optim.AdamW(params, lr=1e-2, weight_decay=0.0)
+    sampler = torch.Generator().manual_seed(5)
+    keywords = tiny_generator.encode_text(KEYWORDS)
+    expected = []
+    for step in range(2):
+        idx = torch.randperm(4, generator=sampler)[:3]
+        loss, grads = 0.0, [0.0] * len(params)
+        with torch_threads(1):  # micro-batches run at one torch thread each
+            for m, part in enumerate((idx[:2], idx[2:])):
+                condition = preference_condition(
+                    reference([PROMPTS[i] for i in part]),
+                    type(keywords)(keywords.embeddings[part], keywords.mask[part]),
+                )
+                part_loss = tiny_generator.denoising_loss(
+                    condition.embeddings.repeat_interleave(2, dim=0),
+                    condition.mask.repeat_interleave(2, dim=0),
+                    images[part].repeat_interleave(2, dim=0),
+                    seed=(5 * 1_000_003 + step) * 2 + m,
+                )
+                weight = len(part) / 3
+                part_grads = torch.autograd.grad(part_loss, params)
+                loss = loss + weight * part_loss.item()
+                grads = [g + weight * pg for g, pg in zip(grads, part_grads, strict=True)]
+        optimizer.zero_grad(set_to_none=True)
+        for param, grad in zip(params, grads, strict=True):
+            param.grad = grad
+        optimizer.step()
+        expected.append(loss)
+
+    history = train_soft_embeddings(
+        model, tiny_generator, PROMPTS, KEYWORDS, images, settings, progress=False
+    )
+    np.testing.assert_allclose([h["loss"] for h in history], expected, rtol=1e-6)
+    for name, value in reference.trainable_state().items():
+        assert torch.equal(model.trainable_state()[name], value), name
+
+
+def test_the_threads_of_micro_batches_do_not_change_the_result(llm, tiny_generator):
+    images = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    start = SoftPreferenceEmbedder(llm, n_tokens=2, n_prefixes=2, out_dim=384).trainable_state()
+    trained = {}
+    for threads in (1, 2):
+        model = SoftPreferenceEmbedder(llm, n_tokens=2, n_prefixes=2, out_dim=384)
+        model.load_trainable_state(start)
+        settings = TrainingSettings(
+            steps=3, batch_size=4, learning_rate=1e-2, micro_batches=2, threads=threads
+        )
+        losses = train_soft_embeddings(
+            model, tiny_generator, PROMPTS, KEYWORDS, images, settings, progress=False
+        )
+        trained[threads] = ([h["loss"] for h in losses], model.trainable_state())
+    assert trained[1][0] == trained[2][0]
+    for name, value in trained[1][1].items():
+        assert torch.equal(trained[2][1][name], value), name

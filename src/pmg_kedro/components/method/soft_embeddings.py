@@ -15,6 +15,7 @@ without resizing (and copying) the LLM's embedding table.
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import torch
 from torch import nn
 
 from pmg_kedro.components.models.params import settings_from_params
+from pmg_kedro.components.reporting.environment import torch_threads
 from pmg_kedro.components.reporting.stats import paired_test
 
 
@@ -223,6 +225,12 @@ class TrainingSettings:
     # model's). On a CPU "eager" trains faster than SDPA, whose flash-attention backward there
     # was a third of a step; on a GPU SDPA's kernels are the fast ones.
     attention: str | None = None
+    # A step's batch in this many parts, each with its own noise seed and at one torch thread;
+    # the step's loss and gradient are the parts' means weighted by their sizes. `threads`
+    # computes the parts side by side, on a CPU where one process's torch threads do not speed
+    # up this model's small matrices; results depend on `micro_batches`, never on `threads`.
+    micro_batches: int = 1
+    threads: int = 1
 
     @classmethod
     def from_params(cls, params: dict) -> TrainingSettings:
@@ -279,20 +287,45 @@ def train_soft_embeddings(
 
     if not prompts:
         raise ValueError("no training examples: every user lacks a supervision image")
+    if settings.micro_batches < 1 or settings.threads < 1:
+        raise ValueError(
+            f"micro_batches and threads must be >= 1, got {settings.micro_batches} and "
+            f"{settings.threads}"
+        )
     sampler = torch.Generator().manual_seed(settings.seed)
     keywords = generator.encode_text(keyword_texts)  # frozen: encoded once
     k = settings.noise_repeats
+    parameters = list(model.trainable_parameters().values())
 
-    def loss_fn(step: int) -> torch.Tensor:
-        idx = torch.randperm(len(prompts), generator=sampler)[: settings.batch_size]
+    def part_loss(idx: torch.Tensor, seed: int) -> torch.Tensor:
         soft = model([prompts[i] for i in idx])
         condition = preference_condition(soft, _rows(keywords, idx), settings.max_tokens)
         return generator.denoising_loss(
             condition.embeddings.repeat_interleave(k, dim=0),
             condition.mask.repeat_interleave(k, dim=0),
             images[idx].repeat_interleave(k, dim=0),
-            seed=settings.seed * 1_000_003 + step,
+            seed=seed,
         )
+
+    def loss_fn(step: int) -> torch.Tensor:
+        idx = torch.randperm(len(prompts), generator=sampler)[: settings.batch_size]
+        seed = settings.seed * 1_000_003 + step
+        if settings.micro_batches == 1:
+            return part_loss(idx, seed)
+        parts = [part for part in idx.tensor_split(settings.micro_batches) if len(part)]
+
+        def gradients(m: int):
+            loss = part_loss(parts[m], seed * settings.micro_batches + m)
+            return loss.detach(), torch.autograd.grad(loss, parameters)
+
+        results = list(pool.map(gradients, range(len(parts))))  # in part order
+        weights = [len(part) / len(idx) for part in parts]
+        loss = sum(w * value for w, (value, _) in zip(weights, results, strict=True))
+        grads = [
+            sum(w * g[j] for w, (_, g) in zip(weights, results, strict=True))
+            for j in range(len(parameters))
+        ]
+        return _WithGradients.apply(loss, grads, *parameters)
 
     history = []
 
@@ -307,10 +340,17 @@ def train_soft_embeddings(
         weight_decay=settings.weight_decay,
         log_every=settings.log_every,
     )
-    with model.llm.attention(settings.attention):
+    # micro-batches run at one torch thread each, however many threads run them: float
+    # reductions depend on the torch thread count, and the result must not depend on `threads`
+    parted = settings.micro_batches > 1
+    with (
+        model.llm.attention(settings.attention),
+        ThreadPoolExecutor(settings.threads if parted else 1, "soft-embeddings") as pool,
+        torch_threads(1 if parted else None),
+    ):
         run_training(
             "soft embeddings",
-            model.trainable_parameters().values(),
+            parameters,
             loss_fn,
             loop,
             batch_size=min(settings.batch_size, len(prompts)),
@@ -318,6 +358,20 @@ def train_soft_embeddings(
             progress=progress,
         )
     return history
+
+
+class _WithGradients(torch.autograd.Function):
+    """The loss of a step whose micro-batches' gradients were computed already: its value is
+    `loss`, and its backward hands each parameter its gradient (scaled by the incoming one)."""
+
+    @staticmethod
+    def forward(ctx, loss, gradients, *parameters):
+        ctx.gradients = gradients
+        return loss.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return (None, None, *(grad * g for g in ctx.gradients))
 
 
 @torch.no_grad()
