@@ -365,3 +365,9 @@ def test_the_threads_of_micro_batches_do_not_change_the_result(llm, tiny_generat
     assert trained[1][0] == trained[2][0]
     for name, value in trained[1][1].items():
         assert torch.equal(trained[2][1][name], value), name
+
+
+@pytest.mark.parametrize("field", ["micro_batches", "threads"])
+def test_micro_batches_and_threads_below_one_are_refused(field):
+    with pytest.raises(ValueError, match="micro_batches and threads must be >= 1"):
+        TrainingSettings(steps=1, batch_size=2, learning_rate=1e-2, **{field: 0})

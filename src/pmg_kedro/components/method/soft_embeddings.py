@@ -232,6 +232,13 @@ class TrainingSettings:
     micro_batches: int = 1
     threads: int = 1
 
+    def __post_init__(self):
+        if self.micro_batches < 1 or self.threads < 1:
+            raise ValueError(
+                f"micro_batches and threads must be >= 1, got {self.micro_batches} and "
+                f"{self.threads}"
+            )
+
     @classmethod
     def from_params(cls, params: dict) -> TrainingSettings:
         """Build from a parameters block (`training`); see `params.settings_from_params`."""
@@ -287,11 +294,6 @@ def train_soft_embeddings(
 
     if not prompts:
         raise ValueError("no training examples: every user lacks a supervision image")
-    if settings.micro_batches < 1 or settings.threads < 1:
-        raise ValueError(
-            f"micro_batches and threads must be >= 1, got {settings.micro_batches} and "
-            f"{settings.threads}"
-        )
     sampler = torch.Generator().manual_seed(settings.seed)
     keywords = generator.encode_text(keyword_texts)  # frozen: encoded once
     k = settings.noise_repeats
@@ -312,20 +314,7 @@ def train_soft_embeddings(
         seed = settings.seed * 1_000_003 + step
         if settings.micro_batches == 1:
             return part_loss(idx, seed)
-        parts = [part for part in idx.tensor_split(settings.micro_batches) if len(part)]
-
-        def gradients(m: int):
-            loss = part_loss(parts[m], seed * settings.micro_batches + m)
-            return loss.detach(), torch.autograd.grad(loss, parameters)
-
-        results = list(pool.map(gradients, range(len(parts))))  # in part order
-        weights = [len(part) / len(idx) for part in parts]
-        loss = sum(w * value for w, (value, _) in zip(weights, results, strict=True))
-        grads = [
-            sum(w * g[j] for w, (_, g) in zip(weights, results, strict=True))
-            for j in range(len(parameters))
-        ]
-        return _WithGradients.apply(loss, grads, *parameters)
+        return _micro_batched(part_loss, idx, seed, settings.micro_batches, parameters, pool)
 
     history = []
 
@@ -358,6 +347,27 @@ def train_soft_embeddings(
             progress=progress,
         )
     return history
+
+
+def _micro_batched(part_loss, idx, seed: int, micro_batches: int, parameters, pool):
+    """A step's loss from `micro_batches` parts of the batch `idx`, part m with noise seed
+    seed * micro_batches + m, their gradients computed in `pool`'s threads: the size-weighted
+    means of the parts' losses and gradients, as a loss whose backward hands those gradients to
+    `parameters` (`_WithGradients`)."""
+    parts = [part for part in idx.tensor_split(micro_batches) if len(part)]
+
+    def gradients(m: int):
+        loss = part_loss(parts[m], seed * micro_batches + m)
+        return loss.detach(), torch.autograd.grad(loss, parameters)
+
+    results = list(pool.map(gradients, range(len(parts))))  # in part order
+    weights = [len(part) / len(idx) for part in parts]
+    loss = sum(w * value for w, (value, _) in zip(weights, results, strict=True))
+    grads = [
+        sum(w * g[j] for w, (_, g) in zip(weights, results, strict=True))
+        for j in range(len(parameters))
+    ]
+    return _WithGradients.apply(loss, grads, *parameters)
 
 
 class _WithGradients(torch.autograd.Function):
