@@ -18,7 +18,15 @@ import yaml
 from pmg_kedro.config_loader import expand_scene_defaults, merged, project_config_loader
 
 FIXTURE = Path(__file__).parent / "fixtures" / "resolved_parameters.json"
-ENVIRONMENTS = ("base", "test", "reference", "paper", "paper_random", "paper_random_tiny")
+ENVIRONMENTS = (
+    "base",
+    "test",
+    "reference",
+    "reference_gpu",
+    "paper",
+    "paper_random",
+    "paper_random_tiny",
+)
 
 
 def _resolved() -> dict[str, dict]:

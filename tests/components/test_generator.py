@@ -265,3 +265,13 @@ def test_stable_diffusion_folder_loads_and_runs(sd_folder, tmp_path):
 def test_missing_folder_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):
         Generator.from_pretrained(tmp_path)
+
+
+def test_model_preparation_trains_where_its_device_says_and_refuses_a_missing_gpu():
+    from pmg_kedro.components.models.training import _device
+
+    assert _device({}) == torch.device("cpu")
+    assert _device({"device": "cpu"}) == torch.device("cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="asks for device cuda, but CUDA is not available"):
+            _device({"device": "cuda"})

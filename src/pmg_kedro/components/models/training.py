@@ -38,8 +38,17 @@ def _batches(n: int, size: int):
         yield slice(start, min(n, start + size))
 
 
-def _images_tensor(corpus: IconCorpus, rows: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(uint8_to_float(corpus.images[rows])) * 2 - 1
+def _images_tensor(corpus: IconCorpus, rows: np.ndarray, device="cpu") -> torch.Tensor:
+    return (torch.from_numpy(uint8_to_float(corpus.images[rows])) * 2 - 1).to(device)
+
+
+def _device(params: dict) -> torch.device:
+    """Where a model trains: the block's `device` (cpu, cuda, cuda:1 ...; default cpu). Batches
+    and random draws are made on the CPU and moved, so a seed draws the same numbers anywhere."""
+    device = torch.device(params.get("device") or "cpu")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"model_preparation asks for device {device}, but CUDA is not available")
+    return device
 
 
 def _settings(params: dict, **fixed) -> LoopSettings:
@@ -54,8 +63,8 @@ def _settings(params: dict, **fixed) -> LoopSettings:
     )
 
 
-def train_vae(corpus: IconCorpus, rows: np.ndarray, params: dict, seed: int):
-    """A small AutoencoderKL (x4 downsampling) trained with L1 + a light KL.
+def train_vae(corpus: IconCorpus, rows: np.ndarray, params: dict, seed: int, device="cpu"):
+    """A small AutoencoderKL (x4 downsampling) trained with L1 + a light KL, on `device`.
 
     Returns (vae, logged losses, steps done).
     """
@@ -74,12 +83,12 @@ def train_vae(corpus: IconCorpus, rows: np.ndarray, params: dict, seed: int):
         norm_num_groups=int(params["norm_num_groups"]),
         sample_size=int(corpus.images.shape[1]),
         mid_block_add_attention=False,
-    )
+    ).to(device)
     rng = np.random.default_rng(seed)
     batch = int(params["batch_size"])
 
     def loss_fn(step: int) -> torch.Tensor:
-        x = _images_tensor(corpus, rng.choice(rows, batch))
+        x = _images_tensor(corpus, rng.choice(rows, batch), device)
         dist = vae.encode(x).latent_dist
         recon = vae.decode(dist.sample()).sample
         kl = dist.kl().mean() / x[0].numel()
@@ -99,7 +108,9 @@ def _mixed_rows(rng, rows: dict[str, np.ndarray], batch: int, emoji_fraction: fl
     ).astype(np.int64)
 
 
-def finetune_decoder(vae, corpus: IconCorpus, rows: dict[str, np.ndarray], params: dict, seed: int):
+def finetune_decoder(
+    vae, corpus: IconCorpus, rows: dict[str, np.ndarray], params: dict, seed: int, device="cpu"
+):
     """Fine-tune only the VAE decoder (encoder frozen, so the latent space the UNet learns is
     unchanged) on emoji-rich batches: the colour of the emoji, rare in the uniform VAE batches.
 
@@ -114,7 +125,8 @@ def finetune_decoder(vae, corpus: IconCorpus, rows: dict[str, np.ndarray], param
     vae.decoder.train()
 
     def loss_fn(step: int) -> torch.Tensor:
-        x = _images_tensor(corpus, _mixed_rows(rng, rows, batch, float(params["emoji_fraction"])))
+        rows_ = _mixed_rows(rng, rows, batch, float(params["emoji_fraction"]))
+        x = _images_tensor(corpus, rows_, device)
         with torch.no_grad():
             z = vae.encode(x).latent_dist.sample()
         return (vae.decode(z).sample - x).abs().mean()
@@ -126,10 +138,13 @@ def finetune_decoder(vae, corpus: IconCorpus, rows: dict[str, np.ndarray], param
 
 @torch.no_grad()
 def latent_statistics(vae, corpus: IconCorpus, batch: int = 256) -> tuple[torch.Tensor, ...]:
-    """Per-image latent mean and std (n, c, h, w) for the whole corpus, and the global shift/scale."""
+    """Per-image latent mean and std (n, c, h, w) for the whole corpus (on the VAE's device), and
+    the global shift/scale."""
     means, stds = [], []
+    device = next(vae.parameters()).device
     for sl in tqdm(list(_batches(len(corpus.images), batch)), desc="encode latents", mininterval=5):
-        dist = vae.encode(_images_tensor(corpus, np.arange(sl.start, sl.stop))).latent_dist
+        images = _images_tensor(corpus, np.arange(sl.start, sl.stop), device)
+        dist = vae.encode(images).latent_dist
         means.append(dist.mean)
         stds.append(dist.std)
     mean, std = torch.cat(means), torch.cat(stds)
@@ -184,11 +199,12 @@ class _CaptionTable:
     empty: int  # the index of "" (classifier-free guidance's unconditional text)
 
     @classmethod
-    def of(cls, table, max_length: int) -> _CaptionTable:
+    def of(cls, table, max_length: int, device="cpu") -> _CaptionTable:
+        """Encoded on the CPU (the text encoder stays there), kept on `device`."""
         encoder = minilm_encoder(max_length)
         texts = sorted(set(table["caption"]) | set(table["concept"]) | {""})
         text_index = {t: i for i, t in enumerate(texts)}
-        emb, mask = text_table(encoder, texts)
+        emb, mask = (t.to(device) for t in text_table(encoder, texts))
         caption_ix = table["caption"].map(text_index).to_numpy()
         concept_ix = table["concept"].map(text_index).to_numpy()
         return cls(encoder, emb, mask, caption_ix, concept_ix, text_index[""])
@@ -204,14 +220,14 @@ def _training_rows(table) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     return np.flatnonzero(train), rows
 
 
-def _autoencoder(corpus: IconCorpus, all_train, rows, params: dict, seed: int):
+def _autoencoder(corpus: IconCorpus, all_train, rows, params: dict, seed: int, device="cpu"):
     """The VAE on every training image, then (where `vae_decoder` asks) its decoder fine-tuned;
     returns it and its part of the history (losses, steps, samples)."""
-    vae, vae_history, vae_steps = train_vae(corpus, all_train, params["vae"], seed)
+    vae, vae_history, vae_steps = train_vae(corpus, all_train, params["vae"], seed, device)
     decoder_history, decoder_steps = [], 0
     if params.get("vae_decoder") and int(params["vae_decoder"]["steps"]):
         decoder_history, decoder_steps = finetune_decoder(
-            vae, corpus, rows, params["vae_decoder"], seed
+            vae, corpus, rows, params["vae_decoder"], seed, device
         )
     return vae, {
         "vae_loss": vae_history,
@@ -227,27 +243,27 @@ def train_generator(
 ) -> tuple[Generator, dict]:
     """VAE, then the latent UNet with CFG dropout and weight EMA, on the corpus's training split.
 
-    Returns the generator (EMA weights) and a history: losses per logged step, steps, samples,
-    wall time. With `checkpoint_dir`, the EMA generator is saved there every `checkpoint_every`
-    steps so a cut-short run still leaves usable weights.
+    Returns the generator (EMA weights, on the CPU) and a history: losses per logged step, steps,
+    samples, wall time; VAE and UNet train on `params["device"]`. With `checkpoint_dir`, the EMA
+    generator is saved there every `checkpoint_every` steps (a cut-short run leaves weights).
     """
     from diffusers import DDPMScheduler
 
-    seed = int(params["seed"])
+    seed, device = int(params["seed"]), _device(params)
     table = corpus.table
     all_train, rows = _training_rows(table)
     started = time.perf_counter()
-    vae, vae_summary = _autoencoder(corpus, all_train, rows, params, seed)
+    vae, vae_summary = _autoencoder(corpus, all_train, rows, params, seed, device)
     lat_mean, lat_std, shift, scale = latent_statistics(vae, corpus)
     vae.register_to_config(shift_factor=shift, scaling_factor=scale)
     log.info("latent shift %.4f scale %.4f, latents %s", shift, scale, tuple(lat_mean.shape[1:]))
 
-    captions = _CaptionTable.of(table, int(params["text"]["max_length"]))
+    captions = _CaptionTable.of(table, int(params["text"]["max_length"]), device)
     encoder = captions.encoder
 
     cfg = params["training"]
     torch.manual_seed(seed)
-    unet = build_unet(params["unet"], lat_mean.shape[-1], lat_mean.shape[1], encoder.dim)
+    unet = build_unet(params["unet"], lat_mean.shape[-1], lat_mean.shape[1], encoder.dim).to(device)
     ema = WeightEma(unet, float(cfg["ema_decay"]))
     scheduler = DDPMScheduler(**params["noise_schedule"])
     rng = np.random.default_rng(seed)
@@ -264,8 +280,8 @@ def train_generator(
         use_concept = rng.random(batch) < float(cfg["concept_caption_prob"])
         tix = np.where(use_concept, captions.concept_ix[idx], captions.caption_ix[idx])
         tix[rng.random(batch) < float(cfg["cond_dropout"])] = captions.empty
-        tix_t, idx_t = torch.from_numpy(tix), torch.from_numpy(idx)
-        noise = torch.randn(lat_mean[idx_t].shape, generator=gen)
+        tix_t, idx_t = torch.from_numpy(tix).to(device), torch.from_numpy(idx).to(device)
+        noise = torch.randn(lat_mean[idx_t].shape, generator=gen).to(device)
         x0 = (lat_mean[idx_t] + lat_std[idx_t] * noise - shift) * scale
         return latent_denoising_loss(
             unet, scheduler, x0, captions.emb[tix_t], captions.mask[tix_t], gen
@@ -287,7 +303,7 @@ def train_generator(
     unet.train()
     run = run_training("unet", unet.parameters(), loss_fn, settings, batch, [ema, checkpoint])
     wall = time.perf_counter() - started
-    generator = snapshot()
+    generator = snapshot().to("cpu")
     summary = {
         **vae_summary,
         "unet_loss": run.history,
