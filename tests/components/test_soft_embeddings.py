@@ -175,6 +175,21 @@ def test_noise_repeats_train_on_several_draws_per_image(llm, tiny_generator):
     assert calls == [6]
 
 
+def _plain_loss(model, generator, keywords, images, rows, seed):
+    """The denoising loss of users `rows` written out by hand: E^p of their prompts and keywords,
+    2 noise repeats per image, one noise seed (what the training loop must compute)."""
+    condition = preference_condition(
+        model([PROMPTS[i] for i in rows]),
+        type(keywords)(keywords.embeddings[rows], keywords.mask[rows]),
+    )
+    return generator.denoising_loss(
+        condition.embeddings.repeat_interleave(2, dim=0),
+        condition.mask.repeat_interleave(2, dim=0),
+        images[rows].repeat_interleave(2, dim=0),
+        seed=seed,
+    )
+
+
 @pytest.mark.parametrize("n_prefixes", [4, 0])
 def test_training_loop_is_the_plain_seeded_loop(llm, tiny_generator, n_prefixes):
     """The shared training loop computes what the plain loop written here computes: AdamW on the
@@ -195,16 +210,7 @@ def test_training_loop_is_the_plain_seeded_loop(llm, tiny_generator, n_prefixes)
     expected = []
     for step in range(3):
         idx = torch.randperm(4, generator=sampler)[:3]
-        condition = preference_condition(
-            reference([PROMPTS[i] for i in idx]),
-            type(keywords)(keywords.embeddings[idx], keywords.mask[idx]),
-        )
-        loss = tiny_generator.denoising_loss(
-            condition.embeddings.repeat_interleave(2, dim=0),
-            condition.mask.repeat_interleave(2, dim=0),
-            images[idx].repeat_interleave(2, dim=0),
-            seed=5 * 1_000_003 + step,
-        )
+        loss = _plain_loss(reference, tiny_generator, keywords, images, idx, 5 * 1_000_003 + step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -320,16 +326,8 @@ def test_micro_batches_are_the_size_weighted_mean_of_their_seeded_parts(
         loss, grads = 0.0, [0.0] * len(params)
         with torch_threads(1):  # micro-batches run at one torch thread each
             for m, part in enumerate((idx[:2], idx[2:])):
-                condition = preference_condition(
-                    reference([PROMPTS[i] for i in part]),
-                    type(keywords)(keywords.embeddings[part], keywords.mask[part]),
-                )
-                part_loss = tiny_generator.denoising_loss(
-                    condition.embeddings.repeat_interleave(2, dim=0),
-                    condition.mask.repeat_interleave(2, dim=0),
-                    images[part].repeat_interleave(2, dim=0),
-                    seed=(5 * 1_000_003 + step) * 2 + m,
-                )
+                seed = (5 * 1_000_003 + step) * 2 + m
+                part_loss = _plain_loss(reference, tiny_generator, keywords, images, part, seed)
                 weight = len(part) / 3
                 part_grads = torch.autograd.grad(part_loss, params)
                 loss = loss + weight * part_loss.item()

@@ -125,8 +125,8 @@ def finetune_decoder(
     vae.decoder.train()
 
     def loss_fn(step: int) -> torch.Tensor:
-        rows_ = _mixed_rows(rng, rows, batch, float(params["emoji_fraction"]))
-        x = _images_tensor(corpus, rows_, device)
+        picked = _mixed_rows(rng, rows, batch, float(params["emoji_fraction"]))
+        x = _images_tensor(corpus, picked, device)
         with torch.no_grad():
             z = vae.encode(x).latent_dist.sample()
         return (vae.decode(z).sample - x).abs().mean()
