@@ -6,9 +6,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.pmg-installed
 NOTEBOOK_STAMP := $(VENV)/.pmg-notebook-installed
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
-# Debian packages: Fashion-MNIST, and headless Chromium with its driver for the demo's browser test.
-DEBIAN_FILES := $(FASHION_MNIST) /usr/bin/chromium /usr/bin/chromedriver
-DEBIAN_PACKAGES := dataset-fashion-mnist chromium chromium-driver
+# gperftools' tcmalloc (Debian's libtcmalloc-minimal4) as the allocator of `make run` (see `run`).
+TCMALLOC_LIB := /usr/lib/$(shell uname -m)-linux-gnu/libtcmalloc_minimal.so.4
+# Debian packages: Fashion-MNIST, headless Chromium with its driver for the demo's browser test, tcmalloc.
+DEBIAN_FILES := $(FASHION_MNIST) /usr/bin/chromium /usr/bin/chromedriver $(TCMALLOC_LIB)
+DEBIAN_PACKAGES := dataset-fashion-mnist chromium chromium-driver libtcmalloc-minimal4
+# `make run TCMALLOC=` runs on glibc's malloc instead.
+TCMALLOC ?= $(TCMALLOC_LIB)
 
 # Never wait on the network: no telemetry, no model hub.
 export KEDRO_DISABLE_TELEMETRY := 1
@@ -48,8 +52,13 @@ $(DEBIAN_FILES) &:
 	apt-get update -q
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(DEBIAN_PACKAGES)
 
+# tcmalloc is preloaded into the run and the Dask workers it starts (they inherit the environment):
+# glibc's malloc hands torch's large temporary buffers back to the system and takes them again
+# (hundreds of thousands of page faults a minute in LLM decoding); tcmalloc keeps them. The same
+# arithmetic, the same outputs (BENCHMARKS.md: Allocator). The report threshold silences
+# tcmalloc's "large alloc" notices (it prints one per allocation over 1 GiB otherwise).
 run: setup
-	$(BIN)/kedro run
+	$(if $(TCMALLOC),LD_PRELOAD=$(TCMALLOC) TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD=1099511627776) $(BIN)/kedro run
 
 lint: setup
 	$(BIN)/ruff check .

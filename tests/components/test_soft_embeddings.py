@@ -102,6 +102,33 @@ def test_heldout_losses_are_paired_per_user_and_seed(llm, tiny_generator):
     assert not np.allclose(losses["pmg"], losses["without_embeddings"])
 
 
+def test_heldout_losses_in_threads_are_each_users_own_in_order(llm, tiny_generator):
+    """Batches scored side by side come back in the users' order, each row the user's own
+    losses (what scoring the user alone gives), whatever the thread count."""
+    model = SoftPreferenceEmbedder(llm, n_tokens=2, n_prefixes=2, out_dim=384).eval()
+    images = torch.rand(4, 3, 8, 8)
+    seeds = [0, 1]
+    threaded = heldout_losses(
+        model, tiny_generator, PROMPTS, KEYWORDS, images, seeds, batch_size=1, threads=2
+    )
+    plain = heldout_losses(model, tiny_generator, PROMPTS, KEYWORDS, images, seeds, batch_size=1)
+    for name in ("pmg", "without_embeddings", "without_keywords"):
+        np.testing.assert_array_equal(threaded[name], plain[name])
+        for i in range(4):
+            alone = heldout_losses(
+                model,
+                tiny_generator,
+                PROMPTS[i : i + 1],
+                KEYWORDS[i : i + 1],
+                images[i : i + 1],
+                seeds,
+            )
+            np.testing.assert_array_equal(threaded[name][i], alone[name][0])
+    assert not np.array_equal(threaded["pmg"][0], threaded["pmg"][1])
+    with pytest.raises(ValueError, match="threads"):
+        heldout_losses(model, tiny_generator, PROMPTS, KEYWORDS, images, seeds, threads=0)
+
+
 def test_paired_difference_is_per_user_with_a_bootstrap_interval():
     stats = paired_difference(
         np.array([[1.0, 2.0], [3.0, 2.0], [0.0, 0.0]]),

@@ -229,6 +229,7 @@ class TrainingSettings:
     # the step's loss and gradient are the parts' means weighted by their sizes. `threads`
     # computes the parts side by side, on a CPU where one process's torch threads do not speed
     # up this model's small matrices; results depend on `micro_batches`, never on `threads`.
+    # The evaluation users' losses after training run their batches in as many threads.
     micro_batches: int = 1
     threads: int = 1
 
@@ -384,7 +385,6 @@ class _WithGradients(torch.autograd.Function):
         return (None, None, *(grad * g for g in ctx.gradients))
 
 
-@torch.no_grad()
 def heldout_losses(
     model: SoftPreferenceEmbedder | None,
     generator,
@@ -394,6 +394,7 @@ def heldout_losses(
     seeds: list[int],
     batch_size: int = 16,
     max_tokens: int | None = None,
+    threads: int = 1,
 ) -> dict[str, np.ndarray]:
     """Denoising losses of held-out users' supervision images under each condition.
 
@@ -401,14 +402,21 @@ def heldout_losses(
     "w/o embeddings"); `without_keywords` E_m only (when a model is given). Every condition sees
     the same noise and timesteps (one seed per repeat), so differences come from the condition.
     Returns, per condition, the losses (users, seeds): paired across conditions.
+    Every batch runs at one torch thread (float reductions depend on the thread count, and the
+    losses must not depend on `threads`); `threads` > 1 scores batches side by side, for a CPU
+    where one process's torch threads do not speed up these small models (as the training's
+    micro-batches). A batch's losses depend on its users and seeds alone.
     """
     n = len(keyword_texts)
     if model is not None and len(prompts) != n:
         raise ValueError(f"{len(prompts)} prompts for {n} keyword texts")
     if n == 0:
         raise ValueError("no held-out examples to score")
-    parts: dict[str, list[np.ndarray]] = {}
-    for start in range(0, n, batch_size):
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+
+    @torch.no_grad()  # per thread: grad mode is thread-local
+    def batch_losses(start: int) -> dict[str, np.ndarray]:
         sl = slice(start, start + batch_size)
         keywords = generator.encode_text(keyword_texts[sl])
         conditions = {"without_embeddings": (keywords.embeddings, keywords.mask)}
@@ -418,13 +426,27 @@ def heldout_losses(
             soft_only = preference_condition(soft.to(keywords.embeddings.dtype), None)
             conditions["pmg"] = (pmg.embeddings, pmg.mask)
             conditions["without_keywords"] = (soft_only.embeddings, soft_only.mask)
-        for name, (emb, mask) in conditions.items():
-            per_seed = [
-                generator.denoising_loss(emb, mask, images[sl], seed=seed, reduction="none")
-                for seed in seeds
-            ]
-            parts.setdefault(name, []).append(torch.stack(per_seed, dim=1).float().cpu().numpy())
-    return {name: np.concatenate(chunks) for name, chunks in parts.items()}
+        return {
+            name: torch.stack(
+                [
+                    generator.denoising_loss(emb, mask, images[sl], seed=seed, reduction="none")
+                    for seed in seeds
+                ],
+                dim=1,
+            )
+            .float()
+            .cpu()
+            .numpy()
+            for name, (emb, mask) in conditions.items()
+        }
+
+    starts = range(0, n, batch_size)
+    with (
+        ThreadPoolExecutor(min(threads, len(starts)), "heldout-losses") as pool,
+        torch_threads(1),
+    ):
+        batches = list(pool.map(batch_losses, starts))
+    return {name: np.concatenate([b[name] for b in batches]) for name in batches[0]}
 
 
 def paired_difference(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: int = 0) -> dict:

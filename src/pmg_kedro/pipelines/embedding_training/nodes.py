@@ -235,6 +235,7 @@ class _TrainingData:
             evaluation_images,
             seeds,
             max_tokens=settings.max_tokens,
+            threads=settings.threads,
         )["without_embeddings"]
         # E_m starts at the mean token state of the generator's empty prompt
         # (SoftPreferenceEmbedder).
@@ -279,6 +280,7 @@ def _train_entry(entry, data: _TrainingData, llm, generator, params, checkpoint)
         data.evaluation_images,
         data.seeds,
         max_tokens=data.settings.max_tokens,
+        threads=data.settings.threads,
     )
     versus = paired_difference(losses["pmg"], data.baseline)
     row = {
