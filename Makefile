@@ -55,8 +55,8 @@ $(DEBIAN_FILES) &:
 # tcmalloc is preloaded into the run and the Dask workers it starts (they inherit the environment):
 # glibc's malloc hands torch's large temporary buffers back to the system and takes them again
 # (hundreds of thousands of page faults a minute in LLM decoding); tcmalloc keeps them. The same
-# arithmetic, the same outputs (BENCHMARKS.md: Allocator). The report threshold silences
-# tcmalloc's "large alloc" notices (it prints one per allocation over 1 GiB otherwise).
+# arithmetic, the same outputs (README: How long it takes; benchmarks/allocator.py). The report
+# threshold silences tcmalloc's "large alloc" notices (one per allocation over 1 GiB otherwise).
 run: setup
 	$(if $(TCMALLOC),LD_PRELOAD=$(TCMALLOC) TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD=1099511627776) $(BIN)/kedro run
 
