@@ -25,21 +25,11 @@ import subprocess
 import sys
 import time
 
-from local_env import prepare
+from local_env import prepare, session_catalog
 
 ROOT = prepare(OMP_WAIT_POLICY="PASSIVE")
 TCMALLOC = f"/usr/lib/{platform.machine()}-linux-gnu/libtcmalloc_minimal.so.4"
 WORKLOADS = ("llm_keywords", "generator_images", "mmgcn_training")
-
-
-def _catalog(env: str):
-    from kedro.framework.session import KedroSession
-    from kedro.framework.startup import bootstrap_project
-
-    bootstrap_project(ROOT)
-    with KedroSession.create(project_path=ROOT, env=env) as session:
-        context = session.load_context()
-        return context.catalog, context.params
 
 
 def _digest(value) -> str:
@@ -91,7 +81,7 @@ def worker(workload: str, env: str, size: int) -> None:
     import torch
 
     torch.set_num_threads(1)
-    catalog, params = _catalog(env)
+    catalog, params = session_catalog(env)
     p = params["movie"]["recommendation"]
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     seconds, digest = globals()[f"_{workload}"](catalog, p, size)
@@ -126,8 +116,8 @@ def main() -> None:
         raise SystemExit(f"{TCMALLOC} is missing: `make setup` installs libtcmalloc-minimal4")
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load "
-        f"{os.getloadavg()[0]:.2f}; env {args.env}, {args.users} movie users, {args.images} images, one torch thread, "
-        f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}"
+        f"{os.getloadavg()[0]:.2f}; env {args.env}, {args.users} movie users, {args.images} "
+        f"images, one torch thread, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}"
     )
     for workload in WORKLOADS:
         runs = {"glibc": [], "tcmalloc": []}

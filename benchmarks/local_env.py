@@ -5,6 +5,7 @@ environment sets nothing. The paper_* benchmarks have theirs in `paper_common.se
     from local_env import prepare
 
     ROOT = prepare(OMP_WAIT_POLICY="PASSIVE")  # the benchmark's own extra defaults
+    catalog, params = session_catalog("base")  # after prepare: the project's catalog and params
 """
 
 from __future__ import annotations
@@ -25,3 +26,15 @@ def prepare(**extra: str) -> Path:
     for name, value in {**OFFLINE, **extra}.items():
         os.environ.setdefault(name, value)
     return ROOT
+
+
+def session_catalog(env: str):
+    """The catalog and parameters of the project's `env`, from a Kedro session (call `prepare`
+    first)."""
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    bootstrap_project(ROOT)
+    with KedroSession.create(project_path=ROOT, env=env) as session:
+        context = session.load_context()
+        return context.catalog, context.params

@@ -20,19 +20,9 @@ import platform
 import subprocess
 import time
 
-from local_env import prepare
+from local_env import prepare, session_catalog
 
 ROOT = prepare(OMP_WAIT_POLICY="PASSIVE")
-
-
-def _session_catalog(env: str):
-    from kedro.framework.session import KedroSession
-    from kedro.framework.startup import bootstrap_project
-
-    bootstrap_project(ROOT)
-    with KedroSession.create(project_path=ROOT, env=env) as session:
-        context = session.load_context()
-        return context.catalog, context.params
 
 
 def _machine() -> str:
@@ -66,7 +56,7 @@ def run(args) -> None:
     print(
         f"`{' '.join(command[1:])}`: {seconds:.1f} s wall ({seconds / 60:.2f} min) on {_machine()}"
     )
-    catalog, params = _session_catalog(args.env)
+    catalog, params = session_catalog(args.env)
     for scene in scenes_where("recommendation"):
         results = catalog.load(f"{scene}.recommendation_results")
         split = catalog.load(f"{scene}.recommendation_split")
@@ -87,7 +77,7 @@ def stages(args) -> None:
     from pmg_kedro.components.method.pmg import render_in_shards
     from pmg_kedro.pipelines.recommendation import nodes
 
-    catalog, params = _session_catalog(args.env)
+    catalog, params = session_catalog(args.env)
     p = params[args.scene]["recommendation"]
     split = catalog.load(f"{args.scene}.recommendation_split")
     items = catalog.load(f"{args.scene}.items")
