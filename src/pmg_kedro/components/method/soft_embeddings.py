@@ -426,19 +426,14 @@ def heldout_losses(
             soft_only = preference_condition(soft.to(keywords.embeddings.dtype), None)
             conditions["pmg"] = (pmg.embeddings, pmg.mask)
             conditions["without_keywords"] = (soft_only.embeddings, soft_only.mask)
-        return {
-            name: torch.stack(
-                [
-                    generator.denoising_loss(emb, mask, images[sl], seed=seed, reduction="none")
-                    for seed in seeds
-                ],
-                dim=1,
-            )
-            .float()
-            .cpu()
-            .numpy()
-            for name, (emb, mask) in conditions.items()
-        }
+        losses = {}
+        for name, (emb, mask) in conditions.items():
+            per_seed = [
+                generator.denoising_loss(emb, mask, images[sl], seed=seed, reduction="none")
+                for seed in seeds
+            ]
+            losses[name] = torch.stack(per_seed, dim=1).float().cpu().numpy()
+        return losses
 
     starts = range(0, n, batch_size)
     with (
