@@ -258,3 +258,20 @@ def test_settings_switch_mlflow_telemetry_off(tmp_path):
     assert result.returncode == 0, result.stderr
     lines = [x for x in result.stdout.splitlines() if x.startswith("telemetry client:")]
     assert lines == ["telemetry client: True False"]
+
+
+def test_the_test_runs_mlflow_record_says_which_precision_the_llm_computed_in(
+    test_env_default_run, project_root
+):
+    """The LLM's `dtype: auto` decision and the machine's bfloat16 support are tags of the run
+    (issue 28), the same decision the process made."""
+    from mlflow import MlflowClient
+
+    from pmg_kedro.components.reporting.precision import resolve_dtype
+
+    client = MlflowClient(f"sqlite:///{project_root / 'data' / 'test_env' / 'mlflow.db'}")
+    tags = client.get_run(test_env_default_run).data.tags
+    assert tags["precision.llm.dtype"] == resolve_dtype("auto", "cpu").dtype
+    assert tags["precision.llm.reason"] == resolve_dtype("auto", "cpu").reason
+    assert tags["machine.auto_cpu_dtype"] == tags["precision.llm.dtype"]
+    assert tags["machine.bf16_native"] in {"True", "False"}

@@ -8,7 +8,10 @@ kedro-mlflow's hook opens one MLflow run per `kedro run` and logs the parameters
     dicts join their keys with ".") -> MLflow metrics "<dataset name>.<name>"; `logs_metrics`
     says which names (tests check that registered pipelines write every one of them);
   - every `MatplotlibDataset` saved under `08_reporting` -> the PNG file(s) it wrote, as artifacts
-    under their folder from `08_reporting` on (e.g. `08_reporting/movie/table1_figure.png`).
+    under their folder from `08_reporting` on (e.g. `08_reporting/movie/table1_figure.png`);
+  - every loaded model that says how its compute dtype was chosen (`precision`, e.g. the LLM's
+    `dtype: auto`) -> tags "precision.<dataset name>.dtype" / ".reason", with the machine's
+    bfloat16 support ("machine.cpu", "machine.bf16_native", "machine.auto_cpu_dtype").
 A hook rather than kedro-mlflow's Mlflow*Dataset wrappers: the catalog entries stay plain JSON and
 PNG files that notebooks and reports read, and new figures or summaries need no catalog change.
 Nothing happens when no MLflow run is active (tracking disabled for a pipeline).
@@ -160,6 +163,25 @@ class MlflowReportingHook:
     @hook_impl
     def after_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
         self._catalog = None
+
+    @hook_impl
+    def after_dataset_loaded(self, dataset_name: str, data: Any, node: Any) -> None:
+        choice = getattr(data, "precision", None)
+        mlflow = sys.modules.get("mlflow")
+        if choice is None or mlflow is None or mlflow.active_run() is None:
+            return
+        from .components.reporting.environment import machine_description
+
+        machine = machine_description()
+        mlflow.set_tags(
+            {
+                f"precision.{dataset_name}.dtype": choice.dtype,
+                f"precision.{dataset_name}.reason": choice.reason,
+                "machine.cpu": machine["cpu"],
+                "machine.bf16_native": str(machine["precision"]["bf16_native"]),
+                "machine.auto_cpu_dtype": machine["precision"]["auto_cpu_dtype"],
+            }
+        )
 
     @hook_impl
     def after_dataset_saved(self, dataset_name: str, data: Any, node: Any) -> None:

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from pmg_kedro.components.models.params import settings_from_params
 from pmg_kedro.components.reporting.environment import torch_threads
+from pmg_kedro.components.reporting.precision import Precision, resolve_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +77,17 @@ class LLM:
     can add multimodal tokens and P-Tuning v2 prefixes on top of the same weights.
     """
 
-    def __init__(self, model, tokenizer, name: str = "llm", num_threads: int | None = None):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        name: str = "llm",
+        num_threads: int | None = None,
+        precision: Precision | None = None,
+    ):
         self.model = model.eval()
+        # How the compute dtype was chosen (`dtype: auto` or conf), for provenance.
+        self.precision = precision
         self.tokenizer = tokenizer
         self.name = name
         # CPU threads while generating (None: torch's default). On a shared 2-core machine one
@@ -100,7 +110,9 @@ class LLM:
         device: str = "cpu",
         num_threads: int | None = None,
     ) -> LLM:
-        """Load a local Hugging Face causal-LM folder (never the hub: `local_files_only`)."""
+        """Load a local Hugging Face causal-LM folder (never the hub: `local_files_only`) in `dtype`:
+        a torch dtype name, or `auto` (bfloat16 where the hardware computes it natively,
+        `reporting.precision.resolve_dtype`)."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         path = Path(path)
@@ -109,11 +121,12 @@ class LLM:
                 f"{path}: not a Hugging Face model folder (no config.json); set the LLM path in "
                 "conf (catalog `llm` entries) or PMG_LLAMA_PATH"
             )
+        precision = resolve_dtype(dtype, device)
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(
-            path, dtype=getattr(torch, dtype), local_files_only=True
+            path, dtype=getattr(torch, precision.dtype), local_files_only=True
         ).to(device)
-        return cls(model, tokenizer, name=path.name, num_threads=num_threads)
+        return cls(model, tokenizer, path.name, num_threads, precision)
 
     @property
     def device(self) -> torch.device:
@@ -422,7 +435,7 @@ class LLM:
                 f"(e.g. {loaded.unexpected_keys[:2]})"
             )
         merged = model.merge_and_unload()
-        return LLM(merged, self.tokenizer, name=f"{self.name}+lora", num_threads=self.num_threads)
+        return LLM(merged, self.tokenizer, f"{self.name}+lora", self.num_threads, self.precision)
 
     def save_pretrained(self, path: str | Path) -> None:
         """Model and tokenizer as a Hugging Face folder: it loads back with `from_pretrained`."""

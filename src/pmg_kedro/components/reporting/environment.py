@@ -1,4 +1,5 @@
-"""The run's environment in reports: the machine, the torch thread count, JSON-safe values."""
+"""The run's environment in reports: the machine, its precision, the torch thread count, JSON-safe
+values."""
 
 from __future__ import annotations
 
@@ -12,11 +13,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from pmg_kedro.components.reporting import precision
+
 
 def machine_description(torch_threads: int | None = None) -> dict[str, Any]:
     """Where a run ran: CPU model, cores, torch threads (`torch_threads`, else the current
-    setting), torch and Python versions, platform, and the 1-minute load average (the machine
-    may be shared with other work)."""
+    setting), torch and Python versions, platform, the 1-minute load average (the machine
+    may be shared with other work), and the precision: whether the CPU computes bfloat16 natively,
+    what `dtype: auto` chooses on it, and the dtype decisions of this process
+    (`precision.provenance`)."""
     return {
         "cpu": _cpu_name(),
         "cores": os.cpu_count(),
@@ -25,6 +30,7 @@ def machine_description(torch_threads: int | None = None) -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        "precision": precision.provenance(),
     }
 
 
