@@ -16,6 +16,7 @@ from pmg_kedro.components.method.soft_embeddings import (
 )
 from pmg_kedro.components.models.llm import LLM
 from pmg_kedro.components.reporting.environment import torch_threads
+from pmg_kedro.components.reporting.stats import minimum_detectable_effect
 
 PROMPTS = ["a user who likes cats", "dogs and more dogs", "red dresses in summer", "ghost stories"]
 KEYWORDS = ["cat, cute", "dog, park", "red, dress", "ghost, night"]
@@ -139,6 +140,8 @@ def test_paired_difference_is_per_user_with_a_bootstrap_interval():
     assert stats["standard_error"] == pytest.approx(per_user.std(ddof=1) / np.sqrt(3))
     assert stats["share_lower"] == pytest.approx(4 / 6)
     assert (stats["users"], stats["pairs"]) == (3, 6)
+    # the MDE of the per-user differences, not of the (user, seed) ones or of a's losses
+    assert stats["mde"] == pytest.approx(minimum_detectable_effect(per_user)["mde"])
     low, high = stats["ci95"]
     assert per_user.min() <= low <= stats["mean_difference"] <= high <= per_user.max()
     # a difference of the same sign for every user: the interval excludes 0

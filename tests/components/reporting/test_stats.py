@@ -105,6 +105,60 @@ def test_the_t_interval_goes_with_the_t_test_and_the_bootstrap_with_wilcoxon():
     assert users["test"] == "wilcoxon" and users["test_p"] == users["wilcoxon_p"]
 
 
+def _standardised(n: int, sd: float = 1.0) -> np.ndarray:
+    """n paired differences with SD exactly `sd` (ddof 1) and mean 0.3 (the MDE ignores it)."""
+    x = np.random.default_rng(n).normal(size=n)
+    return 0.3 + sd * (x - x.mean()) / x.std(ddof=1)
+
+
+def _two_sided_t_power(effect: float, sd: float, n: int, alpha: float) -> float:
+    """The power of the two-sided one-sample (paired) t-test at `effect`, straight from the
+    noncentral t: both rejection tails."""
+    df, nc = n - 1, effect * np.sqrt(n) / sd
+    critical = scipy_stats.t.ppf(1 - alpha / 2, df)
+    return float(scipy_stats.nct.sf(critical, df, nc) + scipy_stats.nct.cdf(-critical, df, nc))
+
+
+def test_the_mde_is_the_paired_t_tests_80_percent_power_effect_two_sided():
+    result = stats.minimum_detectable_effect(_standardised(30))
+    # (t_0.975,29 + t_0.8,29) / sqrt(30) = 0.5294 (the approximation); the noncentral t: 0.5292.
+    # Power 0.5 would give 0.373, a one-sided alpha 0.466: both fail here.
+    assert result["mde"] == pytest.approx(0.5292, abs=5e-4)
+    closed_form = (scipy_stats.t.ppf(0.975, 29) + scipy_stats.t.ppf(0.8, 29)) / np.sqrt(30)
+    assert result["mde"] == pytest.approx(closed_form, rel=5e-3)
+    assert (result["mde_alpha"], result["mde_power"], result["mde_note"]) == (0.05, 0.8, "")
+    for n, sd in [(30, 1.0), (3, 0.02), (12, 0.5)]:
+        mde = stats.minimum_detectable_effect(_standardised(n, sd))["mde"]
+        assert _two_sided_t_power(mde, sd, n, 0.05) == pytest.approx(0.80, abs=0.01)
+        # a one-sided test (all alpha in one tail) would reach more than 80% at this effect
+        assert (
+            scipy_stats.nct.sf(scipy_stats.t.ppf(0.95, n - 1), n - 1, mde * np.sqrt(n) / sd) > 0.85
+        )
+
+
+def test_the_mde_grows_with_the_spread_and_shrinks_with_n():
+    by_n = [stats.minimum_detectable_effect(_standardised(n))["mde"] for n in (3, 5, 10, 40, 200)]
+    assert all(a > b for a, b in zip(by_n, by_n[1:], strict=False))
+    by_sd = [stats.minimum_detectable_effect(_standardised(20, s))["mde"] for s in (0.1, 1, 3)]
+    assert by_sd == pytest.approx([0.1 * by_sd[1], by_sd[1], 3 * by_sd[1]], rel=1e-6)
+    # Holm's worst case, alpha / m, asks for a larger effect; NaN units are left out
+    worst = stats.minimum_detectable_effect(_standardised(20), comparisons=6)
+    assert worst["mde_alpha"] == pytest.approx(0.05 / 6) and worst["mde"] > by_sd[1]
+    with_nan = stats.minimum_detectable_effect([*_standardised(20), np.nan])
+    assert with_nan["mde"] == pytest.approx(by_sd[1])
+
+
+@pytest.mark.parametrize(
+    ("differences", "why"),
+    [([], "0 paired unit"), ([0.4], "1 paired unit"), ([0.2, 0.2, 0.2], "no spread")],
+)
+def test_without_two_units_or_a_spread_the_mde_is_nan_and_says_why(differences, why):
+    result = stats.minimum_detectable_effect(differences)
+    assert np.isnan(result["mde"]) and why in result["mde_note"]
+    with pytest.raises(ValueError, match="power"):
+        stats.minimum_detectable_effect([0.1, 0.2], power=0.01)
+
+
 # -- the helpers the reporting layer replaced, as they were, against it on the same inputs --------
 
 

@@ -8,6 +8,7 @@ from pmg_kedro.components.reporting.tables import (
     fmt,
     fmt_interval,
     fmt_p,
+    fmt_verdict,
     markdown_table,
 )
 
@@ -43,3 +44,11 @@ def test_each_distinct_reason_is_one_numbered_footnote():
     cells = [notes.cell("no images"), notes.cell("no LPIPS"), notes.cell("no images")]
     assert cells == ["n/a [1]", "n/a [2]", "n/a [1]"]
     assert notes.lines() == ["[1] no images  ", "[2] no LPIPS  "]
+
+
+def test_only_neither_carries_its_mde():
+    assert fmt_verdict("neither", 0.04123) == "neither (MDE 0.0412)"
+    assert fmt_verdict("neither", 0.04123, digits=2) == "neither (MDE 0.04)"
+    assert fmt_verdict("neither", np.nan, "no spread") == "neither (MDE n/a: no spread)"
+    assert fmt_verdict("pmg", 0.04) == "pmg"
+    assert fmt_verdict("tests disagree (x)", 0.04).startswith("tests disagree")

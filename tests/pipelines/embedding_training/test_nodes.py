@@ -11,7 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
+from pmg_kedro.components.method.soft_embeddings import paired_difference
 from pmg_kedro.components.models.llm import LLM
+from pmg_kedro.components.reporting.stats import minimum_detectable_effect
 from pmg_kedro.pipelines.embedding_training import nodes
 
 PARAMS = {
@@ -116,6 +118,7 @@ def test_training_sees_only_train_users_and_embeds_evaluation_users(
     assert report["evaluation_users"] == 2 and report["train_users"] == 2
     row = report["sweep_entries"][0]["pmg_minus_without_embeddings"]
     assert row["users"] == 2 and row["pairs"] == 4
+    assert "minimum detectable effect" in report["mde_note"] and "mde" in row
     assert set(log["sweep_entry"]) == {"L2_ptuning", "L3_no_ptuning"} and len(log) == 4
 
 
@@ -127,6 +130,18 @@ def test_a_scene_without_images_gets_not_applicable_records(llm, tiny_generator)
     assert "no images" in report["not_applicable"]
     assert model["tensors"] == {} and "not_applicable" in embeddings["metadata"]
     assert log.empty and sweep["tensors"] == {}
+
+
+def test_a_neither_sweep_entry_carries_the_mde_of_its_per_user_differences():
+    rng = np.random.default_rng(6)
+    baseline = rng.uniform(0.2, 0.4, size=(12, 2))  # (users, seeds) losses of E_k alone
+    pmg = baseline + rng.normal(0, 0.01, size=(12, 2))
+    rows = [{"pmg_minus_without_embeddings": paired_difference(pmg, baseline)}]
+    versus = nodes._with_verdicts(rows)[0]["pmg_minus_without_embeddings"]
+    assert versus["verdict"] == "neither"
+    per_user = (pmg - baseline).mean(axis=1)
+    assert versus["mde"] == pytest.approx(minimum_detectable_effect(per_user)["mde"])
+    assert (versus["mde_alpha"], versus["mde_power"]) == (0.05, 0.8)
 
 
 def test_the_first_sweep_entry_resumes_from_the_checkpoint(tables, llm, tiny_generator, one_thread):

@@ -3,12 +3,14 @@ rule, target prefix, and the quality report's arithmetic."""
 
 import threading
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from pmg_kedro.components.data.item_terms import fallback_keywords, items_by_id
 from pmg_kedro.components.evaluation.keyword_quality import bootstrap_share
 from pmg_kedro.components.method.keyword_adapter import AdapterLeakError
+from pmg_kedro.components.reporting.stats import minimum_detectable_effect
 from pmg_kedro.pipelines.keyword_extraction.nodes import (
     extract_comparison_keywords,
     extract_preference_keywords,
@@ -285,6 +287,40 @@ def test_quality_report_compares_methods_at_an_equal_budget(behavior, items):
     cells = " ".join(markdown.split())  # Markdown tables pad their cells; compare the text
     assert "| zero-shot LLM | LoRA LLM | no-LLM baseline |" in cells
     assert "| target_decade: target decade | 3 | age, 1 | 0.33 [" in cells
+
+
+def test_a_neither_difference_carries_the_mde_of_its_per_user_differences(
+    behavior, items, monkeypatch
+):
+    """Eight planted users per check: the MDE is that of the per-user hit differences (their SD
+    is not the SD of either method's hits)."""
+    from pmg_kedro.components.evaluation import keyword_quality
+
+    lora = [True, True, True, True, False, False, False, True]
+    zero_shot = [True, False, True, False, False, True, False, True]
+    planted = pd.DataFrame(
+        {"user_id": [f"u{i}" for i in range(8)]}
+        | {
+            f"{k}_{m}": hits
+            for k, hits in (("llm_lora", lora), ("llm_zero_shot", zero_shot))
+            for m in ("hit", "exact", "all_keywords")
+        }
+        | {"llm_lora_fallback": False, "llm_zero_shot_fallback": False}
+        | {"baseline_hit": zero_shot, "baseline_exact": zero_shot}
+    )
+    monkeypatch.setattr(keyword_quality, "_measure", lambda *args: planted)
+    report, markdown = report_keyword_quality(
+        LORA, ZERO_SHOT, TARGET, behavior, _years(items), REAL_USERS, QUALITY_PARAMS
+    )
+    entry = report["checks"]["target_genres"]["paired_differences"]["llm_lora - llm_zero_shot"]
+    differences = np.array(lora, dtype=float) - np.array(zero_shot, dtype=float)
+    expected = minimum_detectable_effect(differences)
+    assert entry["verdict"] == "neither"
+    assert entry["mde"] == pytest.approx(expected["mde"])
+    assert (entry["mde_alpha"], entry["mde_power"]) == (0.05, 0.8)
+    cells = " ".join(markdown.split())
+    assert f"neither (MDE {expected['mde']:.2f}) |" in cells
+    assert 'MDE beside "neither"' in markdown
 
 
 def test_without_a_threshold_only_exact_words_count_and_no_encoder_loads(

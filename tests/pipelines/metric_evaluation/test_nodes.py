@@ -14,6 +14,8 @@ import torch
 from pmg_kedro.components.data.images import load_image
 from pmg_kedro.components.evaluation import evaluation_report, image_evaluation, metrics
 from pmg_kedro.components.evaluation.features import MobileNetFeatures
+from pmg_kedro.components.reporting import stats
+from pmg_kedro.components.reporting.tables import Footnotes
 from pmg_kedro.pipelines.metric_evaluation import nodes
 
 from . import synthetic_scene as scene
@@ -188,6 +190,7 @@ def test_a_variant_that_did_not_run_is_reported_with_its_why(evaluated):
     assert len(rows) == len(notes["metrics"]) and (rows["status"] == scene.NOT_RUN_WHY).all()
     cells = " ".join(markdown.split())  # Markdown tables pad their cells; compare the text
     assert scene.NOT_RUN_WHY in markdown and "| without_keywords |" in cells
+    assert stats.mde_note("users (a user's difference: the mean over its seeds)") in markdown
     skipped = comparisons[comparisons["a"] == "without_keywords"]
     assert skipped["status"].str.contains("planted").all() and skipped["wilcoxon_p"].isna().all()
 
@@ -260,6 +263,40 @@ def test_a_variant_better_for_every_user_is_favoured_with_a_small_p():
     assert _comparisons(_planted_metrics(values), notes, params).iloc[0]["verdict"] == (
         "without_both"
     )
+
+
+def test_a_neither_comparison_shows_the_mde_of_its_per_user_differences():
+    # no effect, a spread over users: "neither", and its MDE is that of the per-user differences
+    # (seed means), not of the per-image values nor of the (user, seed) differences
+    rng = np.random.default_rng(4)
+    values = {}
+    for i in range(8):
+        for seed in (1, 2):
+            base = rng.uniform(0.1, 0.3)
+            values[("without_both", f"u{i}", seed)] = base
+            values[("pmg", f"u{i}", seed)] = base + rng.normal(0, 0.05)
+    spec = {"reference": "history", "metric": "ssim", "name": "SSIM", "direction": "higher"}
+    notes = {
+        "variants": {"pmg": {"status": "ok"}, "without_both": {"status": "ok"}},
+        "metrics": {"history_ssim": {**spec, "status": "ok"}},
+    }
+    params = {**PARAMS, "comparisons": [["pmg", "without_both"]]}
+    table = _comparisons(_planted_metrics(values), notes, params)
+    result = table.iloc[0]
+    per_user = pd.Series(
+        {
+            f"u{i}": np.mean(
+                [values[("pmg", f"u{i}", s)] - values[("without_both", f"u{i}", s)] for s in (1, 2)]
+            )
+            for i in range(8)
+        }
+    )
+    expected = stats.minimum_detectable_effect(per_user)
+    assert result["verdict"] == "neither"
+    assert result["mde"] == pytest.approx(expected["mde"], rel=1e-9)
+    assert (result["mde_alpha"], result["mde_power"]) == (0.05, 0.8)
+    row = evaluation_report._comparison_row(next(table.itertuples()), notes, Footnotes())
+    assert f"neither (MDE {expected['mde']:.4f})" in row
 
 
 def test_a_scene_without_item_images_says_so(inputs, tmp_path):

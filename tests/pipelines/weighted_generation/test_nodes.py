@@ -61,7 +61,26 @@ def requests_table():
         }
     )
     k_t = pd.DataFrame({"user_id": ["u1", "u2", "u3"], "keywords": [["happy"], ["sad"], ["x"]]})
-    return nodes.build_generation_requests(histories, split, k_p, k_t)
+    return nodes.build_generation_requests(histories, split, k_p, k_t, ITEMS, USERS, PARAMS)
+
+
+# The targets' categories differ from their captions, and the users' hidden tastes from both.
+ITEMS = pd.DataFrame(
+    {
+        "item_id": ["t1", "t2", "t3", "t4"],
+        "class_name": ["dress", "bag", "coat", "sandal"],
+        "caption": ["light patterned dress", "dark plain bag", "x", "y"],
+    }
+)
+USERS = pd.DataFrame(
+    {
+        "user_id": ["u1", "u2", "u3", "u4"],
+        "simulated": True,
+        "taste_classes": [["bag", "coat"], ["dress", "shirt"], ["bag", "coat"], ["bag", "coat"]],
+        "taste_brightness": ["dark", "light", "dark", "dark"],
+        "taste_texture": ["plain", "patterned", "plain", "plain"],
+    }
+)
 
 
 @pytest.fixture()
@@ -76,13 +95,85 @@ def test_requests_are_the_evaluation_users_with_both_keyword_sets(requests_table
     assert requests_table["target_text"].tolist() == ["happy", "sad"]
 
 
+def test_requests_carry_the_users_oracle_taste_and_the_targets_category():
+    histories = pd.DataFrame(
+        {"user_id": ["u1", "u2"], "history": [["a"], ["b"]], "target": ["t1", "t2"]}
+    )
+    split = pd.DataFrame({"user_id": ["u1", "u2"], "split": ["evaluation"] * 2})
+    k_p = pd.DataFrame(
+        {"user_id": ["u1", "u2"], "purpose": ["evaluation"] * 2, "keywords": [["llm"], ["llm"]]}
+    )
+    k_t = pd.DataFrame({"user_id": ["u1", "u2"], "keywords": [["cap"], ["cap"]]})
+    params = {**PARAMS, "category_column": "class_name"}
+    table = nodes.build_generation_requests(histories, split, k_p, k_t, ITEMS, USERS, params)
+    # the USER's hidden taste (u1: dark plain bag/coat), not the target's caption (light ... dress)
+    assert table["oracle_text"].tolist() == [
+        "dark, plain, bag, coat",
+        "light, patterned, dress, shirt",
+    ]
+    assert table["category_text"].tolist() == ["dress", "bag"]  # the target's class only
+    real_users = USERS.drop(columns=["taste_classes", "taste_brightness", "taste_texture"])
+    plain = nodes.build_generation_requests(histories, split, k_p, k_t, ITEMS, real_users, PARAMS)
+    assert plain["oracle_text"].tolist() == ["", ""] and plain["category_text"].tolist() == ["", ""]
+
+
+def test_oracle_and_category_variants_condition_and_score_on_their_own_texts(tiny_generator, soft):
+    """The oracle variant's d_p is scored against the hidden taste, a category variant's d_t
+    against the category; where the scene has neither they are "not applicable"."""
+    requests = pd.DataFrame(
+        {
+            "user_id": ["u1"],
+            "target": ["t1"],
+            "preference_text": ["llm words"],
+            "target_text": ["happy"],
+            "oracle_text": ["cat, cute"],
+            "category_text": ["dress"],
+        }
+    )
+
+    class Scorer:
+        def paired_scores(self, images, text_lists, batch_size=64):
+            value = {"cat, cute": 0.9, "llm words": 0.4, "happy": 0.2, "dress": 0.7}
+            return torch.tensor([[value.get(t, 0.1) for t in texts] for texts in text_lists])
+
+    def scored(variant):
+        table, images = nodes.generate_candidates(
+            requests, tiny_generator, soft, PARAMS, ABLATIONS[variant]
+        )
+        return nodes.score_candidates(
+            table, images, requests, Scorer(), PARAMS, ABLATIONS[variant]
+        )[0]
+
+    assert np.allclose(scored("pmg")[["d_p", "d_t"]], [0.4, 0.2])
+    assert np.allclose(scored("oracle_keywords")[["d_p", "d_t"]], [0.9, 0.2])
+    assert np.allclose(scored("category_pmg")[["d_p", "d_t"]], [0.4, 0.7])
+    assert np.allclose(scored("category_oracle_keywords")[["d_p", "d_t"]], [0.9, 0.7])
+    assert np.allclose(scored("category_target_best_of_n")["d_t"], 0.7)
+    # the oracle's E_k is the hidden taste's text encoding, not the LLM keywords'
+    oracle = Variant.from_params(ABLATIONS["oracle_keywords"]).requests_for(requests)
+    assert oracle["preference_text"].tolist() == ["cat, cute"]
+    assert oracle["target_text"].tolist() == ["happy"]
+
+    real = requests.assign(oracle_text="", category_text="")
+    for variant in ("oracle_keywords", "category_pmg", "category_without_both"):
+        table, images = nodes.generate_candidates(
+            real, tiny_generator, soft, PARAMS, ABLATIONS[variant]
+        )
+        assert table.empty and images == {}
+    report = nodes.summarize_personalization(
+        PARAMS, ABLATIONS, soft, real, oracle_keywords=table, category_pmg=table
+    )
+    assert "hidden tastes" in report["not_applicable"]["oracle_keywords"]
+    assert "category" in report["not_applicable"]["category_pmg"]
+
+
 def test_keywords_of_a_non_evaluation_user_marked_evaluation_are_refused():
     histories = pd.DataFrame({"user_id": ["u1"], "history": [["a"]], "target": ["t"]})
     split = pd.DataFrame({"user_id": ["u1"], "split": ["train"]})
     k_p = pd.DataFrame({"user_id": ["u1"], "purpose": ["evaluation"], "keywords": [["x"]]})
     k_t = pd.DataFrame({"user_id": ["u1"], "keywords": [["y"]]})
     with pytest.raises(ValueError, match="outside the split's evaluation users"):
-        nodes.build_generation_requests(histories, split, k_p, k_t)
+        nodes.build_generation_requests(histories, split, k_p, k_t, ITEMS, USERS, PARAMS)
 
 
 def test_every_user_and_seed_gets_the_grid_in_one_call_per_chunk(
@@ -196,7 +287,7 @@ def test_a_variant_needing_soft_embeddings_is_not_applicable_without_them(
         requests_table, tiny_generator, missing, PARAMS, ABLATIONS["pmg"]
     )
     assert table.empty and images == {}
-    report = nodes.summarize_personalization(PARAMS, ABLATIONS, missing, pmg=table)
+    report = nodes.summarize_personalization(PARAMS, ABLATIONS, missing, requests_table, pmg=table)
     assert "no images" in report["not_applicable"]["pmg"]
 
 
@@ -257,7 +348,7 @@ def test_scoring_picks_one_candidate_per_user_and_seed(
         assert group.loc[group["chosen"], "d_t"].iat[0] == group["d_t"].max()
 
     report = nodes.summarize_personalization(
-        PARAMS, ABLATIONS, soft, pmg=scored, target_best_of_n=best_scored
+        PARAMS, ABLATIONS, soft, requests_table, pmg=scored, target_best_of_n=best_scored
     )
     assert report["variants"]["pmg"]["candidates_per_user_and_seed"] == 5
     assert report["variants"]["pmg"]["chosen_d_p"] == pytest.approx(

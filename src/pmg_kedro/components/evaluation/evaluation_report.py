@@ -25,11 +25,19 @@ from pmg_kedro.components.reporting.stats import (
     VERDICT_RULE,
     bootstrap_interval,
     holm,
+    mde_note,
+    minimum_detectable_effect,
     paired_test,
     paired_user_differences,
     verdict,
 )
-from pmg_kedro.components.reporting.tables import Footnotes, fmt_interval, fmt_p, markdown_table
+from pmg_kedro.components.reporting.tables import (
+    Footnotes,
+    fmt_interval,
+    fmt_p,
+    fmt_verdict,
+    markdown_table,
+)
 
 CELL_COLUMNS = [
     "reference",
@@ -57,6 +65,10 @@ COMPARISON_COLUMNS = [
     "n_users",
     "n_nonzero",
     "verdict",
+    "mde",
+    "mde_alpha",
+    "mde_power",
+    "mde_note",
     "test_note",
     "status",
 ]
@@ -86,7 +98,8 @@ def comparisons(
 ) -> pd.DataFrame:
     """a - b for every (a, b) of `pairs` and every metric: paired by user and seed, then the mean
     over seeds; bootstrap interval over users and Wilcoxon signed-rank test, Holm-corrected over
-    the table's comparisons; the verdict by `reporting.stats.VERDICT_RULE`."""
+    the table's comparisons; the verdict by `reporting.stats.VERDICT_RULE` and the minimum
+    detectable effect of the per-user differences (`reporting.stats.minimum_detectable_effect`)."""
     rows = []
     for a, b in pairs:
         why = [
@@ -108,6 +121,7 @@ def comparisons(
                     differences, int(boot["n_boot"]), int(boot["seed"]), float(boot["confidence"])
                 )
                 row |= {k: v for k, v in result.items() if k != "n"} | {"n_users": result["n"]}
+                row |= minimum_detectable_effect(differences)
                 if result["n"] == 0:
                     status = "no values: no paired user with a reference image"
             rows.append(row | {"status": status})
@@ -135,7 +149,8 @@ def cell_summary(cells: pd.DataFrame, row: str) -> dict[str, dict[str, Any]]:
 
 
 def comparison_summary(comparison_rows: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    """Comparisons keyed "<a>-<b>/<reference>/<metric>": mean difference, interval, p, users."""
+    """Comparisons keyed "<a>-<b>/<reference>/<metric>": mean difference, interval, p, users,
+    verdict and minimum detectable effect."""
     return {
         f"{r.a}-{r.b}/{r.reference}/{r.metric}": {
             "mean_difference": r.mean_difference,
@@ -144,6 +159,7 @@ def comparison_summary(comparison_rows: pd.DataFrame) -> dict[str, dict[str, Any
             "holm_p": r.holm_p,
             "n_users": r.n_users,
             "verdict": r.verdict,
+            "mde": r.mde,
         }
         for r in comparison_rows.itertuples()
     }
@@ -157,6 +173,9 @@ SECTIONS = {
     "target": "each chosen image against the target image",
     "identity": "the share of chosen images the identity probe names as the target item's class "
     "or emoji: per user the mean over its seeds",
+    "taste_transfer": "the share of chosen images whose measured brightness / texture level is the "
+    "SIMULATED user's hidden one (measured on pixels as the items were, items' level edges; "
+    "per user the mean over its seeds) — a positive control: the user's taste, not the target's",
 }
 
 
@@ -195,6 +214,8 @@ def table1_markdown(table, comparison_rows, notes, params) -> str:
             ["a − b", "reference", "metric", "mean difference [interval]", "verdict"]
             + ["Wilcoxon p", "Holm p", "users"],
         ),
+        "",
+        mde_note("users (a user's difference: the mean over its seeds)"),
     ]
     return "\n".join(lines + ["", *footnotes.lines()]) + "\n"
 
@@ -205,7 +226,7 @@ def _comparison_row(r, notes, footnotes: Footnotes) -> list[str]:
     else:
         cells = [
             fmt_interval(r.mean_difference, r.ci_low, r.ci_high),
-            str(r.verdict),
+            fmt_verdict(r.verdict, r.mde, r.mde_note),
             fmt_p(r.wilcoxon_p) + (f" ({r.test_note})" if r.test_note else ""),
             fmt_p(r.holm_p),
             str(int(r.n_users)),
@@ -277,6 +298,15 @@ def header_lines(notes, params) -> list[str]:
             if "identity_probe" in notes
             else []
         ),
+        *([f"- taste transfer: {_taste_line(notes)}"] if "taste_transfer" in notes else []),
+        *(
+            [
+                f"- ORACLE variants ({', '.join(oracle)}): k^p is the SIMULATED user's hidden taste "
+                "in words, a positive control of what keywords can carry; never a row PMG is judged by"
+            ]
+            if (oracle := [v for v in notes.get("variants", {}) if "oracle" in v])
+            else []
+        ),
         "- the selection scorer (d_p, d_t, z) is not an evaluation metric here",
         "",
     ]
@@ -295,6 +325,25 @@ def _probe_line(notes) -> str:
     return (
         f"{probe['what']}; {probe['n_classes']} classes, {probe['n_fit_images']} fit images; "
         f"{measured} (chance {probe['chance']:.3f})"
+    )
+
+
+def _taste_line(notes) -> str:
+    """How the taste-transfer rows were measured, their chance and the measurement's accuracy."""
+    info = notes["taste_transfer"]
+    if info["status"] != "ok":
+        return info["status"]
+    chances = ", ".join(
+        f"{s['metric']} {s['chance']:.3f}"
+        for s in notes["metrics"].values()
+        if s.get("section") == "taste_transfer"
+    )
+    check = info["measurement_check"]
+    agreement = ", ".join(f"{k} {v:.3f}" for k, v in check.items() if k.endswith("agreement"))
+    return (
+        f"measured levels of each chosen image against the SIMULATED user's hidden levels; chance "
+        f"{chances}; the measurement on the {check.get('n_images', 0)} real target images through "
+        f"the same path: {agreement or 'no images'}"
     )
 
 

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from pmg_kedro.components.data.images import item_arrays, to_array
-from pmg_kedro.components.evaluation import metrics, probes
+from pmg_kedro.components.evaluation import metrics, probes, taste_transfer
 from pmg_kedro.components.evaluation.features import DISTANCE_LAYERS, Lpips, MobileNetFeatures
 from pmg_kedro.components.models.sharding import ShardSettings, run_shards
 
@@ -126,7 +126,25 @@ def _notes(
         notes["identity_probe"] = identity_probe["report"]
         status = notes["references"]["status"]
         notes["metrics"][IDENTITY] = _identity_column(status, identity_probe)
+    _taste_transfer_notes(notes, references, target, with_image, int(params["image_size"]))
     return notes
+
+
+def _taste_transfer_notes(notes, references: References, target, with_image, size) -> None:
+    """Table 1's taste-transfer columns (issue 29) where items have measured brightness and
+    texture (Fashion-MNIST), with the measurement checked on the real target images; where the
+    users have no hidden taste the columns say so."""
+    items, users = references.items, references.users
+    if not {"brightness", "texture"} <= set(items.columns) or not with_image:
+        return
+    status = taste_transfer.applicable(items, users) or "ok"
+    check = {}
+    if status == "ok":
+        ids = sorted({t for t in target.values() if t in with_image})
+        arrays = item_arrays(ids, references.image_index, size)
+        check = taste_transfer.measurement_check([arrays[i] for i in ids], ids, items)
+    notes["taste_transfer"] = {"status": status, "measurement_check": check}
+    notes["metrics"].update(taste_transfer.specs(status, items, users))
 
 
 def _user_references(table: pd.DataFrame, references: References):
@@ -188,6 +206,11 @@ def score_images(
     _probe_checks(table, pooled, history, target, references.items, users, semantic_probe, params)
     if identity_probe is not None and notes["metrics"][IDENTITY]["status"] == "ok":
         _identity_check(table, arrays, target, references.items, identity_probe["probe"])
+    if notes.get("taste_transfer", {}).get("status") == "ok":
+        levels = taste_transfer.measured_levels(
+            [arrays[f"gen:{k}"] for k in table["key"]], references.items
+        )
+        table = table.assign(**taste_transfer.transfer_columns(table["user_id"], levels, users))
     return table.drop(columns="key"), notes
 
 

@@ -26,10 +26,12 @@ from pmg_kedro.components.reporting.stats import (
     VERDICT_RULE,
     bootstrap_interval,
     holm,
+    mde_note,
+    minimum_detectable_effect,
     verdict,
     wilcoxon_p,
 )
-from pmg_kedro.components.reporting.tables import fmt_p, markdown_table
+from pmg_kedro.components.reporting.tables import fmt_p, fmt_verdict, markdown_table
 
 
 class TextEmbedder:
@@ -378,6 +380,7 @@ class _Measure:
                 differences[f"{a} - {b}"] = self.entry({"mean": diff}) | {
                     "wilcoxon_p": p_value,
                     "test_note": note,
+                    **minimum_detectable_effect(diff),
                 }
         return {
             "description": check["description"],
@@ -490,7 +493,7 @@ def _check_tables(checks: dict[str, dict], labels: dict[str, str]) -> list[str]:
     exact_columns += [f"{labels[k]} k^p{tail}" for k in llms for tail in ("", ", no fallback")]
     verdicts = [
         [name, _difference_label(d, labels), _fmt(*_pair(e, "mean")), fmt_p(e["wilcoxon_p"])]
-        + [fmt_p(e["holm_p"]), e["verdict"]]
+        + [fmt_p(e["holm_p"]), fmt_verdict(e["verdict"], e["mde"], e["mde_note"], digits=2)]
         for name, r in checks.items()
         for d, e in r["paired_differences"].items()
     ]
@@ -504,6 +507,8 @@ def _check_tables(checks: dict[str, dict], labels: dict[str, str]) -> list[str]:
                 verdicts,
                 ["check", "difference", "mean [interval]", "Wilcoxon p"] + ["Holm p", "verdict"],
             ),
+            "",
+            mde_note("users (a user's difference: 1, 0 or -1)"),
         ]
         if verdicts
         else []

@@ -94,7 +94,7 @@ class PMGSettings:
     max_condition_tokens: int | None = 77
 
     # keys of a `weighted_generation` parameters block that belong to its nodes, not the method
-    NODE_KEYS = frozenset({"figure_users"})
+    NODE_KEYS = frozenset({"figure_users", "category_column"})
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> PMGSettings:
@@ -125,6 +125,11 @@ class Variant:
     `keywords` / `embeddings`: E_k / E_m in E^p; `grid`: candidates over the weight grid (else one
     candidate at (1, 1), or, without any preference part, `candidates` target-only noise draws: 1,
     or "grid" for as many as the grid has, the compute-matched best-of-N); `select_by`: z or d_t.
+    `preference`: where k^p comes from — "llm" (paper §3.2) or "oracle" (a SIMULATED user's hidden
+    taste in words, the positive control of issue 29: the most keywords can carry; never a row
+    PMG is judged by). `target`: the target condition x^t / k^t — "keywords" (k^t from the target
+    item, the paper's) or "category" (the target item's category only, "ankle boot": any taste
+    in the image must then come from the user's history).
     """
 
     name: str = "pmg"
@@ -133,11 +138,53 @@ class Variant:
     grid: bool = True
     select_by: str = "z"
     candidates: int | str = 1
+    preference: str = "llm"
+    target: str = "keywords"
+
+    PREFERENCE_SOURCES = ("llm", "oracle")
+    TARGET_SOURCES = ("keywords", "category")
+
+    def __post_init__(self) -> None:
+        if self.preference not in self.PREFERENCE_SOURCES:
+            raise ValueError(
+                f"variant {self.name}: preference {self.preference!r} is not one of "
+                f"{self.PREFERENCE_SOURCES}"
+            )
+        if self.target not in self.TARGET_SOURCES:
+            raise ValueError(
+                f"variant {self.name}: target {self.target!r} is not one of {self.TARGET_SOURCES}"
+            )
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> Variant:
         """From an `ablations` entry (conf/base/parameters_scenes.yml); unknown keys are errors."""
         return settings_from_params(cls, params, "ablations entry")
+
+    def requests_for(self, requests: pd.DataFrame) -> pd.DataFrame:
+        """`requests` with the texts this variant conditions and scores on: k^p from the
+        `oracle_text` column for an oracle variant, k^t from `category_text` for a category
+        target. Raises where the requests lack them (`missing_texts` says why first)."""
+        why = self.missing_texts(requests)
+        if why:
+            raise ValueError(f"variant {self.name}: {why}")
+        swapped = requests.copy()
+        if self.preference == "oracle":
+            swapped["preference_text"] = requests["oracle_text"]
+        if self.target == "category":
+            swapped["target_text"] = requests["category_text"]
+        return swapped
+
+    def missing_texts(self, requests: pd.DataFrame) -> str | None:
+        """Why this variant cannot run on `requests` (None: it can)."""
+        needs = []
+        if self.preference == "oracle":
+            needs.append(("oracle_text", "oracle keywords need simulated users' hidden tastes"))
+        if self.target == "category":
+            needs.append(("category_text", "a category target needs an item category column"))
+        for column, why in needs:
+            if column not in requests.columns or not requests[column].fillna("").astype(bool).all():
+                return why
+        return None
 
     @property
     def has_preference(self) -> bool:

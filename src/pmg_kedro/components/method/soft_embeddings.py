@@ -25,7 +25,7 @@ from torch import nn
 
 from pmg_kedro.components.models.params import settings_from_params
 from pmg_kedro.components.reporting.environment import torch_threads
-from pmg_kedro.components.reporting.stats import paired_test
+from pmg_kedro.components.reporting.stats import minimum_detectable_effect, paired_test
 
 
 @dataclass(frozen=True)
@@ -447,7 +447,8 @@ def heldout_losses(
 def paired_difference(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: int = 0) -> dict:
     """a - b for paired (user, seed) losses of shape (users, seeds): each user's mean difference
     over seeds, then the mean over users with its standard error, 95% bootstrap interval over
-    users (seeded) and Wilcoxon p (`reporting.stats.paired_test`), and the share of (user, seed)
+    users (seeded) and Wilcoxon p (`reporting.stats.paired_test`), the minimum detectable effect of
+    the per-user differences (`mde`, with its alpha, power and note) and the share of (user, seed)
     pairs where a < b."""
     diff = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
     if diff.ndim == 1:
@@ -460,6 +461,7 @@ def paired_difference(a: np.ndarray, b: np.ndarray, n_boot: int = 2000, seed: in
         "standard_error": float(per_user.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan"),
         "ci95": [test["ci_low"], test["ci_high"]],
         "wilcoxon_p": test["wilcoxon_p"],
+        **minimum_detectable_effect(per_user),
         "share_lower": float((diff < 0).mean()),
         "users": int(n),
         "pairs": int(diff.size),

@@ -37,6 +37,16 @@ def fmt_interval(mean, low, high, digits: int = 4) -> str:
     return f"{fmt(mean, digits)} [{fmt(low, digits)}, {fmt(high, digits)}]"
 
 
+def fmt_verdict(verdict, mde=None, mde_note: str = "", digits: int = 4) -> str:
+    """A verdict cell: "neither" carries its minimum detectable effect, "neither (MDE 0.0410)"
+    (or why there is none); any other verdict is written as it is."""
+    if verdict != "neither":
+        return str(verdict)
+    if mde is None or pd.isna(mde):
+        return f"neither (MDE n/a: {mde_note})" if mde_note else "neither (MDE n/a)"
+    return f"neither (MDE {fmt(mde, digits)})"
+
+
 class Footnotes:
     """Cells that cannot hold a number say why in a numbered footnote: "n/a [k]", each distinct
     reason once."""

@@ -24,7 +24,7 @@ from ...components.method.soft_embeddings import (
     train_soft_embeddings,
 )
 from ...components.reporting.figures import subplots, text_figure
-from ...components.reporting.stats import VERDICT_RULE, holm, verdict
+from ...components.reporting.stats import VERDICT_RULE, holm, mde_note, verdict
 
 logger = logging.getLogger(__name__)
 
@@ -186,6 +186,7 @@ def train_soft_preference_embeddings(
         "training": vars(data.settings),
         "sweep_entries": _with_verdicts(rows),
         "verdict_rule": VERDICT_RULE,
+        "mde_note": mde_note("evaluation users (a user's difference: the mean over its seeds)"),
     }
     entries = [r["sweep_entry"] for r in rows]
     sweep_record = {"tensors": sweep, "metadata": {"sweep_entries": entries}}
@@ -194,7 +195,8 @@ def train_soft_preference_embeddings(
 
 def _with_verdicts(rows: list[dict]) -> list[dict]:
     """Each sweep entry's E^p - E_k loss difference with its Wilcoxon p Holm-corrected over the
-    entries and the verdict (lower loss is better): `reporting.stats.VERDICT_RULE`."""
+    entries and the verdict (lower loss is better): `reporting.stats.VERDICT_RULE`; its minimum
+    detectable effect (`mde`) comes with the difference (`paired_difference`)."""
     corrected = holm([r["pmg_minus_without_embeddings"]["wilcoxon_p"] for r in rows])
     for row, p_holm in zip(rows, corrected, strict=True):
         versus = row["pmg_minus_without_embeddings"]

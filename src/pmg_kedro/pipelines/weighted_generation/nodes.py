@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 from PIL import Image
 
+from ...components.data.hidden_taste import has_hidden_tastes, oracle_keywords
 from ...components.method.pmg import (
     CANDIDATE_COLUMNS,
     PMG,
@@ -37,8 +38,14 @@ def build_generation_requests(
     user_split: pd.DataFrame,
     preference_keywords: pd.DataFrame,
     target_keywords: pd.DataFrame,
+    items: pd.DataFrame,
+    users: pd.DataFrame,
+    params: dict[str, Any],
 ) -> pd.DataFrame:
-    """One row per evaluation user of the protocol's split: target and the texts of k^p and k^t."""
+    """One row per evaluation user of the protocol's split: target and the texts of k^p and k^t,
+    and for the positive controls (issue 29) the ORACLE k^p (`oracle_text`: a SIMULATED user's
+    hidden taste; empty for real users) and the target item's category (`category_text`, from the
+    items column `params.category_column`; empty where the scene declares none)."""
     evaluation = set(user_split.loc[user_split["split"] == "evaluation", "user_id"])
     preference = preference_keywords[preference_keywords["purpose"] == "evaluation"]
     k_p = preference.set_index("user_id")["keywords"]
@@ -49,6 +56,7 @@ def build_generation_requests(
             f"preference_keywords: {len(leaked)} rows marked evaluation belong to users outside "
             f"the split's evaluation users, e.g. {leaked[:5]}"
         )
+    user_table = users
     users = [u for u in histories["user_id"] if u in evaluation]
     missing = [u for u in users if u not in k_p.index or u not in k_t.index]
     if missing:
@@ -57,24 +65,51 @@ def build_generation_requests(
     if not users:
         raise ValueError("no evaluation user has both preference and target keywords")
     targets = histories.set_index("user_id")["target"]
+    target_ids = [str(targets[u]) for u in users]
     return pd.DataFrame(
         {
             "user_id": users,
-            "target": [str(targets[u]) for u in users],
+            "target": target_ids,
             "preference_text": [", ".join(k_p[u]) for u in users],
             "target_text": [", ".join(k_t[u]) for u in users],
+            "oracle_text": _oracle_texts(users, user_table),
+            "category_text": _category_texts(target_ids, items, params.get("category_column")),
         }
     )
+
+
+def _oracle_texts(user_ids: list[str], users: pd.DataFrame) -> list[str]:
+    """The ORACLE k^p of each user (hidden taste as keywords), "" where users have none."""
+    if not has_hidden_tastes(users):
+        return [""] * len(user_ids)
+    oracle = oracle_keywords(users)
+    return [", ".join(oracle[str(u)]) if str(u) in oracle.index else "" for u in user_ids]
+
+
+def _category_texts(target_ids: list[str], items: pd.DataFrame, column: str | None) -> list[str]:
+    """Each target item's category (items.`column`), "" without a declared column."""
+    if not column:
+        return [""] * len(target_ids)
+    if column not in items.columns:
+        raise KeyError(f"weighted_generation.category_column: items have no {column!r} column")
+    category = items.assign(item_id=items["item_id"].astype(str)).set_index("item_id")[column]
+    missing = sorted(set(target_ids) - set(category.index))
+    if missing:
+        raise KeyError(f"items: no row for target items {missing[:5]}")
+    return [str(category[t]) for t in target_ids]
 
 
 def _pmg(params: dict[str, Any], generator=None, scorer=None) -> PMG:
     return PMG(generator, scorer, PMGSettings.from_params(params))
 
 
-def _not_applicable_why(ablation: dict[str, Any], soft_embeddings: dict[str, Any]) -> str | None:
+def _not_applicable_why(
+    ablation: dict[str, Any], soft_embeddings: dict[str, Any], requests: pd.DataFrame
+) -> str | None:
     if ablation["embeddings"] and "not_applicable" in soft_embeddings.get("metadata", {}):
         return NO_SOFT_EMBEDDINGS.format(why=soft_embeddings["metadata"]["not_applicable"])
-    return None
+    why = Variant.from_params(ablation).missing_texts(requests)
+    return f"not applicable: {why}" if why else None
 
 
 def generate_candidates(
@@ -90,14 +125,14 @@ def generate_candidates(
     "<user>/s<seed>/<weights or draw>"; empty when the variant does not apply to the scene (the
     report says why).
     """
-    why = _not_applicable_why(ablation, soft_embeddings)
+    why = _not_applicable_why(ablation, soft_embeddings, requests)
     if why:
         logger.info("%s: %s", ablation["name"], why)
         return pd.DataFrame(columns=CANDIDATE_COLUMNS), {}
     parts = run_shards(
         ShardSettings.from_params(sharding),
         f"{ablation['name']}.candidates",
-        requests,
+        Variant.from_params(ablation).requests_for(requests),
         _candidates_of_shard,
         data={"soft": soft_embeddings.get("tensors"), "params": params, "ablation": ablation},
         models={"generator": generator},
@@ -131,7 +166,7 @@ def score_candidates(
         f"{variant.name}.selections",
         candidates.assign(image=candidates["image_key"].map(candidate_images)),
         _scores_of_shard,
-        data={"requests": requests, "params": params, "ablation": ablation},
+        data={"requests": variant.requests_for(requests), "params": params, "ablation": ablation},
         models={"scorer": scorer},
     )
     scored = concat_tables(parts)
@@ -205,6 +240,7 @@ def summarize_personalization(
     params: dict[str, Any],
     ablations: dict[str, Any],
     soft_embeddings: dict[str, Any],
+    requests: pd.DataFrame,
     **selections: pd.DataFrame,
 ) -> dict[str, Any]:
     """What ran per variant (users, seeds, candidates, selection rule) or why it did not, and the
@@ -227,7 +263,7 @@ def summarize_personalization(
     for name, table in selections.items():
         ablation = ablations[name]
         if table.empty:
-            why = _not_applicable_why(ablation, soft_embeddings)
+            why = _not_applicable_why(ablation, soft_embeddings, requests)
             report["not_applicable"][name] = why or "no candidates were generated"
             continue
         chosen = table[table["chosen"]]
@@ -238,6 +274,8 @@ def summarize_personalization(
             "select_by": ablation["select_by"],
             "keywords": bool(ablation["keywords"]),
             "embeddings": bool(ablation["embeddings"]),
+            "preference": ablation.get("preference", "llm"),
+            "target": ablation.get("target", "keywords"),
             "chosen_d_p": round(float(chosen["d_p"].mean()), 5),
             "chosen_d_t": round(float(chosen["d_t"].mean()), 5),
         }

@@ -77,7 +77,15 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 build_generation_requests,
-                inputs=["histories", "user_split", "preference_keywords", "target_keywords"],
+                inputs=[
+                    "histories",
+                    "user_split",
+                    "preference_keywords",
+                    "target_keywords",
+                    "items",
+                    "users",
+                    "params:weighted_generation",
+                ],
                 outputs="generation_requests",
                 name="build_generation_requests",
             ),
@@ -110,6 +118,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params": "params:weighted_generation",
                     "ablations": "params:ablations",
                     "soft_embeddings": "soft_embeddings",
+                    "requests": "generation_requests",
                     **{v: f"{v}.selections" for v in variants},
                 },
                 outputs="personalization_report",

@@ -50,12 +50,23 @@ def pixel_attributes(images: np.ndarray) -> pd.DataFrame:
     )
 
 
+def level_edges(values: pd.Series, n_levels: int) -> np.ndarray:
+    """The edges between `n_levels` quantile buckets of `values` (the sampled items'), so every
+    later measurement (a generated image's, issue 29) is bucketed exactly as the items were."""
+    return values.quantile(np.linspace(0, 1, n_levels + 1)[1:-1]).to_numpy()
+
+
+def to_levels(values: pd.Series, edges: np.ndarray, names: tuple[str, ...]) -> pd.Series:
+    """`values` bucketed at `edges` into the level `names` (dark/medium/light...)."""
+    return pd.Series(
+        np.asarray(names)[np.searchsorted(edges, np.asarray(values))],
+        index=getattr(values, "index", None),
+    )
+
+
 def _levels(values: pd.Series, names: tuple[str, ...]) -> pd.Series:
     """Quantile buckets named `names` (dark/medium/light...), computed on the sampled items."""
-    edges = values.quantile(np.linspace(0, 1, len(names) + 1)[1:-1]).to_numpy()
-    return pd.Series(
-        np.asarray(names)[np.searchsorted(edges, values.to_numpy())], index=values.index
-    )
+    return to_levels(values, level_edges(values, len(names)), names)
 
 
 def build_items(
