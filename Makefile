@@ -55,7 +55,7 @@ $(DEBIAN_FILES) &:
 # tcmalloc is preloaded into the run and the Dask workers it starts (they inherit the environment):
 # glibc's malloc hands torch's large temporary buffers back to the system and takes them again
 # (hundreds of thousands of page faults a minute in LLM decoding); tcmalloc keeps them. The same
-# arithmetic, the same outputs (README: How long it takes; benchmarks/allocator.py). The report
+# arithmetic, the same outputs (docs/benchmarks.md: The allocator; benchmarks/allocator.py). The report
 # threshold silences tcmalloc's "large alloc" notices (one per allocation over 1 GiB otherwise).
 run: setup
 	$(if $(TCMALLOC),LD_PRELOAD=$(TCMALLOC) TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD=1099511627776) $(BIN)/kedro run
@@ -102,3 +102,24 @@ notebook: setup $(NOTEBOOK_STAMP)
 # one server worker (MLflow starts 4 by default; this is a 2-core machine).
 mlflow-ui: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" MLFLOW_WORKERS=1 $(BIN)/kedro mlflow ui $(if $(ENV),--env $(ENV))
+
+.PHONY: docs docs-build docs-figures
+
+# The documentation site (mkdocs.yml, docs/): served on 127.0.0.1:8000; built offline. `make test`
+# builds it strictly too (tests/test_docs.py): a broken link or API reference fails the suite.
+export NO_MKDOCS_2_WARNING := 1
+docs: setup
+	$(BIN)/mkdocs serve -a 127.0.0.1:8000
+
+# Never --quiet: it hides the warnings that --strict counts, and a broken link then passes.
+docs-build: setup
+	$(BIN)/mkdocs build --strict
+
+# The site's figures (docs/figures.md), from the last `make run` (base): the demo's screenshot,
+# the weighting modes, and the costume keyword-quality figure the run wrote.
+KEYWORD_QUALITY := data/08_reporting/costume/keyword_quality.png
+docs-figures: setup
+	@[ -d $(KEYWORD_QUALITY) ] || { echo "No base run outputs ($(KEYWORD_QUALITY)): run \`make run\` first."; exit 1; }
+	$(BIN)/python benchmarks/demo_screenshot.py --env base --scene costume --out docs/figures/demo_base_costume.png
+	$(BIN)/python benchmarks/weighting_modes_figure.py --out docs/figures/weighting_modes.png
+	cp "$$(ls -d $(KEYWORD_QUALITY)/*/ | sort | tail -n 1)keyword_quality.png" docs/figures/keyword_quality_costume.png

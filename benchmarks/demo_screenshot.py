@@ -1,5 +1,6 @@
-"""The README's screenshot of the demo: one evaluation user's response with the whole trace, in
-headless Chromium (Debian's `chromium` and `chromium-driver`), as the browser test drives it.
+"""The docs' screenshot of the demo (`make docs-figures`): one evaluation user's response with
+the whole trace, in headless Chromium (Debian's `chromium` and `chromium-driver`), as the browser
+test drives it.
 
     .venv/bin/python benchmarks/demo_screenshot.py --env test --scene costume \
         --out docs/figures/demo_test_env.png

@@ -1,5 +1,6 @@
 """The same users under both weighting modes (embedding_scale, composed_guidance) across the
-weight grid, from a finished base run's catalog (for the README figure).
+weight grid, from a finished base run's catalog (docs/figures/weighting_modes.png, remade by
+`make docs-figures`).
 
     .venv/bin/python benchmarks/weighting_modes_figure.py [--scene emoticon] [--users 2]
         [--out docs/figures/weighting_modes.png]

@@ -1,5 +1,5 @@
 """The demo's HTTP API over a running server (127.0.0.1): 8 concurrent requests all answered and
-equal to the same requests made one at a time; the README's raw-HTTP example; bad requests."""
+equal to the same requests made one at a time; the raw-HTTP example of docs/demo.md; bad requests."""
 
 import json
 
@@ -54,8 +54,8 @@ def test_eight_concurrent_requests_equal_the_same_requests_one_at_a_time(demo_ur
     assert max(r["seconds"]["waited_for_models"] for r in concurrent) > 0
 
 
-def test_the_readme_raw_http_example_and_reselect(demo_url, demo_service):
-    """POST /gradio_api/call/personalize, then read the answer's event stream (curl in README)."""
+def test_the_documented_raw_http_example_and_reselect(demo_url, demo_service):
+    """POST /gradio_api/call/personalize, then read the answer's event stream (curl in docs/demo.md)."""
     user = demo_service.scenes["emoticon"].evaluation_users()[0]
     with httpx.Client(base_url=demo_url, timeout=300) as http:
         posted = http.post(
