@@ -485,3 +485,30 @@ def test_without_a_declared_probe_images_or_labels_identity_is_not_applicable(in
         inputs["items"].drop(columns="class_name"), inputs["image_index"], *archives, PARAMS
     )
     assert unlabelled["probe"] is None and "class_name" in unlabelled["report"]["status"]
+
+
+def test_a_neither_row_is_set_against_the_papers_effect_and_its_mde():
+    """Table 1's note: the paper's effect beside a "neither" row's MDE, "could have" only where the
+    paper's effect is at least the MDE; rows with a verdict or without a paper effect say nothing."""
+    from pmg_kedro.components.evaluation.evaluation_report import _paper_effect_lines
+
+    rows = pd.DataFrame(
+        [
+            ("pmg - without_both", "history", "ssim", "ok", "neither", 0.02),
+            ("pmg - without_both", "target", "ssim", "ok", "neither", 0.002),
+            ("pmg - without_both", "history", "mobilenet_feature_distance", "ok", "neither", 0.1),
+            ("pmg - target_best_of_n", "history", "ssim", "ok", "neither", 0.001),
+        ],
+        columns=["comparison", "reference", "metric", "status", "verdict", "mde"],
+    )
+    effects = {
+        "pmg - without_both": {
+            "history/ssim": {"effect": 0.0109, "source": "paper"},
+            "target/ssim": {"effect": 0.0033, "source": "paper"},
+        }
+    }
+    lines = [line for line in _paper_effect_lines(rows, effects) if line.startswith("- ")]
+    assert len(lines) == 2
+    assert "history ssim" in lines[0] and "could not have seen" in lines[0]  # 0.0109 < 0.02
+    assert "target ssim" in lines[1] and "could have seen" in lines[1]  # 0.0033 >= 0.002
+    assert _paper_effect_lines(rows.assign(verdict="pmg"), effects) == []

@@ -216,8 +216,26 @@ def table1_markdown(table, comparison_rows, notes, params) -> str:
         ),
         "",
         mde_note("users (a user's difference: the mean over its seeds)"),
+        *_paper_effect_lines(comparison_rows, params.get("paper_effects") or {}),
     ]
     return "\n".join(lines + ["", *footnotes.lines()]) + "\n"
+
+
+def _paper_effect_lines(comparison_rows, paper_effects: dict) -> list[str]:
+    """Per comparison the paper reports (paper Table 1, `paper_effects` in conf), its effect beside
+    this table's MDE: could this experiment have seen an effect of the paper's size?"""
+    lines = []
+    for r in comparison_rows.itertuples():
+        effect = (paper_effects.get(r.comparison) or {}).get(f"{r.reference}/{r.metric}")
+        if effect is None or r.status != "ok" or r.verdict != "neither":
+            continue
+        seen = "could have" if abs(effect["effect"]) >= r.mde else "could not have"
+        lines.append(
+            f"- {r.comparison}, {r.reference} {r.metric}: the paper's effect "
+            f"{effect['effect']:+.4f} ({effect['source']}) against this table's MDE {r.mde:.4f}: "
+            f"this experiment {seen} seen an effect of the paper's size."
+        )
+    return ["", "Paper-sized effects (paper Table 1):", "", *lines] if lines else []
 
 
 def _comparison_row(r, notes, footnotes: Footnotes) -> list[str]:

@@ -1,0 +1,144 @@
+"""Do the base run's conclusions survive the LLM's precision? (issue 28; not a test)
+
+Two `kedro run`s of the same commit, one with the LLM in bfloat16 and one in float32 (the path of
+CPUs without native bfloat16; `PMG_AUTO_DTYPE=float32` forces it on a CPU that has it), each with
+its own data folder. This compares, per scene:
+  - the share of evaluation users whose preference keywords k^p differ between the runs;
+  - every verdict the reports give (Table 1's `table1_comparisons.csv`, Table 3's
+    `recommendation_report.json`, `keyword_quality.json`, `soft_embedding_report.json`): the same
+    in both, or flipped — a flipped verdict marks a comparison too fragile to report as settled.
+
+    .venv/bin/python benchmarks/precision_verdicts.py RUN_A/data RUN_B/data \
+        --labels bfloat16 float32 --json precision_verdicts.json
+
+Reads the latest version of each versioned dataset under each data folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+REPORTS = ("recommendation_report.json", "keyword_quality.json", "soft_embedding_report.json")
+
+
+def latest(folder: Path, name: str) -> Path | None:
+    """The newest version of a versioned dataset `folder/name/<version>/name`, or None."""
+    versions = sorted((folder / name).glob(f"*/{name}"))
+    return versions[-1] if versions else None
+
+
+def json_verdicts(value: Any, path: str = "") -> dict[str, str]:
+    """Every `verdict` in a JSON report, keyed by where it sits (dict keys, list entries named by
+    their `a`/`b`/`name` fields where they have them)."""
+    found: dict[str, str] = {}
+    if isinstance(value, dict):
+        if isinstance(value.get("verdict"), str):
+            found[path or "."] = value["verdict"]
+        for key, item in value.items():
+            found |= json_verdicts(item, f"{path}/{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            name = i
+            if isinstance(item, dict):
+                name = (
+                    item.get("name")
+                    or "-".join(str(item[k]) for k in ("a", "b", "metric") if k in item)
+                    or i
+                )
+            found |= json_verdicts(item, f"{path}[{name}]")
+    return found
+
+
+def table1_verdicts(path: Path) -> dict[str, str]:
+    table = pd.read_csv(path)
+    table = table[table["status"] == "ok"]
+    return {
+        f"table1/{r.comparison}/{r.reference}/{r.metric}": str(r.verdict)
+        for r in table.itertuples()
+    }
+
+
+def scene_verdicts(reporting: Path) -> dict[str, str]:
+    verdicts: dict[str, str] = {}
+    path = latest(reporting, "table1_comparisons.csv")
+    if path:
+        verdicts |= table1_verdicts(path)
+    for report in REPORTS:
+        path = latest(reporting, report)
+        if path:
+            prefix = report.removesuffix(".json")
+            verdicts |= {
+                f"{prefix}{k}": v for k, v in json_verdicts(json.loads(path.read_text())).items()
+            }
+    return verdicts
+
+
+def keyword_difference(a: Path, b: Path, scene: str) -> dict[str, Any]:
+    """Share of evaluation users whose k^p differs between the two runs."""
+    found = [latest(d / "04_feature" / scene, "preference_keywords.parquet") for d in (a, b)]
+    if not all(found):
+        return {"n_users": 0}
+    ka, kb = (pd.read_parquet(p) for p in found)
+    ka, kb = (k[k["purpose"] == "evaluation"].set_index("user_id")["keywords"] for k in (ka, kb))
+    users = sorted(set(ka.index) & set(kb.index))
+    differ = [u for u in users if list(ka[u]) != list(kb[u])]
+    return {
+        "n_users": len(users),
+        "n_differ": len(differ),
+        "share": len(differ) / max(len(users), 1),
+    }
+
+
+def compare(a: Path, b: Path) -> dict[str, Any]:
+    scenes = sorted(
+        p.name for p in (a / "08_reporting").iterdir() if (b / "08_reporting" / p.name).is_dir()
+    )
+    out = {}
+    for scene in scenes:
+        va, vb = (scene_verdicts(d / "08_reporting" / scene) for d in (a, b))
+        both = sorted(set(va) & set(vb))
+        flips = {k: (va[k], vb[k]) for k in both if va[k] != vb[k]}
+        out[scene] = {
+            "keywords": keyword_difference(a, b, scene),
+            "n_verdicts": len(both),
+            "n_same": len(both) - len(flips),
+            "flipped": flips,
+            "only_in_one": sorted(set(va) ^ set(vb)),
+        }
+    return out
+
+
+def markdown(result: dict[str, Any], labels: tuple[str, str]) -> str:
+    a, b = labels
+    lines = [
+        f"| scene | users whose k^p differs | verdicts | same | flipped ({a} → {b}) |",
+        "|---|---|---|---|---|",
+    ]
+    for scene, r in result.items():
+        k = r["keywords"]
+        share = f"{k['n_differ']}/{k['n_users']} ({k['share']:.0%})" if k["n_users"] else "—"
+        flips = "; ".join(f"`{p}`: {x} → {y}" for p, (x, y) in r["flipped"].items()) or "none"
+        lines.append(f"| {scene} | {share} | {r['n_verdicts']} | {r['n_same']} | {flips} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("a", type=Path, help="data folder of the first run")
+    parser.add_argument("b", type=Path, help="data folder of the second run")
+    parser.add_argument("--labels", nargs=2, default=("bfloat16", "float32"))
+    parser.add_argument("--json", type=Path, help="write the whole comparison here")
+    args = parser.parse_args()
+    result = compare(args.a, args.b)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
+    print(markdown(result, tuple(args.labels)))
+
+
+if __name__ == "__main__":
+    main()
