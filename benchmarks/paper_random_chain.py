@@ -102,14 +102,15 @@ def write_llm_folder(env: str, tokenizer_folder: str) -> float:
     from paper_common import env_config
     from transformers import AutoTokenizer
 
-    from pmg_kedro.components.models import paper_models
+    from pmg_kedro.components.models import random_model_folders
 
     entry = env_config(env)["models"]["llm"]["dataset"]
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder)
-    packaged, paper_models.llm_tokenizer = paper_models.llm_tokenizer, lambda: tokenizer
+    packaged = random_model_folders.llm_tokenizer
+    random_model_folders.llm_tokenizer = lambda: tokenizer
     start = time.perf_counter()
     try:
-        paper_models.materialise_random_model(
+        random_model_folders.materialise_random_model(
             "llm",
             ROOT / entry["path"],
             device=entry["load_args"]["device"],
@@ -117,7 +118,7 @@ def write_llm_folder(env: str, tokenizer_folder: str) -> float:
             **entry["random_init"],
         )
     finally:
-        paper_models.llm_tokenizer = packaged
+        random_model_folders.llm_tokenizer = packaged
     seconds = time.perf_counter() - start
     print(f"[llm_folder] {entry['path']}: {seconds:.1f} s", flush=True)
     return seconds

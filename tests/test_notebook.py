@@ -135,3 +135,19 @@ def test_variants_are_compared_on_the_same_user_and_seed(executed):
         assert all(key in images[v] for v in shown["variants"]), key
     # Two figures: the users' history/target/PMG row and the variant comparison.
     assert sum("image/png" in o.get("data", {}) for o in _outputs(notebook)) == 2
+
+
+def test_the_positive_controls_are_shown_where_a_scene_has_them(executed):
+    """Issue 29: the notebook shows the positive-control comparisons of Table 1 (oracle and
+    category variants, taste transfer) for the costume scene's SIMULATED users, and none where a
+    scene has no hidden tastes."""
+    notebook, catalog = executed
+    shown = _shown(notebook)["positive_controls"]
+    for scene, n_rows in shown.items():
+        table = catalog.load(f"{scene}.table1_comparisons")
+        ok = table[table["status"] == "ok"]
+        expected = ok["a"].str.contains("oracle|category") | ok["b"].str.contains("oracle|category")
+        expected |= ok["reference"] == "user"
+        assert n_rows == int(expected.sum()), scene
+    assert shown.get("costume", 0) > 0, "costume's SIMULATED users have positive controls"
+    assert shown.get("movie", 0) == 0

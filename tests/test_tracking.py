@@ -238,7 +238,8 @@ def test_the_test_runs_mlflow_record_holds_table3(
     for name in logged:
         expected, _ = flat_metrics(name, catalog.load(name))
         assert any(".generated_user." in k for k in expected), name  # Table 3's own setting
-        assert {k: metrics.get(k) for k in expected} == pytest.approx(expected), name
+        # an MDE without spread (a handful of test seeds) is NaN, logged as it is
+        assert {k: metrics.get(k) for k in expected} == pytest.approx(expected, nan_ok=True), name
 
 
 def test_settings_switch_mlflow_telemetry_off(tmp_path):

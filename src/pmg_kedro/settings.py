@@ -18,6 +18,7 @@ from pmg_kedro.config_loader import (  # noqa: E402
     ProjectConfigLoader,
 )
 from pmg_kedro.hooks import ShardingHook, disable_mlflow_telemetry, tracking_hooks  # noqa: E402
+from pmg_kedro.preflight import PreflightHook  # noqa: E402
 from pmg_kedro.scenes import ProjectContext  # noqa: E402
 
 disable_mlflow_telemetry()
@@ -25,8 +26,9 @@ disable_mlflow_telemetry()
 # Tracked runs: kedro-mlflow's hook (one MLflow run per `kedro run`, the parameters of every node)
 # without its catalog sweep, and the reported metrics and figures (hooks.py). kedro-mlflow's
 # plugin entry point would register its hook a second time, with the sweep. ShardingHook closes
-# the per-user stages' Dask cluster when a run ends (components/sharding.py).
-HOOKS = (*tracking_hooks(), ShardingHook())
+# the per-user stages' Dask cluster when a run ends (components/sharding.py). PreflightHook stops a
+# run whose models or raw data are missing before its first node, with one error (preflight.py).
+HOOKS = (*tracking_hooks(), ShardingHook(), PreflightHook())
 DISABLE_HOOKS_FOR_PLUGINS = ("kedro_mlflow", "kedro-mlflow")
 
 # Kedro's context, which hands its environment's scenes and variants to the pipelines (scenes.py).

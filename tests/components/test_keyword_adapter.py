@@ -10,23 +10,27 @@ from pmg_kedro.components.data.prompts import parse_keywords
 from pmg_kedro.components.method.keyword_adapter import (
     ADAPTER_KIND,
     AdapterLeakError,
-    AdapterTraining,
-    WindowSettings,
-    _collate,
-    _collate_shared,
     adapted_llm,
-    answer_loss,
+    check_not_trained_on,
+)
+from pmg_kedro.components.method.keyword_adapter_examples import (
+    WindowSettings,
     answer_terms,
     behavior_windows,
     build_examples,
-    check_not_trained_on,
     preference_messages,
+    train_sequences,
+)
+from pmg_kedro.components.method.keyword_adapter_training import (
+    AdapterTraining,
+    _collate,
+    _collate_shared,
+    answer_loss,
     sample_examples,
     shared_answer_loss,
     split_validation_users,
     tokenize_examples,
     train_keyword_lora,
-    train_sequences,
     window_groups,
 )
 from pmg_kedro.components.models.llm import LLM, GenerationSettings

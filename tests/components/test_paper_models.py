@@ -9,7 +9,9 @@ import torch
 
 from pmg_kedro.components.models import paper_models as pm
 from pmg_kedro.components.models.generator import Generator
+from pmg_kedro.components.models.gpu_residency import SwapGroup, join_swap_group
 from pmg_kedro.components.models.llm import LLM, GenerationSettings
+from pmg_kedro.components.models.random_model_folders import MARKER, materialise_random_model
 from pmg_kedro.components.models.scorer import OpenClipScorer, load_scorer
 from pmg_kedro.datasets.llm_folder import LLMFolderDataset
 from pmg_kedro.datasets.model_folder import ModelFolderDataset
@@ -116,20 +118,20 @@ def test_scorer_and_llm_folders_load_as_the_paper_models_do(folders):
 
 
 def test_materialise_reuses_rebuilds_stale_and_refuses_foreign(folders, tmp_path):
-    marker = folders / "scorer" / pm.MARKER
+    marker = folders / "scorer" / MARKER
     written = marker.stat().st_mtime_ns
-    pm.materialise_random_model("scorer", folders / "scorer", "tiny", seed=0)
+    materialise_random_model("scorer", folders / "scorer", "tiny", seed=0)
     assert marker.stat().st_mtime_ns == written  # same spec: reused
     copy = tmp_path / "scorer"
-    pm.materialise_random_model("scorer", copy, "tiny", seed=0)
+    materialise_random_model("scorer", copy, "tiny", seed=0)
     before = (copy / "open_clip_model.safetensors").read_bytes()
-    pm.materialise_random_model("scorer", copy, "tiny", seed=1)  # stale: rebuilt
-    assert json.loads((copy / pm.MARKER).read_text())["seed"] == 1
+    materialise_random_model("scorer", copy, "tiny", seed=1)  # stale: rebuilt
+    assert json.loads((copy / MARKER).read_text())["seed"] == 1
     assert (copy / "open_clip_model.safetensors").read_bytes() != before
     foreign = tmp_path / "downloaded"
     foreign.mkdir()
     with pytest.raises(FileExistsError, match="downloaded"):
-        pm.materialise_random_model("scorer", foreign, "tiny")
+        materialise_random_model("scorer", foreign, "tiny")
     with pytest.raises(ValueError, match="size"):
         ModelFolderDataset(path=str(tmp_path / "x"), kind="scorer", random_init={"size": "huge"})
 
@@ -145,7 +147,7 @@ class _Stub:
 
 
 def test_swap_group_keeps_one_exclusive_user_on_the_device():
-    group = pm.SwapGroup("test", "cuda")
+    group = SwapGroup("test", "cuda")
     llm, generator = _Stub(), _Stub()
     group.register("llm", llm, _Stub.to)
     group.register("generator", generator, _Stub.to)
@@ -164,9 +166,9 @@ def test_joined_llm_answers_as_before_and_reports_the_group_device(folders):
     llm = LLM.from_pretrained(folders / "llm")
     settings = GenerationSettings(max_new_tokens=5)
     expected = llm.generate(["which colours?"], settings)
-    group = pm.SwapGroup("cpu-test", "cpu")
+    group = SwapGroup("cpu-test", "cpu")
     moved = []
-    pm.join_swap_group(llm, group, "llm", lambda _, device: moved.append(str(device)))
+    join_swap_group(llm, group, "llm", lambda _, device: moved.append(str(device)))
     other = _Stub()
     group.register("generator", other, _Stub.to)
     assert llm.generate(["which colours?"], settings) == expected
@@ -174,4 +176,4 @@ def test_joined_llm_answers_as_before_and_reports_the_group_device(folders):
     assert moved == []  # the LLM was resident already
     assert isinstance(llm, LLM) and llm.device == torch.device("cpu")
     with pytest.raises(TypeError, match="swap group"):
-        pm.join_swap_group(object(), group, "x", print)
+        join_swap_group(object(), group, "x", print)

@@ -8,7 +8,8 @@ from dataclasses import dataclass, fields
 import pytest
 
 from pmg_kedro.components.evaluation.mmgcn import MMGCNConfig
-from pmg_kedro.components.method.keyword_adapter import AdapterTraining, WindowSettings
+from pmg_kedro.components.method.keyword_adapter_examples import WindowSettings
+from pmg_kedro.components.method.keyword_adapter_training import AdapterTraining
 from pmg_kedro.components.method.soft_embeddings import TrainingSettings
 from pmg_kedro.components.models.llm import GenerationSettings
 from pmg_kedro.components.models.params import settings_from_params

@@ -12,7 +12,7 @@ from PIL import Image
 
 from pmg_kedro.demo import service as service_module
 from pmg_kedro.demo.render import RESPONSE_KEYS, trace_html, trace_json
-from pmg_kedro.demo.service import (
+from pmg_kedro.demo.requests import (
     MAX_TEXT_CHARS,
     MAX_UPLOAD_BYTES,
     DemoError,

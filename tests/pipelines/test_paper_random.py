@@ -24,7 +24,8 @@ import pytest
 import torch
 
 from pmg_kedro.components.data.images import to_array
-from pmg_kedro.components.models.paper_models import MARKER, SD15, spec_of
+from pmg_kedro.components.models.paper_models import SD15
+from pmg_kedro.components.models.random_model_folders import MARKER, spec_of
 from pmg_kedro.config_loader import project_config_loader
 from pmg_kedro.scenes import scene_conf
 
@@ -202,7 +203,7 @@ def test_models_are_the_paper_architectures_from_their_folders(run):
 def test_the_llm_left_the_device_while_images_were_generated(run):
     """conf/paper_random_tiny puts the three models in one swap group: the run parked the LLM
     when the generator's first inference call came (and every node still got its models)."""
-    from pmg_kedro.components.models.paper_models import swap_group
+    from pmg_kedro.components.models.gpu_residency import swap_group
 
     if RUN_ENV != ENV or REUSE_RUN:
         pytest.skip(f"{RUN_ENV} has no swap group, or its run was made in another process")

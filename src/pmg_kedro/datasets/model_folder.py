@@ -12,11 +12,12 @@ committed weights and only measures them.
 `random_init: {size: full | tiny, seed: 0}` (the `paper_random` environments): when the folder is
 missing, the paper's architecture at random initialisation is written there first (SD 1.5 as
 `StableDiffusionPipeline.save_pretrained` lays it out, CLIP ViT-L/14 as an open_clip folder;
-`components.models.paper_models`), then it loads like downloaded weights. Nothing is downloaded.
+`components.models.random_model_folders`), then it loads like downloaded weights. Nothing is
+downloaded.
 
 `load_args`: `device` ("cpu", "cuda"), for a generator `dtype` ("float16", "bfloat16", ...), and
 `swap_group` (a name): the model takes turns on the device with the other members of that group,
-e.g. the LLM, when the GPU cannot hold them all (`components.models.paper_models.SwapGroup`).
+e.g. the LLM, when the GPU cannot hold them all (`components.models.gpu_residency.SwapGroup`).
 """
 
 from __future__ import annotations
@@ -31,17 +32,21 @@ from typing import Any
 from kedro.io import AbstractVersionedDataset, DatasetError, Version
 from kedro.io.core import VersionNotFoundError
 
-from ..components.models.paper_models import (
-    join_swap_group,
-    materialise_random_model,
-    random_init_args,
-    swap_group,
-)
+from ..components.models.gpu_residency import join_swap_group, swap_group
+from ..components.models.random_model_folders import materialise_random_model, random_init_args
 from ..components.models.sharding import ModelDefinition, attach_definition
 from ..components.models.training_loop import Untrained
+from ..preflight import device_problem, folder_hint
 
 log = logging.getLogger(__name__)
 KINDS = ("generator", "scorer")
+# What a folder of each kind holds (the preflight's hint; the paper's models as downloaded).
+KIND_FOLDERS = {
+    "generator": "a generator folder (e.g. Stable Diffusion 1.5 as downloaded: model_index.json, "
+    "unet/, vae/, text_encoder/, tokenizer/, scheduler/)",
+    "scorer": "a scorer folder or checkpoint (e.g. CLIP ViT-L/14 for open_clip: "
+    "open_clip_config.json + open_clip_model.safetensors)",
+}
 
 
 class ModelFolderDataset(AbstractVersionedDataset[Any, Any]):
@@ -61,7 +66,9 @@ class ModelFolderDataset(AbstractVersionedDataset[Any, Any]):
     ):
         """See the module docstring for `load_args` and `random_init`; `path_env_var` names an
         environment variable that, when set, replaces `path` (PMG_SD15_PATH, PMG_CLIP_PATH)."""
-        if path_env_var and os.environ.get(path_env_var):
+        self._path_env_var = path_env_var
+        self._from_env_var = bool(path_env_var and os.environ.get(path_env_var))
+        if self._from_env_var:
             path = os.environ[path_env_var]
         self._load_args = dict(load_args or {})
         self._swap_group = self._load_args.pop("swap_group", None)
@@ -144,6 +151,19 @@ class ModelFolderDataset(AbstractVersionedDataset[Any, Any]):
             staging.rename(path)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+    def preflight(self) -> list[str]:
+        """What loading needs and does not have (`pmg_kedro.preflight`): a CUDA device, and the
+        folder unless `random_init` writes it."""
+        problems = [device_problem(self._load_args.get("device", "cpu"))]
+        if not (self._random_init or self._exists()):
+            source = f" (from {self._path_env_var})" if self._from_env_var else ""
+            state = "has no saved version" if self._version is not None else "does not exist"
+            problems.append(
+                f"the {self._kind} folder {self._filepath}{source} {state}: "
+                f"{folder_hint(self._path_env_var, KIND_FOLDERS[self._kind])}"
+            )
+        return [p for p in problems if p]
 
     def _exists(self) -> bool:
         try:

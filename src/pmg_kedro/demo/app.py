@@ -17,13 +17,8 @@ from typing import Any  # noqa: E402
 import gradio as gr  # noqa: E402
 
 from .render import CSS, error_html, trace_html, trace_json, user_view_html  # noqa: E402
-from .service import (  # noqa: E402
-    MAX_UPLOAD_BYTES,
-    MODES,
-    DemoError,
-    DemoRequest,
-    DemoService,
-)
+from .requests import MAX_UPLOAD_BYTES, MODES, DemoError, DemoRequest  # noqa: E402
+from .service import DemoService  # noqa: E402
 
 PERSONALIZE = "personalize"  # the concurrency group of everything that runs the models
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from PIL import Image
 
-from .service import Trace
+from .trace import Trace
 
 # The response's JSON keys (README: "The HTTP API"); a test checks a response against them.
 RESPONSE_KEYS = (

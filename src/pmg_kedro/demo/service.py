@@ -19,11 +19,12 @@ Models load once; model work runs one request at a time (one lock: the LLM keeps
 and torch's thread settings are process-wide), so a response never depends on what ran beside it.
 Nothing here reads a path a request names: items are looked up by id in the scene's catalog data,
 images come from the catalog's image index, an upload arrives as bytes.
+
+The request, its limits and checks: `requests`; the scene data: `scene_data`; the trace: `trace`.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import threading
 import time
@@ -31,19 +32,17 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from ..components.data.answer_masking import strip_emoticons
 from ..components.data.images import load_image
 from ..components.method.keyword_adapter import adapted_llm
 from ..components.method.pmg import CANDIDATE_COLUMNS, PMG, PMGSettings, Variant
-from ..components.method.soft_embeddings import SoftEmbeddingConfig, SoftPreferenceEmbedder
 from ..components.reporting.environment import torch_threads
 from ..pipelines.behavior_summarization.nodes import (
     caption_items,
@@ -52,160 +51,29 @@ from ..pipelines.behavior_summarization.nodes import (
 )
 from ..pipelines.embedding_training.nodes import _behavior_prompt
 from ..pipelines.weighted_generation.nodes import build_generation_requests
+from .requests import (
+    MAX_TEXT_CHARS,
+    DemoError,
+    DemoRequest,
+    RequestValidation,
+    _alpha,
+    _decode_upload,
+)
+from .scene_data import REQUIRED, SceneData, load_scene
+from .trace import Trace
 
 logger = logging.getLogger(__name__)
 
-# Limits of a request (the page and the API say them in their messages).
-MAX_TEXT_CHARS = 2_000  # the current message, the conversation, an upload's description
-MAX_HISTORY_ITEMS = 50
-MAX_UPLOAD_BYTES = 2 * 1024 * 1024
-MAX_UPLOAD_SIDE = 4096
+# What the page's item search returns at most, and the traces the service keeps.
 SEARCH_RESULTS = 50
 TRACES_KEPT = 64  # traces the alpha slider can re-select in (oldest dropped first)
 
 COMPOSED_USER = "composed"  # the user id of a composed history in every table
 UPLOAD_ITEM = "upload"  # the item id of the person's own image in a composed history
 NO_TARGET_ITEM = "no-target"  # the target of a composed request whose x^t is the message alone
-MODES = ("embedding_scale", "composed_guidance")
-
-# The scene datasets the demo reads (catalog names `<scene>.<name>`); the first five are needed.
-SCENE_DATASETS = (
-    "items",
-    "image_index",
-    "histories",
-    "user_split",
-    "behavior_texts",
-    "preference_keywords",
-    "target_keywords",
-    "soft_embeddings",
-    "soft_embedding_model",
-)
-REQUIRED = ("items", "image_index", "histories", "user_split", "behavior_texts")
 
 
-class DemoError(ValueError):
-    """A request the demo cannot answer; its message is shown to the person as it is."""
-
-
-@dataclass(frozen=True)
-class DemoRequest:
-    """One personalization request: an evaluation user (`user_id`) or a composed history."""
-
-    scene: str
-    user_id: str = ""
-    history: tuple[str, ...] = ()  # item ids, oldest first
-    history_messages: tuple[str, ...] = ()  # one per history item, where the scene has messages
-    target: str = ""  # the item to personalize, where the scene's x^t describes an item
-    message: str = ""  # the current message, where the scene's x^t is a message
-    conversation: str = ""  # y, where the scene has a conversation
-    upload: bytes | None = field(default=None, repr=False)  # one image of the person's own
-    upload_text: str = ""  # what the upload shows (its text in the behavior)
-    seed: int | None = None  # noise seed (default: the environment's first seed)
-    mode: str | None = None  # weighting mode (default: the environment's)
-    alpha: float | None = None  # z = alpha log d_p + (1 - alpha) log d_t (default: the env's)
-
-    @property
-    def composed(self) -> bool:
-        return not self.user_id
-
-    @classmethod
-    def from_json(cls, payload: Any) -> DemoRequest:
-        """From the API's JSON object (README "The HTTP API"); uploads are the page's only."""
-        if not isinstance(payload, Mapping):
-            raise DemoError(f"A request is a JSON object, got {type(payload).__name__}.")
-        allowed = {f for f in cls.__dataclass_fields__ if f not in ("upload", "upload_text")}
-        unknown = sorted(set(payload) - allowed)
-        if unknown:
-            raise DemoError(f"Unknown request keys {unknown}; a request has {sorted(allowed)}.")
-        if "scene" not in payload:
-            raise DemoError("A request needs a scene.")
-        values = {}
-        for key, value in payload.items():
-            if value is None:
-                continue
-            if key in ("history", "history_messages"):
-                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-                    raise DemoError(f"{key} must be a list of strings.")
-                value = tuple(value)
-            elif key in ("seed", "alpha"):
-                if isinstance(value, bool) or not isinstance(value, int | float):
-                    raise DemoError(f"{key} must be a number, got {value!r}.")
-            elif not isinstance(value, str):
-                raise DemoError(f"{key} must be a string, got {value!r}.")
-            values[key] = value
-        return cls(**values)
-
-
-@dataclass
-class SceneData:
-    """A scene's catalog data from the last run, and what is missing from it."""
-
-    name: str
-    capabilities: dict[str, Any]
-    datasets: dict[str, Any]
-    versions: dict[str, str]
-    missing: list[str]
-    embedder: SoftPreferenceEmbedder | None = None
-    no_embedder: str = ""  # why a composed history gets no E_m
-
-    def __getattr__(self, name: str) -> Any:
-        """`data.items`, `data.histories`, ...: the scene's datasets (None when missing)."""
-        try:
-            return self.__dict__["datasets"][name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-    @property
-    def ready(self) -> bool:
-        return not set(self.missing) & set(REQUIRED)
-
-    @property
-    def has_images(self) -> bool:
-        return self.image_index is not None and not self.image_index.empty
-
-    @property
-    def simulated(self) -> bool:
-        return bool(self.capabilities.get("simulated_users"))
-
-    def evaluation_users(self) -> list[str]:
-        if not self.ready:
-            return []
-        split = self.user_split
-        evaluation = set(split.loc[split["split"] == "evaluation", "user_id"].astype(str))
-        rows = self.behavior_texts[self.behavior_texts["purpose"] == "evaluation"]
-        return [u for u in rows["user_id"].astype(str) if u in evaluation]
-
-
-@dataclass
-class Trace:
-    """Everything one response shows (paper Figures 2, 3 and 7 for this request)."""
-
-    trace_id: str
-    request: DemoRequest
-    source: dict[str, Any]  # kind, user_id, simulated
-    history: list[dict[str, Any]]  # item_id, text (x_i), image (PIL or None)
-    target: dict[str, Any]  # item_id, text (x^t), image, note
-    behavior: dict[str, Any]  # history_texts, target_text, conversation, conversation_summary
-    preference_keywords: dict[str, Any]  # one row of the k^p table
-    target_keywords: dict[str, Any]  # one row of the k^t table
-    stored_keywords: dict[str, Any] | None  # what the last run wrote for this user
-    soft: dict[str, Any]  # used, source, why, shape
-    settings: PMGSettings
-    variant: Variant
-    baseline_variant: Variant
-    selections: pd.DataFrame  # SELECTION_COLUMNS, one row per candidate
-    images: dict[str, Image.Image]  # candidates by image_key
-    baseline: pd.DataFrame  # the baseline's one row
-    baseline_image: Image.Image
-    seconds: dict[str, float]
-    provenance: dict[str, Any]
-
-    @property
-    def chosen(self) -> pd.Series:
-        return self.selections[self.selections["chosen"]].iloc[0]
-
-
-class DemoService:
+class DemoService(RequestValidation):
     """PMG for one request at a time, over models and scene data loaded once (see module doc)."""
 
     def __init__(
@@ -252,7 +120,6 @@ class DemoService:
         """Models and scene data from the catalog of `env` (the last `kedro run` of it)."""
         from kedro.framework.session import KedroSession
         from kedro.framework.startup import bootstrap_project
-        from kedro.io import DatasetError
 
         project_path = Path(project_path).resolve()
         bootstrap_project(project_path)
@@ -268,23 +135,10 @@ class DemoService:
             for s in scene_names
         )
         adapter = catalog.load("keyword_adapter") if uses_adapter else None
-        scenes = {}
-        for scene in scene_names:
-            datasets, versions, missing = {}, {}, []
-            for name in SCENE_DATASETS:
-                entry = f"{scene}.{name}"
-                try:
-                    datasets[name] = catalog.load(entry)
-                    dataset = catalog.get(entry)
-                    if hasattr(dataset, "resolve_load_version"):
-                        versions[name] = dataset.resolve_load_version() or ""
-                except DatasetError as err:
-                    datasets[name] = None
-                    missing.append(name)
-                    logger.info("demo: %s not loaded (%s)", entry, str(err).splitlines()[0])
-            data = SceneData(scene, dict(params["scenes"][scene]), datasets, versions, missing)
-            data.embedder, data.no_embedder = _embedder(data, llm, generator)
-            scenes[scene] = data
+        scenes = {
+            scene: load_scene(catalog, scene, params["scenes"][scene], llm, generator)
+            for scene in scene_names
+        }
         provenance = {
             "llm": f"{llm.name} (catalog `llm`: {_describe(config.get('llm'))})",
             "generator": f"catalog `generator`: {_describe(config.get('generator'))}",
@@ -331,21 +185,6 @@ class DemoService:
     def text_columns(self, scene: str) -> dict[str, str]:
         """The scene's per-user message and conversation columns (behavior_summarization)."""
         return dict(self.params[scene]["behavior_summarization"].get("columns") or {})
-
-    def parse_history(self, scene: str, text: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """The page's history box: one `item id` per line, or `item id | message` where the scene
-        has messages with its history items. Returns (item ids, messages)."""
-        if len(text) > MAX_HISTORY_ITEMS * (MAX_TEXT_CHARS + 40):
-            raise DemoError(f"The history box has {len(text):,} characters: too long.")
-        with_messages = bool(self.text_columns(scene).get("history_message"))
-        ids, messages = [], []
-        for line in (raw.strip() for raw in text.splitlines()):
-            if not line:
-                continue
-            item, _, note = line.partition("|") if with_messages else (line, "", "")
-            ids.append(item.strip())
-            messages.append(note.strip())
-        return tuple(ids), tuple(messages) if with_messages else ()
 
     def item_label(self, scene: str, item_id: str) -> str:
         items = self._items_by_id(scene)
@@ -420,115 +259,6 @@ class DemoService:
         with self._state:
             self._traces[trace.trace_id] = updated
         return updated
-
-    def validate(self, request: DemoRequest) -> DemoRequest:
-        """The request with its defaults filled in, or a DemoError naming what is wrong."""
-        data = self.scene(request.scene)
-        settings = self.settings(request.scene)
-        seed = settings.seeds[0] if request.seed is None else request.seed
-        try:
-            seed = int(seed)
-        except (TypeError, ValueError):
-            raise DemoError(f"The seed must be a whole number, got {request.seed!r}.") from None
-        if not 0 <= seed < 2**31:
-            raise DemoError(f"The seed must lie in [0, 2^31), got {seed}.")
-        mode = request.mode or settings.mode
-        if mode not in MODES:
-            raise DemoError(f"Unknown weighting mode {mode!r}: choose one of {list(MODES)}.")
-        alpha = _alpha(settings.alpha if request.alpha is None else request.alpha)
-        for name in ("message", "conversation", "upload_text"):
-            value = getattr(request, name)
-            if len(value) > MAX_TEXT_CHARS:
-                raise DemoError(
-                    f"The {name.replace('_', ' ')} has {len(value):,} characters; at most "
-                    f"{MAX_TEXT_CHARS:,} are accepted."
-                )
-        request = replace(request, seed=seed, mode=mode, alpha=alpha)
-        if not request.composed:
-            composed = (request.history, request.upload, request.target, request.message)
-            if any(composed) or request.conversation:
-                raise DemoError(
-                    "Give either an evaluation user or a composed history, not both: an "
-                    "evaluation user's history, target and message come from the data."
-                )
-            self._behavior_row(data, request.user_id)
-            return request
-        return self._validate_composed(data, request)
-
-    def _validate_composed(self, data: SceneData, request: DemoRequest) -> DemoRequest:
-        scene = data.name
-        columns = self.text_columns(scene)
-        history = tuple(str(i).strip() for i in request.history if str(i).strip())
-        if not history and request.upload is None:
-            raise DemoError(
-                "The history is empty: add at least one item (search the scene's items and press "
-                "Add), or pick an evaluation user."
-            )
-        if len(history) + (request.upload is not None) > MAX_HISTORY_ITEMS:
-            raise DemoError(
-                f"The history has {len(history)} items; at most {MAX_HISTORY_ITEMS} are accepted."
-            )
-        items = self._items_by_id(scene)
-        unknown = [i for i in history if i not in items.index]
-        if unknown:
-            raise DemoError(
-                f"Unknown item id(s) in scene {scene!r}: {unknown[:10]}. Search the scene's "
-                "items and add them from the list."
-            )
-        messages = tuple(request.history_messages)
-        if messages and not columns.get("history_message"):
-            raise DemoError(f"Scene {scene!r} has no messages with its history items.")
-        if len(messages) > len(history):
-            raise DemoError(f"{len(messages)} history messages for {len(history)} history items.")
-        for n, text in enumerate(messages, 1):
-            if len(text) > MAX_TEXT_CHARS:
-                raise DemoError(
-                    f"History message {n} has {len(text):,} characters; at most "
-                    f"{MAX_TEXT_CHARS:,} are accepted."
-                )
-        target = request.target.strip()
-        if self.needs_target_item(scene):
-            if not target:
-                raise DemoError(
-                    f"Scene {scene!r} personalizes an item: choose the target item (search, then "
-                    "'Set as target')."
-                )
-            if target not in items.index:
-                raise DemoError(f"Unknown target item id {target!r} in scene {scene!r}.")
-        elif target:
-            raise DemoError(
-                f"Scene {scene!r} takes no target item: its x^t is the current message (the "
-                "emoticon the person sends is what PMG predicts)."
-            )
-        message = request.message.strip()
-        if columns.get("target_message"):
-            if not message:
-                raise DemoError(f"Scene {scene!r} needs the current message: type it.")
-            emoticons = list(self.params[scene]["ingestion"].get("emoticon_map") or {})
-            if not strip_emoticons(message, emoticons):
-                raise DemoError(
-                    "The message is only emoticons or emoji: they are removed before the LLM sees "
-                    "the message (they are the answer this scene predicts), and nothing is left. "
-                    "Type some words."
-                )
-        elif message:
-            raise DemoError(f"Scene {scene!r} has no current message (its x^t is the target item).")
-        if request.conversation.strip() and not columns.get("conversation"):
-            raise DemoError(f"Scene {scene!r} has no conversation.")
-        if request.upload is not None:
-            if not data.has_images:
-                raise DemoError(
-                    f"Scene {scene!r} has no item images: an image cannot join its history."
-                )
-            _decode_upload(request.upload)
-            if not request.upload_text.strip():
-                raise DemoError(
-                    "Say in a few words what the uploaded image shows: that text is the image's "
-                    "item text in the behavior (the environment captions items from metadata)."
-                )
-        return replace(
-            request, history=history, history_messages=messages, target=target, message=message
-        )
 
     # -- the method -----------------------------------------------------------------------------
     def _personalize(self, request: DemoRequest) -> Trace:
@@ -807,38 +537,6 @@ class DemoService:
                 self._busy.pop(session, None)
 
 
-def _alpha(alpha: Any) -> float:
-    try:
-        value = float(alpha)
-    except (TypeError, ValueError):
-        raise DemoError(f"alpha must be a number in [0, 1], got {alpha!r}.") from None
-    if not 0.0 <= value <= 1.0:
-        raise DemoError(f"alpha must lie in [0, 1], got {value}.")
-    return value
-
-
-def _decode_upload(data: bytes) -> Image.Image:
-    """The uploaded image as RGB, or a DemoError saying why it is refused."""
-    if len(data) > MAX_UPLOAD_BYTES:
-        raise DemoError(
-            f"The upload is {len(data) / 2**20:.1f} MB; at most {MAX_UPLOAD_BYTES / 2**20:.0f} MB "
-            "are accepted."
-        )
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            if max(image.size) > MAX_UPLOAD_SIDE:
-                raise DemoError(
-                    f"The upload is {image.size[0]}x{image.size[1]} pixels; at most "
-                    f"{MAX_UPLOAD_SIDE} on a side."
-                )
-            image.load()
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
-        raise DemoError(
-            "The upload is not an image this demo can read (PNG, JPEG, GIF, WebP, ...)."
-        ) from None
-
-
 def _record(row: pd.Series) -> dict[str, Any]:
     """A keywords table row as plain Python (lists for array cells)."""
     out = {}
@@ -849,30 +547,6 @@ def _record(row: pd.Series) -> dict[str, Any]:
             value = [v.tolist() if hasattr(v, "tolist") else v for v in value]
         out[key] = value
     return out
-
-
-def _embedder(data: SceneData, llm, generator) -> tuple[SoftPreferenceEmbedder | None, str]:
-    """The trained embedder of the scene (E_m for composed histories), or why there is none."""
-    model = data.soft_embedding_model
-    if model is None:
-        return None, (
-            f"`{data.name}.soft_embedding_model` is missing: run the embedding_training pipeline"
-        )
-    metadata = model.get("metadata") or {}
-    if "not_applicable" in metadata:
-        return None, metadata["not_applicable"]
-    config = SoftEmbeddingConfig.from_json(metadata["config"])
-    if config.hidden_size != llm.hidden_size or config.out_dim != generator.text_encoder.dim:
-        return None, (
-            f"`{data.name}.soft_embedding_model` was trained for an LLM of hidden size "
-            f"{config.hidden_size} and a text encoder of width {config.out_dim}; this environment "
-            f"has {llm.hidden_size} and {generator.text_encoder.dim}"
-        )
-    embedder = SoftPreferenceEmbedder(
-        llm, config.n_tokens, config.n_prefixes, config.out_dim, seed=int(metadata.get("seed", 0))
-    )
-    embedder.load_trainable_state(model["tensors"])
-    return embedder.eval(), ""
 
 
 def _describe(entry: Mapping[str, Any] | None) -> str:

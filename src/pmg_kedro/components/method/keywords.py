@@ -41,11 +41,8 @@ from pmg_kedro.components.data.prompts import (
     target_condition,
     target_prompt,
 )
-from pmg_kedro.components.method.keyword_adapter import (
-    adapted_llm,
-    check_not_trained_on,
-    preference_messages,
-)
+from pmg_kedro.components.method.keyword_adapter import adapted_llm, check_not_trained_on
+from pmg_kedro.components.method.keyword_adapter_examples import preference_messages
 from pmg_kedro.components.models.llm import LLM, GenerationSettings
 
 logger = logging.getLogger(__name__)

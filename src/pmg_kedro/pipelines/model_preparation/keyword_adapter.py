@@ -18,17 +18,18 @@ from typing import Any
 import pandas as pd
 from kedro.pipeline import Node, Pipeline
 
-from ...components.method.keyword_adapter import (
-    ADAPTER_KIND,
-    AdapterTraining,
+from ...components.method.keyword_adapter import ADAPTER_KIND, adapter_metadata
+from ...components.method.keyword_adapter_examples import (
     WindowSettings,
-    adapter_metadata,
     behavior_windows,
     build_examples,
+    train_sequences,
+)
+from ...components.method.keyword_adapter_training import (
+    AdapterTraining,
     sample_examples,
     split_validation_users,
     train_keyword_lora,
-    train_sequences,
 )
 from ...components.models.llm import LLM
 from ...components.reporting.tables import markdown_table
