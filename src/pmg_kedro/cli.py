@@ -83,3 +83,8 @@ def cli() -> None:
 
 
 cli.add_command(with_brief_errors(kedro_run))
+
+# `kedro pmg add-scene NAME --from DIR`: a scene from a folder of files (scene_cli.py).
+from .scene_cli import pmg  # noqa: E402
+
+cli.add_command(pmg)

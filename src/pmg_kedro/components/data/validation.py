@@ -194,14 +194,9 @@ def image_defects(image_index: pd.DataFrame) -> list[Defect]:
     return defects
 
 
-def validate_scene(
-    tables: SceneTables,
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Check every row and image of a scene; return (items, interactions, image_index, users).
-
-    Raises one IngestionError with the reader's defects, every schema failure, every reference to
-    an unknown item or user and every image that is missing or does not decode.
-    """
+def scene_defects(tables: SceneTables) -> list[Defect]:
+    """The reader's defects, every schema failure, every reference to an unknown item or user and
+    every image that is missing or does not decode."""
     defects = list(tables.defects)
     for table, schema in (
         (tables.items, ITEMS),
@@ -217,7 +212,17 @@ def validate_scene(
     if "user_id" in tables.users.columns:
         users = tables.users["user_id"]
         defects += reference_defects(tables.interactions, "user_id", users, "interactions", "users")
-    defects += image_defects(tables.image_index)
+    return defects + image_defects(tables.image_index)
+
+
+def validate_scene(
+    tables: SceneTables,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Check every row and image of a scene; return (items, interactions, image_index, users).
+
+    Raises one IngestionError with every defect of `scene_defects`.
+    """
+    defects = scene_defects(tables)
     if defects:
         raise IngestionError(tables.source, defects)
     return tuple(

@@ -414,7 +414,7 @@ def cluster_client(settings: ShardSettings):
         except ImportError as error:
             raise ImportError(
                 "sharding.cluster: local_cuda needs dask-cuda on a GPU machine "
-                "(pip install dask-cuda; README: When one machine is not enough)"
+                "(pip install dask-cuda; docs/dask.md: When one machine is not enough)"
             ) from error
         visible = None if settings.workers is None else ",".join(map(str, range(settings.workers)))
         with worker_environment():
@@ -440,7 +440,7 @@ def cluster_client(settings: ShardSettings):
 # 2.7x slower in a worker than in the main process (0.157 s against 0.058 s for 300 matmuls of
 # 256x576 by 576x576, one thread), and `make run`'s sharded LLM stages were no faster on two
 # workers than in one process. Local workers start without it (None unsets it in Dask's config);
-# a remote cluster's workers need the same setting (README: When one machine is not enough).
+# a remote cluster's workers need the same setting (docs/dask.md: When one machine is not enough).
 WORKER_ENVIRONMENT = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
 
 

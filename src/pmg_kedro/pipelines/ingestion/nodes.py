@@ -8,8 +8,16 @@ from typing import Any
 import pandas as pd
 
 from ...components.data import validation as v
-from ...components.data.sources import SceneTables, chitchat, fashion_mnist, movielens, pog
-from ...components.data.splits import split_histories, split_users
+from ...components.data.defects import IngestionError
+from ...components.data.sources import (
+    SceneTables,
+    chitchat,
+    fashion_mnist,
+    folder,
+    movielens,
+    pog,
+)
+from ...components.data.splits import protocol_defects, split_histories, split_users
 
 logger = logging.getLogger(__name__)
 
@@ -26,8 +34,11 @@ def _tables_from_source(raw: dict[str, Any], params: dict[str, Any]) -> SceneTab
         )
     if kind == "pog":
         return pog.build_tables(raw["files"], raw["images"], raw["folder"])
+    if kind == "folder":
+        return folder.build_tables(raw["folder"], params, raw["source"])
     raise ValueError(
-        f"unknown raw source kind {kind!r}; expected movielens, chitchat, fashion_mnist, pog"
+        f"unknown raw source kind {kind!r}; expected movielens, chitchat, fashion_mnist, pog, "
+        "folder"
     )
 
 
@@ -92,6 +103,9 @@ def split_users_for_protocol(histories: pd.DataFrame, params: dict[str, Any]) ->
     Made once here and read by every later pipeline: only `train` users feed anything that learns,
     only `evaluation` users are generated for and reported.
     """
+    defects = protocol_defects(len(histories), int(params["n_evaluation"]))
+    if defects:
+        raise IngestionError("the users the history split kept (histories)", defects)
     split = split_users(histories["user_id"], int(params["n_evaluation"]), int(params["seed"]))
     counts = split["split"].value_counts().to_dict()
     logger.info("user split (seed %s): %s", params["seed"], counts)
