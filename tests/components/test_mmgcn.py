@@ -167,6 +167,25 @@ def test_user_features_enter_the_visual_preference_only():
     assert torch.equal(with_users.modality_input("id"), plain.modality_input("id"))
 
 
+def test_free_preference_weighs_the_free_vector_beside_the_user_features():
+    feats, users = torch.randn(3, 6), torch.randn(2, 6)
+    models = {}
+    for w in (1.0, 0.25, 0.0):
+        torch.manual_seed(0)
+        config = MMGCNConfig(dim=4, free_preference=w)
+        models[w] = MMGCN(2, 3, ["id", "visual"], {"visual": feats}, config, {"visual": users})
+    given = models[0.0].projection["visual"](users)
+    free = models[0.0].preference["visual"]
+    for w, model in models.items():  # x_u = P f_u + w p_u; items and the id modality unchanged
+        x = model.modality_input("visual")
+        assert torch.allclose(x[:2], given + w * free)
+        assert torch.equal(x[2:], models[1.0].modality_input("visual")[2:])
+    torch.manual_seed(0)
+    plain = MMGCN(2, 3, ["id", "visual"], {"visual": feats}, MMGCNConfig(dim=4, free_preference=0))
+    # without user features the free vector is MMGCN's preference, whatever the weight
+    assert torch.equal(plain.modality_input("visual")[:2], free)
+
+
 @pytest.mark.parametrize("components", [None, 2])
 def test_standardize_uses_the_items_statistics_for_users_too(components):
     items = torch.tensor([[0.0, 10.0, 1.0], [2.0, 30.0, 0.0], [1.0, 10.0, 5.0], [4.0, 0.0, 2.0]])

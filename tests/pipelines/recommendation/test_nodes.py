@@ -1,6 +1,8 @@
 """recommendation nodes: the chronological split, no leakage into user images and averaged
-features, stale images refused, item images only where needed, and the whole pipeline on an
-in-memory catalog (test parameters, a fake LLM, the tiny random generator)."""
+features (the labelled LEAK, Oracle-user, takes exactly the user's test items), ORACLE keywords
+instead of the LLM's for Oracle-keywords-user, stale images refused, item images only where
+needed, and the whole pipeline on an in-memory catalog (test parameters, a fake LLM, the tiny
+random generator)."""
 
 import numpy as np
 import pandas as pd
@@ -8,9 +10,13 @@ import pytest
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 from kedro_datasets.json import JSONDataset
+from kedro_datasets.pandas import ParquetDataset
 from kedro_datasets.text import TextDataset
 from PIL import Image
 
+from pmg_kedro.components.evaluation import recommendation_report
+from pmg_kedro.components.reporting.stats import mde_note, minimum_detectable_effect
+from pmg_kedro.components.reporting.tables import fmt_verdict
 from pmg_kedro.pipelines.recommendation import nodes
 from pmg_kedro.pipelines.recommendation.pipeline import create_pipeline
 
@@ -186,15 +192,16 @@ def _history_item_images():
     }
 
 
-def _user_features(split, items, item_features=None):
-    keywords = nodes.extract_recommendation_keywords(split, items, FakeLLM(), PARAMS)
+def _user_features(split, items, item_features=None, oracle_user_images=None, params=PARAMS):
+    keywords = nodes.extract_recommendation_keywords(split, items, FakeLLM(), params)
     return nodes.build_recommendation_user_features(
         split,
         _planted_item_features(split) if item_features is None else item_features,
         keywords,
         _user_images(),
         _history_item_images(),
-        PARAMS,
+        oracle_user_images or {},
+        params,
     )
 
 
@@ -203,7 +210,7 @@ def test_averaged_user_features_are_the_mean_of_training_items_only(interactions
     keywords = nodes.extract_recommendation_keywords(split, items, FakeLLM(), PARAMS)
     images = _user_images()
     table = nodes.build_recommendation_user_features(
-        split, _planted_item_features(split), keywords, images, _history_item_images(), PARAMS
+        split, _planted_item_features(split), keywords, images, _history_item_images(), {}, PARAMS
     )
     averaged = table[table["setting"] == "averaged_user"].set_index("user_id")["features"]
     for k in range(N_USERS):
@@ -246,7 +253,7 @@ def test_generated_items_user_encodes_generated_images_of_items_with_a_real_one(
     keywords = nodes.extract_recommendation_keywords(split, items, FakeLLM(), PARAMS)
     with pytest.raises(ValueError, match="recommendation_history_item_images: no image"):
         nodes.build_recommendation_user_features(
-            split, real, keywords, _user_images(), missing, PARAMS
+            split, real, keywords, _user_images(), missing, {}, PARAMS
         )
 
 
@@ -263,6 +270,84 @@ def test_shuffled_user_gives_every_user_another_users_generated_features(interac
     again = again[again["setting"] == "shuffled_user"].set_index("user_id")["features"]
     for user, features in by["shuffled_user"].items():
         np.testing.assert_array_equal(features, again[user])  # seeded
+
+
+def test_oracle_user_is_the_mean_of_exactly_the_users_own_test_items(interactions, items):
+    # two test items per user (positions 8, 9), one validation item (7), seven training items
+    params = {
+        **PARAMS,
+        "interactions": {**PARAMS["interactions"], "split": {"validation": 0.1, "test": 0.2}},
+    }
+    split, _ = nodes.split_recommendation_interactions(interactions, params)
+    assert (split.groupby("user_id")["split"].agg(lambda s: (s == "test").sum()) == 2).all()
+    no_test = (split["user_id"] == "u3") & (split["split"] == "test")
+    split = split[~no_test]  # u3 keeps no test item
+    table = _user_features(split, items, params=params)
+    oracle = table[table["setting"] == "oracle_user"].set_index("user_id")["features"]
+    for k in range(3):
+        expected = np.zeros(1280, dtype=np.float32)
+        expected[_liked(k)[8:]] = 1 / 2  # its own two test items: no training or validation one
+        np.testing.assert_allclose(oracle[f"u{k}"], expected, atol=1e-7)
+    # u3 is never ranked (no test item): it keeps Averaged-user's features, its seven training items
+    averaged = table[table["setting"] == "averaged_user"].set_index("user_id")["features"]
+    np.testing.assert_allclose(oracle["u3"], averaged["u3"], atol=1e-7)
+    assert np.count_nonzero(oracle["u3"]) == 7
+
+
+def _taste_users():
+    """SIMULATED users' hidden taste (the users table of costume), one favourite class per user."""
+    return pd.DataFrame(
+        {
+            "user_id": [f"u{k}" for k in range(N_USERS)],
+            "taste_brightness": ["dark", "light", "dark", "light"],
+            "taste_texture": ["plain", "patterned", "plain", "patterned"],
+            "taste_classes": [["coat", f"class {k}"] for k in range(N_USERS)],
+        }
+    )
+
+
+def test_oracle_keywords_user_images_come_from_the_hidden_taste_not_the_llm(
+    interactions, items, tiny_generator
+):
+    split, _ = nodes.split_recommendation_interactions(interactions, PARAMS)
+    oracle = nodes.oracle_recommendation_keywords(split, _taste_users())
+    assert oracle.set_index("user_id")["keywords"].to_dict() == {
+        "u0": ["dark", "plain", "coat", "class 0"],
+        "u1": ["light", "patterned", "coat", "class 1"],
+        "u2": ["dark", "plain", "coat", "class 2"],
+        "u3": ["light", "patterned", "coat", "class 3"],
+    }
+    images, log = nodes.generate_recommendation_user_images(oracle, tiny_generator, IMAGE_PARAMS)
+    llm_images, llm_log = nodes.generate_recommendation_user_images(
+        nodes.extract_recommendation_keywords(split, items, FakeLLM(), PARAMS),
+        tiny_generator,
+        IMAGE_PARAMS,
+    )
+    texts = log.set_index("key")["condition_text"]
+    assert texts["u1"] == "light, patterned, coat, class 1"
+    assert not set(texts) & set(llm_log["condition_text"])  # none of the LLM's keyword texts
+    # generated as Generated-user's are: the same generator, settings and noise for the same text
+    same, _ = nodes.generate_recommendation_user_images(
+        oracle.assign(keywords=[["space opera", "noir"]] * N_USERS), tiny_generator, IMAGE_PARAMS
+    )
+    assert np.array_equal(np.asarray(same["u0"]), np.asarray(llm_images["u0"]))
+    assert log.drop(columns=["key", "condition_text"]).equals(
+        llm_log.drop(columns=["key", "condition_text"])
+    )
+    # the features of Oracle-keywords-user are those of these images, user by user
+    table = _user_features(split, items, oracle_user_images=images)
+    features = table[table["setting"] == "oracle_keywords_user"].set_index("user_id")["features"]
+    direct = nodes._pooled([images["u3"]], PARAMS)[0]
+    np.testing.assert_allclose(features["u3"], direct, rtol=1e-4, atol=1e-5)
+
+
+def test_oracle_keywords_are_not_applicable_without_a_hidden_taste(interactions, items):
+    split, _ = nodes.split_recommendation_interactions(interactions, PARAMS)
+    real = _taste_users().drop(columns="taste_texture")  # real users: no hidden taste
+    assert nodes.oracle_recommendation_keywords(split, real).empty
+    assert "oracle_keywords_user" not in set(_user_features(split, items)["setting"])
+    with pytest.raises(ValueError, match="no hidden taste for 1 users"):
+        nodes.oracle_recommendation_keywords(split, _taste_users().iloc[1:])
 
 
 def test_history_item_images_reuse_generated_item_images_and_make_the_rest(
@@ -298,6 +383,7 @@ def test_images_made_from_other_items_are_refused(interactions, items):
             keywords,
             _user_images(),
             _history_item_images(),
+            {},
             PARAMS,
         )
 
@@ -331,6 +417,26 @@ def _test_params(project_root, scene: str) -> dict:
     return loader["parameters"][scene]["recommendation"]
 
 
+def test_a_neither_difference_carries_the_mde_of_its_per_seed_differences():
+    rng = np.random.default_rng(5)
+    seeds = range(5)
+    base = {m: rng.uniform(0.1, 0.3, size=5) for m in recommendation_report.METRIC_COLUMNS}
+    rows = [
+        {"setting": setting, "seed": seed}
+        | {m: base[m][seed] + (rng.normal(0, 0.02) if setting == "a" else 0.0) for m in base}
+        for setting in ("a", "b")
+        for seed in seeds
+    ]
+    settings = {"a": {"label": "A"}, "b": {"label": "B"}}
+    entry = recommendation_report.paired_differences(
+        pd.DataFrame(rows), [["a", "b"]], settings, 0.95
+    )[0]["metrics"]["recall@20"]
+    by = pd.DataFrame(rows).pivot(index="seed", columns="setting", values="recall@20")
+    assert entry["verdict"] == "neither"
+    assert entry["mde"] == pytest.approx(minimum_detectable_effect(by["a"] - by["b"])["mde"])
+    assert (entry["mde_alpha"], entry["mde_power"]) == (0.05, 0.8)
+
+
 def test_pipeline_runs_every_setting_and_seed_and_labels_what_it_reports(
     interactions, items, tiny_generator, tmp_path, project_root
 ):
@@ -351,6 +457,8 @@ def test_pipeline_runs_every_setting_and_seed_and_labels_what_it_reports(
         "costume.image_index": pd.DataFrame(
             {"item_id": items["item_id"], "image_path": map(str, paths), "image_offset": -1}
         ),
+        "movie.users": _taste_users()[["user_id"]].assign(simulated=False),
+        "costume.users": _taste_users().assign(simulated=True),
     }
     params = {scene: _test_params(project_root, scene) for scene in ("movie", "costume")}
     catalog = DataCatalog({name: MemoryDataset(data) for name, data in datasets.items()})
@@ -362,6 +470,8 @@ def test_pipeline_runs_every_setting_and_seed_and_labels_what_it_reports(
         catalog[f"{scene}.table3_summary"] = MemoryDataset()
         markdown_file = str(tmp_path / f"{scene}_recommendation.md")
         catalog[f"{scene}.recommendation_report_markdown"] = TextDataset(filepath=markdown_file)
+        log_file = str(tmp_path / f"{scene}_oracle_user_image_log.parquet")
+        catalog[f"{scene}.recommendation_oracle_user_image_log"] = ParquetDataset(filepath=log_file)
     catalog["params:sharding"] = MemoryDataset({"cluster": "none"})
     pipeline = create_pipeline()
     assert {n.namespace for n in pipeline.nodes} == {"movie", "costume"}  # emoticon: no task
@@ -371,8 +481,9 @@ def test_pipeline_runs_every_setting_and_seed_and_labels_what_it_reports(
         results = pd.DataFrame(report["results"])
         seeds = [int(s) for s in params[scene]["seeds"]]
         assert len(seeds) == 2
+        ran = set(params[scene]["settings"]) - set(report["not_applicable"])
         assert sorted(zip(results["setting"], results["seed"], strict=True)) == sorted(
-            (s, seed) for s in params[scene]["settings"] for seed in seeds
+            (s, seed) for s in ran for seed in seeds
         )
         assert (results["ranked_known"] == 0).all()
         assert (results["simulated_users"] == (scene == "costume")).all()
@@ -393,6 +504,9 @@ def test_pipeline_runs_every_setting_and_seed_and_labels_what_it_reports(
                 assert m["verdict"] in (a, b, "neither") or m["verdict"].startswith(
                     "tests disagree"
                 )
+                mde = minimum_detectable_effect(list(m["per_seed"].values()))
+                assert m["mde"] == pytest.approx(mde["mde"], nan_ok=True)
+                assert m["mde_note"] == mde["mde_note"]
         expected = (by["generated_user"] - by["averaged_user"]).tolist()
         # Holm runs over every pair and metric: 3 pairs x 6 metrics
         tested = [m["t_p"] for p in pairs.values() for m in p["metrics"].values()]
@@ -400,6 +514,10 @@ def test_pipeline_runs_every_setting_and_seed_and_labels_what_it_reports(
         markdown = catalog.load(f"{scene}.recommendation_report_markdown")
         for text in ("Shuffled-user", "Generated-items-user", "Holm-corrected over the 18"):
             assert text in markdown
+        assert mde_note("seeds") in markdown
+        neither = [m for p in pairs.values() for m in p["metrics"].values()]
+        for m in (m for m in neither if m["verdict"] == "neither"):
+            assert fmt_verdict("neither", m["mde"], m["mde_note"]) in markdown
         # Table 3's numbers for MLflow: each setting's mean and std over seeds, per metric.
         summary = catalog.load(f"{scene}.table3_summary")
         for setting, group in results.groupby("setting"):
@@ -425,3 +543,38 @@ def test_pipeline_runs_every_setting_and_seed_and_labels_what_it_reports(
     assert "in Averaged-user's domain" in movie["controls"]["generated_items_user"]
     assert "Averaged-user's domain" not in costume["controls"]["generated_items_user"]
     assert "derangement" in movie["controls"]["shuffled_user"]
+    _assert_leak_and_oracle_reported(catalog)
+
+
+def _assert_leak_and_oracle_reported(catalog):
+    """Oracle-user (LEAK) in both scenes, Oracle-keywords-user (ORACLE) from the hidden taste for
+    SIMULATED users only: labelled in every output, compared in a Holm family of their own."""
+    movie = catalog.load("movie.recommendation_report")
+    costume = catalog.load("costume.recommendation_report")
+    # the ORACLE images were made from the hidden taste, never from the LLM's keywords
+    log = catalog.load("costume.recommendation_oracle_user_image_log").set_index("key")
+    assert log.loc["u2", "condition_text"] == "dark, plain, coat, class 2"
+    assert "space opera" not in " ".join(log["condition_text"])
+    assert catalog.load("movie.recommendation_oracle_user_image_log").empty
+    assert "oracle_keywords_user" in costume["settings"]
+    assert list(movie["not_applicable"]) == ["oracle_keywords_user"]
+    assert "hidden-taste columns" in movie["not_applicable"]["oracle_keywords_user"]["why"]
+    for scene, report in (("movie", movie), ("costume", costume)):
+        markdown = catalog.load(f"{scene}.recommendation_report_markdown")
+        leak = report["settings"]["oracle_user"]["label"]
+        assert "LEAK: sensitivity check" in leak
+        assert markdown.count(leak) >= 3  # its row, its description, its paired differences
+        assert any(leak in label for label in report["labels"])  # the chart's title says so too
+        assert markdown.splitlines()[0] == report["sensitivity"]["line"]
+        assert markdown.startswith(("Sensitive: ", "Insensitive: "))
+        family = {(p["a"], p["b"]) for p in report["sensitivity"]["pairs"] if p["metrics"]}
+        assert ("oracle_user", "averaged_user") in family
+        assert (("oracle_keywords_user", "averaged_user") in family) == (scene == "costume")
+        assert "Sensitivity check (LEAK and ORACLE" in markdown
+    oracle = costume["settings"]["oracle_keywords_user"]["label"]
+    assert "ORACLE keywords (SIMULATED users' hidden taste)" in oracle
+    markdown = catalog.load("costume.recommendation_report_markdown")
+    assert markdown.count(oracle) >= 3
+    assert "not applicable: the users table has no hidden-taste" in catalog.load(
+        "movie.recommendation_report_markdown"
+    )

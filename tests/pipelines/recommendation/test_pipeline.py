@@ -22,6 +22,15 @@ def test_user_images_come_from_the_training_split_keywords(scene):
     assert keywords.inputs[:3] == [f"{scene}.recommendation_split", f"{scene}.items", "llm"]
     images = nodes[f"{scene}.generate_recommendation_user_images"]
     assert images.inputs[:2] == [f"{scene}.recommendation_user_keywords", "generator"]
+    # Oracle-keywords-user: the same node function, same generator and parameters, on the
+    # hidden taste's keywords (from the users table), never on the LLM's
+    oracle = nodes[f"{scene}.generate_recommendation_oracle_user_images"]
+    assert oracle.func is images.func
+    assert oracle.inputs == [f"{scene}.recommendation_oracle_keywords", *images.inputs[1:]]
+    assert nodes[f"{scene}.oracle_recommendation_keywords"].inputs == [
+        f"{scene}.recommendation_split",
+        f"{scene}.users",
+    ]
     experiment = nodes[f"{scene}.run_recommendation_experiment"]
     assert f"{scene}.recommendation_split" in experiment.inputs
     assert experiment.outputs == [f"{scene}.recommendation_results"]
@@ -34,6 +43,8 @@ def test_the_run_reports_every_setting_under_every_seed(scene, test_env_default_
     results = catalog.load(f"{scene}.recommendation_results")
     settings = {"no_image", "item_only", "averaged_user", "generated_user"}
     settings |= {"shuffled_user", "generated_items_user"}  # the controls of issue 22
+    settings |= {"oracle_user"}  # the LEAK of issue 29, and its ORACLE keywords where SIMULATED
+    settings |= {"oracle_keywords_user"} if scene == "costume" else set()
     assert settings <= set(results["setting"])
     for setting in settings:
         seeds = results.loc[results["setting"] == setting, "seed"]
@@ -71,4 +82,7 @@ def test_the_run_compares_generated_user_with_both_controls(
     assert "Generated-user - Generated-items-user" in markdown
     summary = catalog.load(f"{scene}.table3_summary")
     assert "generated_user-shuffled_user" in summary["paired_differences"]
-    assert {"shuffled_user", "generated_items_user"} <= set(summary["settings"])
+    assert {"shuffled_user", "generated_items_user", "oracle_user"} <= set(summary["settings"])
+    assert "oracle_user-averaged_user" in summary["sensitivity"]["paired_differences"]
+    assert markdown.splitlines()[0] == report["sensitivity"]["line"]
+    assert "LEAK: sensitivity check" in report["settings"]["oracle_user"]["label"]

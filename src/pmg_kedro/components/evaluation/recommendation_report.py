@@ -2,7 +2,9 @@
 popularity reference, the two controls of Generated-user (Shuffled-user, Generated-items-user) in
 words, and the paired differences of pairs of settings per seed with their t intervals
 (`reporting.stats.paired_test`), Holm-corrected together; as a JSON-ready dict, Markdown and a bar
-chart.
+chart. The sensitivity check (issue 29) is a second family of paired differences: the LEAK
+(Oracle-user) and ORACLE (Oracle-keywords-user) settings, labelled wherever they appear; its
+verdict is Table 3's first line.
 """
 
 from __future__ import annotations
@@ -14,10 +16,35 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from pmg_kedro.components.reporting import figures
-from pmg_kedro.components.reporting.stats import VERDICT_RULE, holm, paired_test, verdict
-from pmg_kedro.components.reporting.tables import fmt, fmt_p, markdown_table
+from pmg_kedro.components.reporting.stats import (
+    VERDICT_RULE,
+    holm,
+    mde_note,
+    minimum_detectable_effect,
+    paired_test,
+    verdict,
+)
+from pmg_kedro.components.reporting.tables import fmt, fmt_p, fmt_verdict, markdown_table
 
 METRIC_COLUMNS = [f"{m}@{k}" for k in (10, 20) for m in ("precision", "recall", "ndcg")]
+# What a setting's `requires` needs, in the words of its "not applicable" record.
+REQUIREMENTS = {
+    "hidden_tastes": "the users table has no hidden-taste columns (taste_brightness, taste_texture, "
+    "taste_classes): only SIMULATED users have a hidden taste to write as ORACLE keywords",
+}
+
+
+def not_applicable(settings: dict[str, Any], user_feature_sets: set[str]) -> dict[str, str]:
+    """{setting: "not applicable: why"} for the settings that `requires` what the data lacks: no
+    user features of theirs among `user_feature_sets` (any other absence is an error elsewhere)."""
+    unknown = {s["requires"] for s in settings.values() if s.get("requires")} - set(REQUIREMENTS)
+    if unknown:
+        raise ValueError(f"recommendation.settings: unknown requires {sorted(unknown)}")
+    return {
+        name: f"not applicable: {REQUIREMENTS[s['requires']]}"
+        for name, s in settings.items()
+        if s.get("requires") and s.get("user_features") not in user_feature_sets
+    }
 
 
 def setting_table(results: pd.DataFrame, settings: dict[str, Any]) -> dict[str, dict]:
@@ -44,7 +71,8 @@ def _mean_std(values: pd.Series) -> dict[str, float]:
 
 def paired_by_seed(results: pd.DataFrame, a: str, b: str, confidence: float) -> dict[str, Any]:
     """a - b per seed for every metric (same seed = same initialisation and negatives), with the
-    t interval of the mean difference over seeds and the paired t-test's p (`t_p`)."""
+    t interval of the mean difference over seeds, the paired t-test's p (`t_p`) and the minimum
+    detectable effect of the per-seed differences (`mde`, with its alpha, power and note)."""
     pivot = results.pivot(index="seed", columns="setting")
     out: dict[str, Any] = {}
     for metric in METRIC_COLUMNS:
@@ -55,6 +83,7 @@ def paired_by_seed(results: pd.DataFrame, a: str, b: str, confidence: float) -> 
             "mean": test["mean_difference"],
             "interval": [test["ci_low"], test["ci_high"]],
             "t_p": test["test_p"],
+            **minimum_detectable_effect(diff),
         }
     return out
 
@@ -98,7 +127,8 @@ def markdown(report: dict[str, Any]) -> str:
     popularity reference, and the paired difference per metric."""
     data, env, model = report["data"], report["environment"], report["model"]
     users, generated = report["user_images"], report["user_images"]["generated_with"]
-    lines = ["# MMGCN with image features (paper §4.5, Table 3 shape)", ""]
+    sensitivity = report["sensitivity"]
+    lines = [sensitivity["line"], "", "# MMGCN with image features (paper §4.5, Table 3 shape)", ""]
     lines += [f"**{label}**" for label in report["labels"]]
     lines += [
         "",
@@ -119,6 +149,12 @@ def markdown(report: dict[str, Any]) -> str:
             for name, text in report["controls"].items()
             if name in report["settings"]
         ),
+        *(
+            f"{report['settings'][name]['label']}: {text}"
+            for name, text in sensitivity["settings"].items()
+            if name in report["settings"]
+        ),
+        *(f"{n['label']}: {n['why']}." for n in report["not_applicable"].values()),
         f"Environment: Python {env['python']}, torch {env['torch']}, {env['platform']}, "
         f"{env['cpu']}, {env['cores']} CPUs, {env['torch_threads']} torch threads.",
         "",
@@ -126,7 +162,14 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         _settings_markdown(report),
     ]
-    paired = report["paired_differences"]
+    lines += _paired_markdown(report["paired_differences"], "Paired differences")
+    lines += _paired_markdown(sensitivity, "Sensitivity check (LEAK and ORACLE, never judging PMG)")
+    return "\n".join(lines) + "\n"
+
+
+def _paired_markdown(paired: dict[str, Any], title: str) -> list[str]:
+    """The lines of one family of paired differences (`paired_differences`' pairs): its table
+    and the pairs not compared, with why."""
     rows = [
         [
             pair["label"],
@@ -136,25 +179,29 @@ def markdown(report: dict[str, Any]) -> str:
             ", ".join(fmt(d, sign=True) for d in entry["per_seed"].values()),
             fmt_p(entry["t_p"]),
             fmt_p(entry["holm_p"]),
-            entry["verdict"],
+            fmt_verdict(entry["verdict"], entry["mde"], entry["mde_note"]),
         ]
         for pair in paired["pairs"]
         if pair["metrics"]
         for metric, entry in pair["metrics"].items()
     ]
+    lines = []
     if rows:
         lines += [
             "",
-            f"Paired differences: {paired['what']} (paired t-test over seeds, Holm-corrected over "
+            f"{title}: {paired['what']} (paired t-test over seeds, Holm-corrected over "
             f"the {len(rows)} differences below). {VERDICT_RULE}",
             "",
             markdown_table(
                 rows,
                 ["a − b", "metric", "mean", "interval", "per seed", "t p", "Holm p", "verdict"],
             ),
+            "",
+            mde_note("seeds"),
         ]
-    lines += [f"Not compared, {p['label']}: {p['why']}." for p in paired["pairs"] if p.get("why")]
-    return "\n".join(lines) + "\n"
+    return lines + [
+        f"Not compared, {p['label']}: {p['why']}." for p in paired["pairs"] if p.get("why")
+    ]
 
 
 def _settings_markdown(report: dict[str, Any]) -> str:
@@ -185,6 +232,7 @@ def chart(report: dict[str, Any]) -> Figure:
             yerr=[entry[m]["std"] for m in METRIC_COLUMNS],
             capsize=2,
             label=entry["label"],
+            hatch="//" if name in report["sensitivity"]["settings"] else None,
         )
     pop = report["popularity_reference"]
     ax.scatter(
@@ -219,32 +267,29 @@ def table3(
     user_keywords: pd.DataFrame,
     user_image_log: pd.DataFrame,
     history_item_image_log: pd.DataFrame,
+    oracle_user_image_log: pd.DataFrame,
     popularity: dict[str, float],
     simulated: bool,
     machine: dict[str, Any],
     params: dict[str, Any],
 ) -> dict[str, Any]:
     """Table 3's report: every number with what produced it (data, features, user images,
-    model, machine, seeds), the settings' table, the popularity reference and the paired
-    differences of `report.paired` ([a, b] pairs)."""
+    model, machine, seeds), the settings' table, the popularity reference, the paired
+    differences of `report.paired` ([a, b] pairs) and the sensitivity check
+    (`report.sensitivity`, a family of its own: `sensitivity`)."""
     settings = params["settings"]
     table = setting_table(results, settings)
     confidence = float(params["report"]["confidence"])
     generated_items = int(image_sources.get("generated", 0))
-    labels = []
-    if simulated:
-        labels.append("SIMULATED users: simulated click histories, real item images")
-    if generated_items:
-        labels.append(
-            f"item features of {generated_items} of {sum(image_sources.values())} items come "
-            "from GENERATED item images (no poster in the image index)"
-        )
+    ran = {settings[name].get("user_features") for name in table}
+    skipped = not_applicable(settings, ran)
+    checks = sensitivity(results, oracle_user_image_log, skipped, params)
     gen = params["image_generation"]
     return {
         "what": "MMGCN full-ranking test metrics per setting (paper §4.5, Table 3 shape): mean and "
         "std over seeds; training and validation items masked; early stopping on validation "
         f"{params['model'].get('early_stopping_metric', 'recall@20')}",
-        "labels": labels,
+        "labels": _labels(image_sources, simulated, table, checks),
         "simulated_users": simulated,
         "data": {
             **split_stats,
@@ -271,6 +316,10 @@ def table3(
         "settings": table,
         "popularity_reference": {m: float(popularity[m]) for m in METRIC_COLUMNS},
         "controls": _controls(image_sources, history_item_image_log, params),
+        "not_applicable": {
+            name: {"label": settings[name]["label"], "why": why} for name, why in skipped.items()
+        },
+        "sensitivity": checks,
         "paired_differences": {
             "what": "a - b per seed (same seed = same initialisation and negatives), mean and "
             f"{confidence:.0%} t interval over seeds",
@@ -278,6 +327,105 @@ def table3(
         },
         "results": results.to_dict(orient="records"),
     }
+
+
+def _labels(image_sources: dict[str, int], simulated: bool, table: dict, checks: dict) -> list[str]:
+    """What every table and figure of Table 3 says first: SIMULATED users, GENERATED item
+    features, and the LEAK and ORACLE settings that ran."""
+    generated_items = int(image_sources.get("generated", 0))
+    labels = []
+    if simulated:
+        labels.append("SIMULATED users: simulated click histories, real item images")
+    if generated_items:
+        labels.append(
+            f"item features of {generated_items} of {sum(image_sources.values())} items come "
+            "from GENERATED item images (no poster in the image index)"
+        )
+    return labels + [
+        f"{table[name]['label']}: a positive control that never judges PMG"
+        for name in checks["settings"]
+        if name in table
+    ]
+
+
+def sensitivity(
+    results: pd.DataFrame, oracle_log: pd.DataFrame, skipped: dict[str, str], params
+) -> dict[str, Any]:
+    """Table 3's sensitivity check (issue 29, `report.sensitivity`): the LEAK and ORACLE pairs in a
+    Holm family of their own (`paired_differences`: the same statistics and verdict rule as the
+    other pairs, without changing their corrected p-values), what the two settings are, and the
+    report's first line: whether `oracle` beats `baseline` beyond noise on `metric`."""
+    p, settings = params["report"]["sensitivity"], params["settings"]
+    confidence = float(params["report"]["confidence"])
+    pairs = paired_differences(results, p["paired"], settings, confidence)
+    for pair in pairs:
+        why = [skipped[s] for s in (pair["a"], pair["b"]) if s in skipped]
+        if why:
+            pair["why"] = "; ".join(why)
+    made = describe_generation(oracle_log, params["image_generation"])
+    example = oracle_log["condition_text"].iloc[0] if len(oracle_log) else None
+    return {
+        "what": "a - b per seed (same seed = same initialisation and negatives), mean and "
+        f"{confidence:.0%} t interval over seeds; LEAK and ORACLE settings, Holm-corrected apart "
+        "from the pairs that judge PMG",
+        **{k: p[k] for k in ("oracle", "oracle_keywords", "baseline", "generated", "metric")},
+        "settings": {
+            p["oracle"]: "the mean image features of the user's own held-out TEST items (a "
+            "deliberate leak; a user without a test item, never ranked, keeps Averaged-user's): "
+            "can this MMGCN setup reward any user image at all?",
+            p["oracle_keywords"]: "Generated-user's images (same generator, settings and seed: "
+            f"{made['images']} images by {made['generator']}, {made['steps']} {made['sampler']} "
+            f"steps) from the SIMULATED users' hidden taste as keywords (e.g. '{example}') instead "
+            "of the LLM's: 'the keywords are wrong' vs 'images of the right keywords do not help "
+            "MMGCN'",
+        },
+        "pairs": pairs,
+        **_verdict_line(pairs, settings, p),
+    }
+
+
+def _verdict_line(pairs: list[dict], settings: dict[str, Any], p: dict) -> dict[str, Any]:
+    """{"sensitive": True | False | None, "line": Table 3's first line} from the pair
+    (oracle, baseline) on `metric`, and (generated, oracle) where it is sensitive."""
+    by = {(pair["a"], pair["b"]): pair for pair in pairs}
+    oracle, baseline, metric = p["oracle"], p["baseline"], p["metric"]
+    check = by.get((oracle, baseline))
+    if check is None or not check["metrics"]:
+        why = check["why"] if check else f"no pair [{oracle}, {baseline}] in report.sensitivity"
+        return {"sensitive": None, "line": f"Sensitivity not checked: {why}."}
+    entry = check["metrics"][metric]
+    agree = sum(m["verdict"] == oracle for m in check["metrics"].values())
+    found = (
+        f"{check['label']}, {metric}: {_effect(entry)}; {agree} of {len(check['metrics'])} "
+        f"metrics favour {oracle}"
+    )
+    if entry["verdict"] != oracle:
+        return {
+            "sensitive": False,
+            "line": "Insensitive: this MMGCN setup cannot reward any user image (the leaked oracle "
+            f"does not beat {settings[baseline]['label']} beyond noise: {found}), so "
+            f"{settings[p['generated']]['label']}'s result says nothing about PMG's images.",
+        }
+    gap = by.get((p["generated"], oracle))
+    if gap is None or not gap["metrics"]:
+        shortfall = gap["why"] if gap else f"no pair [{p['generated']}, {oracle}]"
+    else:
+        shortfall = f"{gap['label']}, {metric}: {_effect(gap['metrics'][metric])}"
+    return {
+        "sensitive": True,
+        "line": f"Sensitive: the leaked oracle beats {settings[baseline]['label']} beyond noise "
+        f"({found}); {settings[p['generated']]['label']}'s distance to {oracle} is the real "
+        f"shortfall: {shortfall}.",
+    }
+
+
+def _effect(entry: dict[str, Any]) -> str:
+    """A paired difference in words: mean [interval], Holm p, verdict."""
+    low, high = entry["interval"]
+    return (
+        f"{fmt(entry['mean'], sign=True)} [{fmt(low, sign=True)}, {fmt(high, sign=True)}], "
+        f"Holm p {fmt_p(entry['holm_p'])}, verdict {entry['verdict']}"
+    )
 
 
 def _controls(image_sources: dict[str, int], history_log: pd.DataFrame, params) -> dict[str, str]:
@@ -314,27 +462,37 @@ def _controls(image_sources: dict[str, int], history_log: pd.DataFrame, params) 
 
 def summary(report: dict[str, Any]) -> dict[str, Any]:
     """Table 3's numbers for MLflow from the report: per setting and metric the mean and std over
-    seeds, the popularity reference, and per paired difference ("<a>-<b>") and metric its mean,
-    t interval and Holm p."""
+    seeds, the popularity reference, per paired difference ("<a>-<b>") and metric its mean,
+    t interval, Holm p and minimum detectable effect; the same for the sensitivity check's pairs
+    with its verdict (`sensitive`: 1 or 0, absent when not checked)."""
+    checks = report["sensitivity"]
+    sensitive = {} if checks["sensitive"] is None else {"sensitive": float(checks["sensitive"])}
     return {
         "settings": {
             name: {m: dict(entry[m]) for m in METRIC_COLUMNS}
             for name, entry in report["settings"].items()
         },
         "popularity_reference": dict(report["popularity_reference"]),
-        "paired_differences": {
-            f"{pair['a']}-{pair['b']}": {
-                metric: {
-                    "mean": entry["mean"],
-                    "ci_low": entry["interval"][0],
-                    "ci_high": entry["interval"][1],
-                    "holm_p": entry["holm_p"],
-                }
-                for metric, entry in pair["metrics"].items()
+        "paired_differences": _summary_pairs(report["paired_differences"]["pairs"]),
+        "sensitivity": {**sensitive, "paired_differences": _summary_pairs(checks["pairs"])},
+    }
+
+
+def _summary_pairs(pairs: list[dict[str, Any]]) -> dict[str, Any]:
+    """ "<a>-<b>" -> metric -> mean, t interval, Holm p, MDE of the pairs that were compared."""
+    return {
+        f"{pair['a']}-{pair['b']}": {
+            metric: {
+                "mean": entry["mean"],
+                "ci_low": entry["interval"][0],
+                "ci_high": entry["interval"][1],
+                "holm_p": entry["holm_p"],
+                "mde": entry["mde"],
             }
-            for pair in report["paired_differences"]["pairs"]
-            if pair["metrics"]
-        },
+            for metric, entry in pair["metrics"].items()
+        }
+        for pair in pairs
+        if pair["metrics"]
     }
 
 

@@ -1,13 +1,17 @@
 """recommendation nodes (paper §4.5, Table 3): MMGCN with No-image / Item-only / Averaged-user /
-Generated-user image features, and two controls of Generated-user (issue 22): Shuffled-user (the
+Generated-user image features, two controls of Generated-user (issue 22): Shuffled-user (the
 placebo: another user's Generated-user features) and Generated-items-user (the image-domain
-control: generated images of the user's own last training items).
+control: generated images of the user's own last training items), and two positive controls
+(issue 29): Oracle-user (a labelled LEAK: the user's own held-out test items) and
+Oracle-keywords-user (Generated-user from the SIMULATED users' hidden taste as keywords).
 
 Protocol (ours where the paper is silent): implicit feedback, a k-core filter, a per-user
 chronological train / validation / test split, full ranking with known items masked, early
 stopping on validation, several seeds. Everything a user's image or averaged features are made of
 comes from that user's TRAINING interactions of this split; the user images are PMG images from
-the preference condition only (keywords of the user's last n training positives, no target).
+the preference condition only (keywords of the user's last n training positives, no target). The
+one exception is Oracle-user, the deliberate leak that tells whether MMGCN can reward any user
+image at all; it is labelled LEAK wherever it appears and never judges PMG.
 
 Every user of the k-core takes part, as in the paper's Table 3: the protocol's `user_split`
 guards what PMG learns from users (soft embeddings), and nothing here uses a learned PMG part
@@ -25,11 +29,13 @@ import pandas as pd
 from matplotlib.figure import Figure
 from PIL import Image
 
+from ...components.data.hidden_taste import has_hidden_tastes, oracle_keywords
 from ...components.data.images import indexed_or_given_images
 from ...components.data.item_terms import item_texts, present_columns
-from ...components.data.splits import derangement, recommendation_split
+from ...components.data.splits import recommendation_split
 from ...components.evaluation import mmgcn, recommendation_report
-from ...components.evaluation.features import MobileNetFeatures, generated_item_features
+from ...components.evaluation.features import MobileNetFeatures
+from ...components.evaluation.user_features import items_by_user, user_feature_sets
 from ...components.method.keywords import recommendation_keywords_of_shard
 from ...components.method.pmg import render_in_shards
 from ...components.models.llm import GenerationSettings
@@ -52,12 +58,6 @@ def split_recommendation_interactions(
     return split, counts
 
 
-def _training_items(split: pd.DataFrame) -> pd.Series:
-    """user_id -> the user's training item ids, oldest first."""
-    train = split[split["split"] == "train"].sort_values(["user_id", "position"])
-    return train.groupby("user_id")["item_id"].agg(list)
-
-
 # -- user images (PMG, preference condition only) ----------------------------------------------
 
 
@@ -77,7 +77,7 @@ def extract_recommendation_keywords(
     # The fallback reads what the items have (POG items have no class): the configured columns
     # that exist, else the item titles.
     fallback_columns = present_columns(p["fallback_columns"], items) or ["title"]
-    sources = _training_items(split).map(lambda s: s[-int(p["n_history"]) :])
+    sources = items_by_user(split, "train").map(lambda s: s[-int(p["n_history"]) :])
     users = pd.DataFrame({"user_id": sources.index, "source_items": list(sources)})
     start = time.perf_counter()
     parts = run_shards(
@@ -107,13 +107,34 @@ def extract_recommendation_keywords(
     return table
 
 
+def oracle_recommendation_keywords(split: pd.DataFrame, users: pd.DataFrame) -> pd.DataFrame:
+    """Oracle-keywords-user's k^p: every split user's hidden taste in words
+    (`hidden_taste.oracle_keywords`: brightness, texture, favourite classes) in place of the LLM's
+    keywords; no row where the users table has no hidden taste (real users: not applicable).
+
+    Returns user_id, keywords (the table `generate_recommendation_user_images` reads)."""
+    ids = [str(u) for u in items_by_user(split, "train").index]
+    if not has_hidden_tastes(users):
+        logger.info("oracle keywords: the users table has no hidden taste; not applicable")
+        return pd.DataFrame({"user_id": pd.Series(dtype=str), "keywords": pd.Series(dtype=object)})
+    oracle = oracle_keywords(users)
+    missing = [u for u in ids if u not in oracle.index]
+    if missing:
+        raise ValueError(
+            f"users: no hidden taste for {len(missing)} users of the recommendation split "
+            f"(e.g. {missing[:5]})"
+        )
+    return pd.DataFrame({"user_id": ids, "keywords": [list(oracle[u]) for u in ids]})
+
+
 def generate_recommendation_user_images(
     user_keywords: pd.DataFrame,
     generator,
     params: dict[str, Any],
     sharding: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Image.Image], pd.DataFrame]:
-    """The Generated-user image per user: the generator on ", ".join(k^p) alone, no target (§4.5).
+    """The Generated-user image per user: the generator on ", ".join(k^p) alone, no target (§4.5);
+    the LLM's keywords (Generated-user) or the ORACLE ones (Oracle-keywords-user, none for real users).
 
     Returns {user_id: image} and the log (key = user_id, condition_text, generator, settings)."""
     texts = [", ".join(k) for k in user_keywords["keywords"]]
@@ -173,7 +194,7 @@ def generate_recommendation_history_item_images(
 
     Returns {item_id: image} and the log (key = item_id, condition_text, generator, settings)."""
     n = int(params["user_images"]["n_history"])
-    needed = sorted({i for source in _training_items(split) for i in source[-n:]})
+    needed = sorted({i for source in items_by_user(split, "train") for i in source[-n:]})
     prompts = item_texts(items, params["item_images"]["prompt_template"], needed)
     todo = [i for i in needed if i not in item_images]
     made = render_in_shards(
@@ -244,54 +265,25 @@ def build_recommendation_user_features(
     user_keywords: pd.DataFrame,
     user_images: dict[str, Image.Image],
     history_item_images: dict[str, Image.Image],
+    oracle_user_images: dict[str, Image.Image],
     params: dict[str, Any],
 ) -> pd.DataFrame:
-    """User visual features of the user settings, from TRAINING interactions only:
-    averaged_user = mean of the user's training items' features; generated_user = features of the
-    user's PMG image (same extractor); shuffled_user = generated_user's features of another user
-    (a seeded derangement, `controls.shuffle_seed`: the placebo); generated_items_user = mean
-    features of the GENERATED images of the user's last n training items (`history_item_images`:
-    the image-domain control). Refuses images of other items than this split's last n training
-    items (stale). Returns user_id, setting, features."""
-    train = _training_items(split)
-    n = int(params["user_images"]["n_history"])
-    sources = user_keywords.set_index("user_id")["source_items"].map(list)
-    stale = [u for u in train.index if u not in sources.index or sources[u] != train[u][-n:]]
-    if stale:
-        raise ValueError(
-            f"recommendation_user_keywords: {len(stale)} users' keywords were not made from this "
-            f"split's last {n} training items (e.g. {stale[:5]}); rerun the image nodes "
-            "(tag recommendation_images)"
-        )
-    missing = [u for u in train.index if u not in user_images]
-    if missing:
-        raise ValueError(
-            f"recommendation_user_images: no image for users {missing[:5]} ({len(missing)})"
-        )
-    features = item_features.set_index("item_id")["features"]
-    averaged = [np.mean(np.stack([features[i] for i in items]), axis=0) for items in train]
-    generated = _pooled([user_images[u] for u in train.index], params)
-    users = list(train.index)
-    shuffled = generated[derangement(len(users), int(params["controls"]["shuffle_seed"]))]
-    history = generated_item_features(
-        train.map(lambda s: s[-n:]),
+    """User visual features of the user settings (`user_features.user_feature_sets`): from
+    TRAINING interactions only (averaged_user, generated_user, shuffled_user, generated_items_user,
+    oracle_keywords_user where there are ORACLE-keyword images), but for the labelled LEAK
+    oracle_user (the user's own held-out test items). Returns user_id, setting, features."""
+    return user_feature_sets(
+        split,
         item_features,
-        history_item_images,
-        lambda images: _pooled(images, params),
-    )
-    generated_items = [np.mean(np.stack([history[i] for i in s[-n:]]), axis=0) for s in train]
-    columns = {
-        "averaged_user": [a.astype(np.float32) for a in averaged],
-        "generated_user": list(generated),
-        "shuffled_user": list(shuffled),
-        "generated_items_user": [g.astype(np.float32) for g in generated_items],
-    }
-    return pd.DataFrame(
+        user_keywords,
         {
-            "user_id": users * len(columns),
-            "setting": [name for name in columns for _ in users],
-            "features": [f for features in columns.values() for f in features],
-        }
+            "generated_user": user_images,
+            "history_items": history_item_images,
+            "oracle_keywords_user": oracle_user_images,
+        },
+        n=int(params["user_images"]["n_history"]),
+        shuffle_seed=int(params["controls"]["shuffle_seed"]),
+        pooled=lambda images: _pooled(images, params),
     )
 
 
@@ -307,13 +299,20 @@ def run_recommendation_experiment(
 ) -> pd.DataFrame:
     """Every setting of Table 3 under every seed: MMGCN trained with early stopping on validation,
     tested with training and validation items masked (one task per run on the cluster where
-    `sharding` says so). Returns one row per (setting, seed) with the test metrics, the best
+    `sharding` says so); a setting that `requires` what the data lacks (no user features made for
+    it) is left out, "not applicable" in the report. Returns one row per (setting, seed) with the test metrics, the best
     validation metrics (`val_` prefix), epochs and seconds."""
     parts, users, items = mmgcn.split_interactions(split)
     config = mmgcn.MMGCNConfig.from_params(params["model"])
     visual = mmgcn.feature_matrix(item_features, items, "item_id", "recommendation_item_features")
+    skipped = recommendation_report.not_applicable(
+        params["settings"], set(user_features["setting"])
+    )
+    settings = {k: v for k, v in params["settings"].items() if k not in skipped}
+    for name, why in skipped.items():
+        logger.info("%s: %s", name, why)
     user_visual = {}
-    for name in {s.get("user_features") for s in params["settings"].values()} - {None}:
+    for name in {s.get("user_features") for s in settings.values()} - {None}:
         table = user_features[user_features["setting"] == name]
         what = f"recommendation_user_features ({name})"
         user_visual[name] = mmgcn.feature_matrix(table, users, "user_id", what)
@@ -323,7 +322,7 @@ def run_recommendation_experiment(
     with torch_threads(params.get("num_threads")):
         rows = mmgcn.run_settings(
             parts,
-            params["settings"],
+            settings,
             mmgcn.SettingFeatures(visual, user_visual, params["features"].get("components")),
             params["seeds"],
             config,
@@ -345,12 +344,14 @@ def report_recommendation(
     user_keywords: pd.DataFrame,
     user_image_log: pd.DataFrame,
     history_item_image_log: pd.DataFrame,
+    oracle_user_image_log: pd.DataFrame,
     params: dict[str, Any],
 ) -> tuple[dict[str, Any], str, Figure]:
     """Table 3's shape: mean ± std over seeds per setting and metric, a popularity reference, the
     paired differences of `report.paired` (Generated-user minus Averaged-user, Shuffled-user and
-    Generated-items-user) per seed with their intervals; JSON, Markdown, bar chart. Every number
-    says what produced it."""
+    Generated-items-user) per seed with their intervals, and the sensitivity check of
+    `report.sensitivity` (LEAK and ORACLE settings; its verdict is the Markdown's first line);
+    JSON, Markdown, bar chart. Every number says what produced it."""
     parts, _, _ = mmgcn.split_interactions(split)
     report = recommendation_report.table3(
         results,
@@ -360,6 +361,7 @@ def report_recommendation(
         user_keywords,
         user_image_log,
         history_item_image_log,
+        oracle_user_image_log,
         mmgcn.popularity_test(parts),
         bool(split["simulated"].any()),
         machine_description(params.get("num_threads")),

@@ -3,8 +3,13 @@
 users with real item images). Emoticon has no item catalogue to rank and is not instantiated.
 
 Tags: `recommendation_images` = the expensive image stages (LLM keywords, user images, item
-images, the generated images of the users' last training items); `recommendation_experiment` = features, MMGCN runs and the report, reading the images
-the catalog holds: `kedro run --pipeline recommendation --tags recommendation_experiment`.
+images, the generated images of the users' last training items, the ORACLE-keyword user images of
+SIMULATED users); `recommendation_experiment` = features, MMGCN runs and the report, reading the
+images the catalog holds: `kedro run --pipeline recommendation --tags recommendation_experiment`.
+
+Generated-user and Oracle-keywords-user images come from one node function on two keyword tables
+(the LLM's, `recommendation_user_keywords`, and the hidden taste's, `recommendation_oracle_keywords`:
+empty for real users, whose Oracle-keywords-user is then "not applicable").
 """
 
 from kedro.pipeline import Node, Pipeline
@@ -18,6 +23,7 @@ from .nodes import (
     generate_recommendation_history_item_images,
     generate_recommendation_item_images,
     generate_recommendation_user_images,
+    oracle_recommendation_keywords,
     report_recommendation,
     run_recommendation_experiment,
     split_recommendation_interactions,
@@ -53,6 +59,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="generate_recommendation_user_images",
                 tags=[IMAGES],
             ),
+            *_oracle_keyword_nodes(),
             Node(
                 generate_recommendation_item_images,
                 inputs=[
@@ -101,6 +108,27 @@ def create_pipeline(**kwargs) -> Pipeline:
     )
 
 
+def _oracle_keyword_nodes() -> list[Node]:
+    """Oracle-keywords-user's images (tag `recommendation_images`): the hidden taste of SIMULATED
+    users as keywords, through the node that makes Generated-user's images."""
+    return [
+        Node(
+            oracle_recommendation_keywords,
+            inputs=["recommendation_split", "users"],
+            outputs="recommendation_oracle_keywords",
+            name="oracle_recommendation_keywords",
+            tags=[IMAGES],
+        ),
+        Node(
+            generate_recommendation_user_images,
+            inputs=["recommendation_oracle_keywords", "generator", PARAMS, SHARDING],
+            outputs=["recommendation_oracle_user_images", "recommendation_oracle_user_image_log"],
+            name="generate_recommendation_oracle_user_images",
+            tags=[IMAGES],
+        ),
+    ]
+
+
 def _experiment_nodes() -> list[Node]:
     """Features, MMGCN runs and the report (tag `recommendation_experiment`): they read the images
     the catalog holds."""
@@ -125,6 +153,7 @@ def _experiment_nodes() -> list[Node]:
                 "recommendation_user_keywords",
                 "recommendation_user_images",
                 "recommendation_history_item_images",
+                "recommendation_oracle_user_images",
                 PARAMS,
             ],
             outputs="recommendation_user_features",
@@ -155,6 +184,7 @@ def _experiment_nodes() -> list[Node]:
                 "recommendation_user_keywords",
                 "recommendation_user_image_log",
                 "recommendation_history_item_image_log",
+                "recommendation_oracle_user_image_log",
                 PARAMS,
             ],
             outputs=[
