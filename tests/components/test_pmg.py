@@ -57,10 +57,17 @@ def test_every_variant_has_its_planned_candidates(name):
         "pmg_unweighted": [(1.0, 1.0)],  # the plain concatenation
         "without_both": [(0.0, 1.0)],  # one target-only image
         "target_best_of_n": [(0.0, 1.0)] * 5,  # compute-matched: as many draws as the grid
+        # the positive controls plan as their namesakes: only the texts they condition on differ
+        "oracle_keywords": SETTINGS.grid,
+        "category_pmg": SETTINGS.grid,
+        "category_oracle_keywords": SETTINGS.grid,
+        "category_without_both": [(0.0, 1.0)],
+        "category_target_best_of_n": [(0.0, 1.0)] * 5,
     }[name]
     assert [(w_p, w_t) for w_p, w_t, _ in plan] == expected
     draws = [d for _, _, d in plan]
-    assert draws == (list(range(5)) if name == "target_best_of_n" else [0] * len(plan))
+    best_of_n = name.endswith("target_best_of_n")
+    assert draws == (list(range(5)) if best_of_n else [0] * len(plan))
     assert noise_seed(7, 0) == 7 and noise_seed(7, 2) == 7002
 
 

@@ -39,6 +39,10 @@ def _scene_inputs(name, data):
         data["image_index"] = data["image_index"].iloc[0:0]
         data["table2_selections"] = data["table2_selections"].iloc[0:0]
         data["table2_images"] = {}
+    # the positive controls (oracle, category target) are not run in the synthetic scene
+    empty = data["pmg_selections"].iloc[0:0]
+    for variant in set(GENERATION_VARIANTS) - set(scene.VARIANTS):
+        data[f"{variant}_selections"], data[f"{variant}_chosen_images"] = empty, {}
     renamed = {}
     for key, value in data.items():
         for suffix in ("selections", "chosen_images"):

@@ -115,6 +115,9 @@ def test_requests_carry_the_users_oracle_taste_and_the_targets_category():
     real_users = USERS.drop(columns=["taste_classes", "taste_brightness", "taste_texture"])
     plain = nodes.build_generation_requests(histories, split, k_p, k_t, ITEMS, real_users, PARAMS)
     assert plain["oracle_text"].tolist() == ["", ""] and plain["category_text"].tolist() == ["", ""]
+    pog_items = ITEMS.drop(columns="class_name")  # POG items: no category column
+    pog = nodes.build_generation_requests(histories, split, k_p, k_t, pog_items, USERS, params)
+    assert pog["category_text"].tolist() == ["", ""]
 
 
 def test_oracle_and_category_variants_condition_and_score_on_their_own_texts(tiny_generator, soft):

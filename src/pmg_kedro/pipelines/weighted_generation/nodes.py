@@ -38,14 +38,15 @@ def build_generation_requests(
     user_split: pd.DataFrame,
     preference_keywords: pd.DataFrame,
     target_keywords: pd.DataFrame,
-    items: pd.DataFrame,
-    users: pd.DataFrame,
-    params: dict[str, Any],
+    items: pd.DataFrame | None = None,
+    users: pd.DataFrame | None = None,
+    params: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
     """One row per evaluation user of the protocol's split: target and the texts of k^p and k^t,
     and for the positive controls (issue 29) the ORACLE k^p (`oracle_text`: a SIMULATED user's
     hidden taste; empty for real users) and the target item's category (`category_text`, from the
-    items column `params.category_column`; empty where the scene declares none)."""
+    items column `params.category_column`; empty where the scene declares none). Without `items`,
+    `users` and `params` (the demo's one request) both are empty."""
     evaluation = set(user_split.loc[user_split["split"] == "evaluation", "user_id"])
     preference = preference_keywords[preference_keywords["purpose"] == "evaluation"]
     k_p = preference.set_index("user_id")["keywords"]
@@ -73,25 +74,29 @@ def build_generation_requests(
             "preference_text": [", ".join(k_p[u]) for u in users],
             "target_text": [", ".join(k_t[u]) for u in users],
             "oracle_text": _oracle_texts(users, user_table),
-            "category_text": _category_texts(target_ids, items, params.get("category_column")),
+            "category_text": _category_texts(
+                target_ids, items, (params or {}).get("category_column")
+            ),
         }
     )
 
 
 def _oracle_texts(user_ids: list[str], users: pd.DataFrame) -> list[str]:
     """The ORACLE k^p of each user (hidden taste as keywords), "" where users have none."""
-    if not has_hidden_tastes(users):
+    if users is None or not has_hidden_tastes(users):
         return [""] * len(user_ids)
     oracle = oracle_keywords(users)
     return [", ".join(oracle[str(u)]) if str(u) in oracle.index else "" for u in user_ids]
 
 
 def _category_texts(target_ids: list[str], items: pd.DataFrame, column: str | None) -> list[str]:
-    """Each target item's category (items.`column`), "" without a declared column."""
-    if not column:
+    """Each target item's category (items.`column`), "" without a declared column or where the
+    items lack it (POG items have no Fashion-MNIST class: the category variants then say "not
+    applicable")."""
+    if not column or items is None or column not in items.columns:
+        if column:
+            logger.info("category target: items have no %r column (not applicable)", column)
         return [""] * len(target_ids)
-    if column not in items.columns:
-        raise KeyError(f"weighted_generation.category_column: items have no {column!r} column")
     category = items.assign(item_id=items["item_id"].astype(str)).set_index("item_id")[column]
     missing = sorted(set(target_ids) - set(category.index))
     if missing:
