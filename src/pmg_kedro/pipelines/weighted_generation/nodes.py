@@ -57,23 +57,22 @@ def build_generation_requests(
             f"preference_keywords: {len(leaked)} rows marked evaluation belong to users outside "
             f"the split's evaluation users, e.g. {leaked[:5]}"
         )
-    user_table = users
-    users = [u for u in histories["user_id"] if u in evaluation]
-    missing = [u for u in users if u not in k_p.index or u not in k_t.index]
+    user_ids = [u for u in histories["user_id"] if u in evaluation]
+    missing = [u for u in user_ids if u not in k_p.index or u not in k_t.index]
     if missing:
         logger.warning("%d evaluation users have no keywords: %s", len(missing), missing[:10])
-    users = [u for u in users if u not in missing]
-    if not users:
+    user_ids = [u for u in user_ids if u not in missing]
+    if not user_ids:
         raise ValueError("no evaluation user has both preference and target keywords")
     targets = histories.set_index("user_id")["target"]
-    target_ids = [str(targets[u]) for u in users]
+    target_ids = [str(targets[u]) for u in user_ids]
     return pd.DataFrame(
         {
-            "user_id": users,
+            "user_id": user_ids,
             "target": target_ids,
-            "preference_text": [", ".join(k_p[u]) for u in users],
-            "target_text": [", ".join(k_t[u]) for u in users],
-            "oracle_text": _oracle_texts(users, user_table),
+            "preference_text": [", ".join(k_p[u]) for u in user_ids],
+            "target_text": [", ".join(k_t[u]) for u in user_ids],
+            "oracle_text": _oracle_texts(user_ids, users),
             "category_text": _category_texts(
                 target_ids, items, (params or {}).get("category_column")
             ),
