@@ -5,8 +5,10 @@ CPUs without native bfloat16; `PMG_AUTO_DTYPE=float32` forces it on a CPU that h
 its own data folder. This compares, per scene:
   - the share of evaluation users whose preference keywords k^p differ between the runs;
   - every verdict the reports give (Table 1's `table1_comparisons.csv`, Table 3's
-    `recommendation_report.json`, `keyword_quality.json`, `soft_embedding_report.json`): the same
-    in both, or flipped — a flipped verdict marks a comparison too fragile to report as settled.
+    `recommendation.json`, `keyword_quality.json`, `soft_embedding_report.json`): the same
+    in both, or flipped — a flipped verdict marks a comparison too fragile to report as settled;
+  - Table 3's between-run spread: per setting, the mean test recall@20 over seeds in each run and
+    their difference (the same seeds: only the precision differs).
 
     .venv/bin/python benchmarks/precision_verdicts.py RUN_A/data RUN_B/data \
         --labels bfloat16 float32 --json precision_verdicts.json
@@ -23,7 +25,7 @@ from typing import Any
 
 import pandas as pd
 
-REPORTS = ("recommendation_report.json", "keyword_quality.json", "soft_embedding_report.json")
+REPORTS = ("recommendation.json", "keyword_quality.json", "soft_embedding_report.json")
 
 
 def latest(folder: Path, name: str) -> Path | None:
@@ -78,13 +80,19 @@ def scene_verdicts(reporting: Path) -> dict[str, str]:
     return verdicts
 
 
-def keyword_difference(a: Path, b: Path, scene: str) -> dict[str, Any]:
-    """Share of evaluation users whose k^p differs between the two runs."""
-    found = [latest(d / "04_feature" / scene, "preference_keywords.parquet") for d in (a, b)]
+def keyword_difference(
+    a: Path, b: Path, scene: str, dataset: str = "preference_keywords.parquet"
+) -> dict[str, Any]:
+    """Share of users whose keywords differ between the two runs: the evaluation users' k^p
+    (`preference_keywords.parquet`), or Table 3's users (`recommendation/user_keywords.parquet`)."""
+    folder, _, name = f"{scene}/{dataset}".rpartition("/")
+    found = [latest(d / "04_feature" / folder, name) for d in (a, b)]
     if not all(found):
         return {"n_users": 0}
     ka, kb = (pd.read_parquet(p) for p in found)
-    ka, kb = (k[k["purpose"] == "evaluation"].set_index("user_id")["keywords"] for k in (ka, kb))
+    if "purpose" in ka.columns:
+        ka, kb = (k[k["purpose"] == "evaluation"] for k in (ka, kb))
+    ka, kb = (k.set_index("user_id")["keywords"] for k in (ka, kb))
     users = sorted(set(ka.index) & set(kb.index))
     differ = [u for u in users if list(ka[u]) != list(kb[u])]
     return {
@@ -92,6 +100,24 @@ def keyword_difference(a: Path, b: Path, scene: str) -> dict[str, Any]:
         "n_differ": len(differ),
         "share": len(differ) / max(len(users), 1),
     }
+
+
+def table3_spread(a: Path, b: Path, scene: str, metric: str = "recall@20") -> dict[str, Any]:
+    """Per Table 3 setting: the mean `metric` over seeds in each run and b - a (same seeds)."""
+    found = [latest(d / "08_reporting" / scene, "recommendation.json") for d in (a, b)]
+    if not all(found):
+        return {}
+    ra, rb = (json.loads(p.read_text())["settings"] for p in found)
+    spread = {
+        name: {
+            "a": ra[name][metric]["mean"],
+            "b": rb[name][metric]["mean"],
+            "b_minus_a": rb[name][metric]["mean"] - ra[name][metric]["mean"],
+        }
+        for name in ra
+        if name in rb and metric in ra[name] and metric in rb[name]
+    }
+    return {"metric": metric, "settings": spread}
 
 
 def compare(a: Path, b: Path) -> dict[str, Any]:
@@ -105,10 +131,14 @@ def compare(a: Path, b: Path) -> dict[str, Any]:
         flips = {k: (va[k], vb[k]) for k in both if va[k] != vb[k]}
         out[scene] = {
             "keywords": keyword_difference(a, b, scene),
+            "table3_keywords": keyword_difference(
+                a, b, scene, "recommendation/user_keywords.parquet"
+            ),
             "n_verdicts": len(both),
             "n_same": len(both) - len(flips),
             "flipped": flips,
             "only_in_one": sorted(set(va) ^ set(vb)),
+            "table3_spread": table3_spread(a, b, scene),
         }
     return out
 
@@ -116,14 +146,34 @@ def compare(a: Path, b: Path) -> dict[str, Any]:
 def markdown(result: dict[str, Any], labels: tuple[str, str]) -> str:
     a, b = labels
     lines = [
-        f"| scene | users whose k^p differs | verdicts | same | flipped ({a} → {b}) |",
-        "|---|---|---|---|---|",
+        f"| scene | evaluation users whose k^p differs | Table 3 users whose keywords differ "
+        f"| verdicts | same | flipped ({a} → {b}) |",
+        "|---|---|---|---|---|---|",
     ]
+
+    def share(k: dict[str, Any]) -> str:
+        return f"{k['n_differ']}/{k['n_users']} ({k['share']:.0%})" if k["n_users"] else "—"
+
     for scene, r in result.items():
-        k = r["keywords"]
-        share = f"{k['n_differ']}/{k['n_users']} ({k['share']:.0%})" if k["n_users"] else "—"
         flips = "; ".join(f"`{p}`: {x} → {y}" for p, (x, y) in r["flipped"].items()) or "none"
-        lines.append(f"| {scene} | {share} | {r['n_verdicts']} | {r['n_same']} | {flips} |")
+        lines.append(
+            f"| {scene} | {share(r['keywords'])} | {share(r['table3_keywords'])} "
+            f"| {r['n_verdicts']} | {r['n_same']} | {flips} |"
+        )
+    for scene, r in result.items():
+        spread = r.get("table3_spread") or {}
+        if spread.get("settings"):
+            lines += [
+                "",
+                f"Table 3, {scene}: mean test {spread['metric']} over the same seeds",
+                "",
+                f"| setting | {a} | {b} | {b} − {a} |",
+                "|---|---|---|---|",
+            ]
+            lines += [
+                f"| {name} | {v['a']:.4f} | {v['b']:.4f} | {v['b_minus_a']:+.4f} |"
+                for name, v in spread["settings"].items()
+            ]
     return "\n".join(lines) + "\n"
 
 

@@ -145,3 +145,9 @@ def test_a_setting_that_requires_a_hidden_taste_is_not_applicable_without_one(pa
     assert rr.not_applicable(params["settings"], {"oracle_keywords_user"}) == {}
     with pytest.raises(ValueError, match="unknown requires"):
         rr.not_applicable({"x": {"requires": "telepathy"}}, set())
+
+
+def test_the_per_seed_cell_lists_few_seeds_and_summarises_many():
+    assert rr.per_seed_cell([0.01, -0.02]) == "+0.0100, -0.0200"
+    many = [0.01] * 30 + [-0.02] * 10
+    assert rr.per_seed_cell(many) == "40 seeds, 30 > 0, from -0.0200 to +0.0100"

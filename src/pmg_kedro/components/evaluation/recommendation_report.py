@@ -167,6 +167,16 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def per_seed_cell(differences: list[float], listed: int = 8) -> str:
+    """The per-seed differences of one pair as a table cell: each of them up to `listed` seeds,
+    else how many seeds, how many favour a, and their range (the JSON keeps every one)."""
+    if len(differences) <= listed:
+        return ", ".join(fmt(d, sign=True) for d in differences)
+    above = sum(d > 0 for d in differences)
+    low, high = fmt(min(differences), sign=True), fmt(max(differences), sign=True)
+    return f"{len(differences)} seeds, {above} > 0, from {low} to {high}"
+
+
 def _paired_markdown(paired: dict[str, Any], title: str) -> list[str]:
     """The lines of one family of paired differences (`paired_differences`' pairs): its table
     and the pairs not compared, with why."""
@@ -176,7 +186,7 @@ def _paired_markdown(paired: dict[str, Any], title: str) -> list[str]:
             metric,
             fmt(entry["mean"], sign=True),
             f"[{fmt(entry['interval'][0], sign=True)}, {fmt(entry['interval'][1], sign=True)}]",
-            ", ".join(fmt(d, sign=True) for d in entry["per_seed"].values()),
+            per_seed_cell(list(entry["per_seed"].values())),
             fmt_p(entry["t_p"]),
             fmt_p(entry["holm_p"]),
             fmt_verdict(entry["verdict"], entry["mde"], entry["mde_note"]),
