@@ -268,10 +268,10 @@ def test_missing_folder_is_named(tmp_path):
 
 
 def test_model_preparation_trains_where_its_device_says_and_refuses_a_missing_gpu():
-    from pmg_kedro.components.models.training import _device
+    from pmg_kedro.components.models.training import training_device
 
-    assert _device({}) == torch.device("cpu")
-    assert _device({"device": "cpu"}) == torch.device("cpu")
+    assert training_device({}) == torch.device("cpu")
+    assert training_device({"device": "cpu"}) == torch.device("cpu")
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="asks for device cuda, but CUDA is not available"):
-            _device({"device": "cuda"})
+            training_device({"device": "cuda"})

@@ -48,6 +48,17 @@ def test_heldout_split_holds_out_whole_concepts_never_kept_ones():
     assert (ic.heldout_split(concepts, 0.0, seed=1) == "train").all()
 
 
+def test_always_train_concepts_join_training_and_leave_the_other_draws_alone():
+    concepts = pd.Series([f"c{i}" for i in range(40)])
+    before = ic.heldout_split(concepts, 0.25, seed=3)
+    held = sorted(set(concepts[before == "heldout"]))
+    moved = held[:2]  # two concepts the seed holds out: a scene needs them drawn
+    after = ic.heldout_split(concepts, 0.25, seed=3, always_train=moved)
+    assert (after[concepts.isin(moved)] == "train").all()
+    others = ~concepts.isin(moved)
+    assert after[others].equals(before[others])  # every other concept keeps its split
+
+
 def test_fashion_rows_are_class_balanced_resized_and_captioned(fashion_archive):
     images_path, labels_path, raw = fashion_archive
     images, table = ic.fashion_rows(images_path, labels_path, size=8, per_class=1, seed=0)

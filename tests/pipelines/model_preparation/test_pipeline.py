@@ -82,6 +82,12 @@ def test_model_preparation_runs_in_test_env(project_root, tmp_path):
     assert report["environment_trains"] is True
     assert report["icon_corpus"]["emoji_images"] == 300
     assert report["generator_training"]["unet_steps"] == 6
+    # then the scene-concept stage, on a concept the seed held out but always_train keeps
+    assert report["generator_training"]["scene_finetune_steps"] == 3
+    assert report["generator_training"]["scene_finetune_concepts"] == ["1st place medal", "ATM sign"]
+    assert report["icon_corpus"]["heldout_concepts"] > 0
+    table = catalog.load("icon_corpus").table
+    assert set(table.loc[table["concept"] == "1st place medal", "split"]) == {"train"}
     assert report["scorer_check"]["chance"] > 0
     assert 0.0 <= report["generator_check"]["top1_accuracy"] <= 1.0
     assert report["generator_check"]["batch_cost"]["ratio"] > 0
@@ -160,3 +166,22 @@ def test_base_measures_the_committed_weights_without_rewriting_them(project_root
         assert model is UNTRAINED and "committed weights are kept" in history["skipped"]
         ModelFolderDataset(path=str(folder), kind="scorer").save(model)
     assert _tree(folder) == before
+
+
+def test_the_generator_learns_every_emoji_of_the_emoticon_scene(project_root):
+    """The concepts kept out of the held-out split and fine-tuned on are exactly the emoticon
+    scene's emoji (ingestion's emoticon_map, named as the items are): a scene emoji added there
+    and not here fails."""
+    from pmg_kedro.components.data.sources.emoji_images import describe
+    from pmg_kedro.components.models.icon_corpus import base_concept
+
+    parameters = _loader(project_root, "base")["parameters"]
+    scene = {
+        base_concept(describe(char).name)
+        for char in parameters["emoticon"]["ingestion"]["emoticon_map"].values()
+    }
+    assert len(scene) == 15
+    prep = parameters["model_preparation"]
+    assert set(prep["icon_corpus"]["always_train"]) == scene
+    assert set(prep["generator"]["scene_finetune"]["concepts"]) == scene
+    assert prep["generator"]["start_from"] is None  # a full retrain unless asked

@@ -112,12 +112,18 @@ def fashion_rows(
     return images, table
 
 
-def heldout_split(concepts: pd.Series, fraction: float, seed: int, keep=()) -> pd.Series:
-    """'heldout' for a seeded `fraction` of the distinct concepts (never those in `keep`), else 'train'."""
+def heldout_split(
+    concepts: pd.Series, fraction: float, seed: int, keep=(), always_train=()
+) -> pd.Series:
+    """'heldout' for a seeded `fraction` of the distinct concepts (never those in `keep`), else
+    'train'. `always_train` concepts are moved to 'train' after the draw, so the rest of the
+    held-out set stays what the same seed drew without them (a scene's own concepts, which the
+    generator must learn, join training without reshuffling every other concept's split)."""
     distinct = sorted(set(concepts) - set(keep))
     rng = np.random.default_rng(seed)
     n_out = int(round(fraction * len(distinct)))
     held = set(rng.choice(distinct, n_out, replace=False)) if n_out else set()
+    held -= set(always_train)
     return pd.Series(np.where(concepts.isin(held), "heldout", "train"), index=concepts.index)
 
 
@@ -129,10 +135,14 @@ def build_icon_corpus(
     heldout_fraction: float,
     seed: int,
     emoji_limit: int | None = None,
+    always_train: tuple[str, ...] | list[str] = (),
 ) -> tuple[IconCorpus, dict]:
-    """Emoji + Fashion-MNIST at `size` px with captions and a held-out split of emoji concepts."""
+    """Emoji + Fashion-MNIST at `size` px with captions and a held-out split of emoji concepts
+    (`always_train`: concepts never held out, see `heldout_split`)."""
     e_images, e_table, missing = emoji_rows(size, emoji_limit)
-    e_table["split"] = heldout_split(e_table["concept"], heldout_fraction, seed, SHOWCASE_CONCEPTS)
+    e_table["split"] = heldout_split(
+        e_table["concept"], heldout_fraction, seed, SHOWCASE_CONCEPTS, always_train
+    )
     f_images, f_table = fashion_rows(
         fashion_images_path, fashion_labels_path, size, fashion_per_class, seed
     )

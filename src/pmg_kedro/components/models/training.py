@@ -42,7 +42,7 @@ def _images_tensor(corpus: IconCorpus, rows: np.ndarray, device="cpu") -> torch.
     return (torch.from_numpy(uint8_to_float(corpus.images[rows])) * 2 - 1).to(device)
 
 
-def _device(params: dict) -> torch.device:
+def training_device(params: dict) -> torch.device:
     """Where a model trains: the block's `device` (cpu, cuda, cuda:1 ...; default cpu). Batches
     and random draws are made on the CPU and moved, so a seed draws the same numbers anywhere."""
     device = torch.device(params.get("device") or "cpu")
@@ -199,9 +199,12 @@ class _CaptionTable:
     empty: int  # the index of "" (classifier-free guidance's unconditional text)
 
     @classmethod
-    def of(cls, table, max_length: int, device="cpu") -> _CaptionTable:
-        """Encoded on the CPU (the text encoder stays there), kept on `device`."""
-        encoder = minilm_encoder(max_length)
+    def of(
+        cls, table, max_length: int, device="cpu", encoder: TextEncoder | None = None
+    ) -> _CaptionTable:
+        """Encoded on the CPU (the text encoder stays there), kept on `device`; `encoder`: a
+        trained generator's own (else a new MiniLM encoder of `max_length` tokens)."""
+        encoder = encoder or minilm_encoder(max_length)
         texts = sorted(set(table["caption"]) | set(table["concept"]) | {""})
         text_index = {t: i for i, t in enumerate(texts)}
         emb, mask = (t.to(device) for t in text_table(encoder, texts))
@@ -249,7 +252,7 @@ def train_generator(
     """
     from diffusers import DDPMScheduler
 
-    seed, device = int(params["seed"]), _device(params)
+    seed, device = int(params["seed"]), training_device(params)
     table = corpus.table
     all_train, rows = _training_rows(table)
     started = time.perf_counter()
@@ -315,9 +318,104 @@ def train_generator(
         "latent_scale": scale,
         "torch_threads": torch.get_num_threads(),
     }
+    if scene_stage_enabled(params):
+        generator, scene = finetune_scene_concepts(
+            generator, corpus, params["scene_finetune"], seed, device
+        )
+        summary |= scene
+        summary["wall_seconds"] = round(time.perf_counter() - started, 1)
     if checkpoint_dir:
         generator.save_pretrained(Path(checkpoint_dir))
     return generator, summary
+
+
+def scene_stage_enabled(params: dict) -> bool:
+    """Whether the generator block asks for the scene-concept fine-tuning stage."""
+    stage = params.get("scene_finetune") or {}
+    return bool(stage.get("concepts")) and int(stage.get("steps", 0)) > 0
+
+
+def scene_concept_rows(table, concepts: list[str]) -> np.ndarray:
+    """Training-split rows of the corpus whose concept is one of `concepts`; every concept must
+    have one (`icon_corpus.always_train` keeps a scene's concepts out of the held-out split)."""
+    train = table["split"].to_numpy() == "train"
+    missing = [c for c in concepts if not (train & (table["concept"] == c).to_numpy()).any()]
+    if missing:
+        raise ValueError(
+            f"scene concepts without a training image in the icon corpus: {missing} (held out? "
+            "list them under model_preparation.icon_corpus.always_train)"
+        )
+    return np.flatnonzero(train & table["concept"].isin(list(concepts)).to_numpy())
+
+
+def finetune_scene_concepts(
+    generator: Generator, corpus: IconCorpus, params: dict, seed: int, device="cpu"
+) -> tuple[Generator, dict]:
+    """A trained generator's UNet fine-tuned to draw a scene's own concepts (issue 29: the
+    emoticon scene's emoji, which the main stage barely told apart at 32 px).
+
+    Batches hold a binomial `scene_fraction` share of the scene's concept rows (their caption or
+    concept name as text, as the main stage) and the rest drawn as the main stage draws them
+    (`emoji_fraction` of emoji), so the other concepts are not forgotten; condition dropout as
+    the main stage; an EMA of the weights (`ema_decay`) is the result. VAE and text encoder stay
+    frozen. Returns the generator (on the CPU) and the stage's history.
+    """
+    from diffusers import DDPMScheduler
+
+    table = corpus.table
+    concepts = list(params["concepts"])
+    scene_rows = scene_concept_rows(table, concepts)
+    _, rows = _training_rows(table)
+    started = time.perf_counter()
+    generator = generator.to(device=device, dtype=torch.float32)
+    vae = generator.vae
+    lat_mean, lat_std, _, _ = latent_statistics(vae, corpus)
+    shift, scale = generator._shift, float(vae.config.scaling_factor)
+    captions = _CaptionTable.of(table, 0, device, encoder=generator.text_encoder)
+    torch.manual_seed(seed)
+    unet = generator.unet.train().requires_grad_(True)
+    ema = WeightEma(unet, float(params["ema_decay"]))
+    scheduler = DDPMScheduler.from_config(generator.noise_scheduler.config)
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
+    batch = int(params["batch_size"])
+
+    def loss_fn(step: int) -> torch.Tensor:
+        n_scene = rng.binomial(batch, float(params["scene_fraction"]))
+        rest = _mixed_rows(rng, rows, batch - n_scene, float(params["emoji_fraction"]))
+        idx = np.concatenate([rng.choice(scene_rows, n_scene), rest]).astype(np.int64)
+        use_concept = rng.random(batch) < float(params["concept_caption_prob"])
+        tix = np.where(use_concept, captions.concept_ix[idx], captions.caption_ix[idx])
+        tix[rng.random(batch) < float(params["cond_dropout"])] = captions.empty
+        tix_t, idx_t = torch.from_numpy(tix).to(device), torch.from_numpy(idx).to(device)
+        noise = torch.randn(lat_mean[idx_t].shape, generator=gen).to(device)
+        x0 = (lat_mean[idx_t] + lat_std[idx_t] * noise - shift) * scale
+        return latent_denoising_loss(
+            unet, scheduler, x0, captions.emb[tix_t], captions.mask[tix_t], gen
+        ).mean()
+
+    settings = _settings(params, weight_decay=0.0, max_grad_norm=1.0)
+    run = run_training("unet scene concepts", unet.parameters(), loss_fn, settings, batch, [ema])
+    info = {
+        **generator.info,
+        "scene_finetune": {
+            "concepts": concepts,
+            "steps": run.steps,
+            "samples": run.steps * batch,
+        },
+    }
+    tuned = Generator(
+        ema.averaged(), generator.text_encoder, scheduler.config, vae, info
+    ).to("cpu")
+    return tuned, {
+        "scene_finetune_loss": run.history,
+        "scene_finetune_concepts": concepts,
+        "scene_finetune_rows": len(scene_rows),
+        "scene_finetune_steps": run.steps,
+        "scene_finetune_samples": run.steps * batch,
+        "scene_finetune_seconds": round(run.seconds, 1),
+        "scene_finetune_wall_seconds": round(time.perf_counter() - started, 1),
+    }
 
 
 @torch.no_grad()

@@ -78,6 +78,7 @@ def build_corpus(params: dict) -> tuple[IconCorpus, dict]:
         float(c["heldout_fraction"]),
         int(c["seed"]),
         c.get("emoji_limit"),
+        tuple(c.get("always_train") or ()),
     )
     log.info("icon corpus: %s", counts)
     return corpus, counts
@@ -101,15 +102,41 @@ def train_tiny_generator(corpus: IconCorpus, params: dict) -> tuple[Any, dict]:
     from ...components.models.training import train_generator
 
     cfg = params["generator"]
+    if cfg.get("start_from"):
+        return _finetune_from(cfg["start_from"], corpus, cfg)
     return train_generator(corpus, cfg, cfg.get("checkpoint_dir"))
 
 
+def _finetune_from(path: str, corpus: IconCorpus, cfg: dict) -> tuple[Any, dict]:
+    """Only the scene-concept stage, on the generator saved at `path` (e.g. the committed one:
+    `--params model_preparation.generator.start_from=models/embedded/generator`)."""
+    from ...components.models.generator import Generator
+    from ...components.models.training import (
+        training_device,
+        finetune_scene_concepts,
+        scene_stage_enabled,
+    )
+
+    if not scene_stage_enabled(cfg):
+        raise ValueError(
+            "model_preparation.generator.start_from is set, but scene_finetune has no concepts or "
+            "steps: there is nothing to train on the loaded generator"
+        )
+    generator = Generator.from_pretrained(path)
+    tuned, history = finetune_scene_concepts(
+        generator, corpus, cfg["scene_finetune"], int(cfg["seed"]), training_device(cfg)
+    )
+    return tuned, {"start_from": str(path), **history}
+
+
 def plot_training_curves(generator_history: dict, scorer_history: dict):
-    """Loss curves of the VAE, its decoder fine-tuning, the UNet and the scorer heads (one figure)."""
+    """Loss curves of the VAE, its decoder fine-tuning, the UNet, its scene-concept stage and the
+    scorer heads (one figure)."""
     curves = [
         ("generator VAE (L1 + KL)", generator_history.get("vae_loss")),
         ("VAE decoder fine-tuning (L1)", generator_history.get("vae_decoder_loss")),
         ("generator UNet (epsilon MSE)", generator_history.get("unet_loss")),
+        ("UNet on the scene's emoji (epsilon MSE)", generator_history.get("scene_finetune_loss")),
         ("scorer heads (contrastive)", scorer_history.get("loss")),
     ]
     if not any(points for _, points in curves):
