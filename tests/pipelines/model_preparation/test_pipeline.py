@@ -84,7 +84,10 @@ def test_model_preparation_runs_in_test_env(project_root, tmp_path):
     assert report["generator_training"]["unet_steps"] == 6
     # then the scene-concept stage, on a concept the seed held out but always_train keeps
     assert report["generator_training"]["scene_finetune_steps"] == 3
-    assert report["generator_training"]["scene_finetune_concepts"] == ["1st place medal", "ATM sign"]
+    assert report["generator_training"]["scene_finetune_concepts"] == [
+        "1st place medal",
+        "ATM sign",
+    ]
     assert report["icon_corpus"]["heldout_concepts"] > 0
     table = catalog.load("icon_corpus").table
     assert set(table.loc[table["concept"] == "1st place medal", "split"]) == {"train"}

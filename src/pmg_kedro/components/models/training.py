@@ -404,9 +404,7 @@ def finetune_scene_concepts(
             "samples": run.steps * batch,
         },
     }
-    tuned = Generator(
-        ema.averaged(), generator.text_encoder, scheduler.config, vae, info
-    ).to("cpu")
+    tuned = Generator(ema.averaged(), generator.text_encoder, scheduler.config, vae, info).to("cpu")
     return tuned, {
         "scene_finetune_loss": run.history,
         "scene_finetune_concepts": concepts,

@@ -112,9 +112,9 @@ def _finetune_from(path: str, corpus: IconCorpus, cfg: dict) -> tuple[Any, dict]
     `--params model_preparation.generator.start_from=models/embedded/generator`)."""
     from ...components.models.generator import Generator
     from ...components.models.training import (
-        training_device,
         finetune_scene_concepts,
         scene_stage_enabled,
+        training_device,
     )
 
     if not scene_stage_enabled(cfg):
