@@ -120,6 +120,12 @@ def table3_spread(a: Path, b: Path, scene: str, metric: str = "recall@20") -> di
     return {"metric": metric, "settings": spread}
 
 
+def verdict_kind(verdict: str) -> str:
+    """The verdict without its parenthesised detail ("tests disagree (Holm p = 0.03, ...)" and
+    "tests disagree (Holm p = 0.009, ...)" are the same verdict)."""
+    return verdict.split(" (")[0].strip()
+
+
 def compare(a: Path, b: Path) -> dict[str, Any]:
     scenes = sorted(
         p.name for p in (a / "08_reporting").iterdir() if (b / "08_reporting" / p.name).is_dir()
@@ -128,7 +134,11 @@ def compare(a: Path, b: Path) -> dict[str, Any]:
     for scene in scenes:
         va, vb = (scene_verdicts(d / "08_reporting" / scene) for d in (a, b))
         both = sorted(set(va) & set(vb))
-        flips = {k: (va[k], vb[k]) for k in both if va[k] != vb[k]}
+        flips = {
+            k: (verdict_kind(va[k]), verdict_kind(vb[k]))
+            for k in both
+            if verdict_kind(va[k]) != verdict_kind(vb[k])
+        }
         out[scene] = {
             "keywords": keyword_difference(a, b, scene),
             "table3_keywords": keyword_difference(
@@ -147,7 +157,7 @@ def markdown(result: dict[str, Any], labels: tuple[str, str]) -> str:
     a, b = labels
     lines = [
         f"| scene | evaluation users whose k^p differs | Table 3 users whose keywords differ "
-        f"| verdicts | same | flipped ({a} → {b}) |",
+        f"| verdicts | same | flipped ({a} → {b}): FRAGILE |",
         "|---|---|---|---|---|---|",
     ]
 
@@ -155,11 +165,14 @@ def markdown(result: dict[str, Any], labels: tuple[str, str]) -> str:
         return f"{k['n_differ']}/{k['n_users']} ({k['share']:.0%})" if k["n_users"] else "—"
 
     for scene, r in result.items():
-        flips = "; ".join(f"`{p}`: {x} → {y}" for p, (x, y) in r["flipped"].items()) or "none"
         lines.append(
             f"| {scene} | {share(r['keywords'])} | {share(r['table3_keywords'])} "
-            f"| {r['n_verdicts']} | {r['n_same']} | {flips} |"
+            f"| {r['n_verdicts']} | {r['n_same']} | {len(r['flipped'])} |"
         )
+    for scene, r in result.items():
+        if r["flipped"]:
+            lines += ["", f"FRAGILE in {scene} (the verdict moved with the precision):", ""]
+            lines += [f"- `{p}`: {x} → {y}" for p, (x, y) in r["flipped"].items()]
     for scene, r in result.items():
         spread = r.get("table3_spread") or {}
         if spread.get("settings"):

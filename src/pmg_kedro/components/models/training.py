@@ -244,12 +244,11 @@ def _autoencoder(corpus: IconCorpus, all_train, rows, params: dict, seed: int, d
 def train_generator(
     corpus: IconCorpus, params: dict, checkpoint_dir: str | None = None
 ) -> tuple[Generator, dict]:
-    """VAE, then the latent UNet with CFG dropout and weight EMA, on the corpus's training split.
-
-    Returns the generator (EMA weights, on the CPU) and a history: losses per logged step, steps,
-    samples, wall time; VAE and UNet train on `params["device"]`. With `checkpoint_dir`, the EMA
-    generator is saved there every `checkpoint_every` steps (a cut-short run leaves weights).
-    """
+    """VAE, then the latent UNet with CFG dropout and weight EMA, on the corpus's training split,
+    then the scene-concept stage where `scene_finetune` asks. Returns the generator (EMA weights,
+    on the CPU) and a history (losses per logged step, steps, samples, wall time); the models train
+    on `params["device"]`. With `checkpoint_dir`, the EMA generator is saved there every
+    `checkpoint_every` steps (a cut-short run leaves weights)."""
     from diffusers import DDPMScheduler
 
     seed, device = int(params["seed"]), training_device(params)
@@ -318,15 +317,24 @@ def train_generator(
         "latent_scale": scale,
         "torch_threads": torch.get_num_threads(),
     }
-    if scene_stage_enabled(params):
-        generator, scene = finetune_scene_concepts(
-            generator, corpus, params["scene_finetune"], seed, device
-        )
-        summary |= scene
-        summary["wall_seconds"] = round(time.perf_counter() - started, 1)
+    generator = _scene_stage(generator, corpus, params, summary, started)
     if checkpoint_dir:
         generator.save_pretrained(Path(checkpoint_dir))
     return generator, summary
+
+
+def _scene_stage(generator: Generator, corpus: IconCorpus, params: dict, summary: dict, started):
+    """After the main stage, the scene-concept stage where the block asks for it (its history
+    joins `summary`, whose wall time then counts it); else the generator as it is."""
+    if not scene_stage_enabled(params):
+        return generator
+    seed, device = int(params["seed"]), training_device(params)
+    generator, scene = finetune_scene_concepts(
+        generator, corpus, params["scene_finetune"], seed, device
+    )
+    summary |= scene
+    summary["wall_seconds"] = round(time.perf_counter() - started, 1)
+    return generator
 
 
 def scene_stage_enabled(params: dict) -> bool:
