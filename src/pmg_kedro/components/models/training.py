@@ -241,6 +241,26 @@ def _autoencoder(corpus: IconCorpus, all_train, rows, params: dict, seed: int, d
     }
 
 
+def _caption_batch_loss(
+    idx: np.ndarray, cfg: dict, captions, latents, unet, scheduler, rng, gen, device
+) -> torch.Tensor:
+    """The denoising loss of one batch of corpus rows `idx`, as both UNet stages draw it: each
+    row's caption or concept (`concept_caption_prob`) as text, the empty text for a
+    `cond_dropout` share, a latent sampled from the row's posterior (`latents`: per-row mean and
+    std, shift, scale), `rng` and `gen` drawn in that order."""
+    lat_mean, lat_std, shift, scale = latents
+    batch = len(idx)
+    use_concept = rng.random(batch) < float(cfg["concept_caption_prob"])
+    tix = np.where(use_concept, captions.concept_ix[idx], captions.caption_ix[idx])
+    tix[rng.random(batch) < float(cfg["cond_dropout"])] = captions.empty
+    tix_t, idx_t = torch.from_numpy(tix).to(device), torch.from_numpy(idx).to(device)
+    noise = torch.randn(lat_mean[idx_t].shape, generator=gen).to(device)
+    x0 = (lat_mean[idx_t] + lat_std[idx_t] * noise - shift) * scale
+    return latent_denoising_loss(
+        unet, scheduler, x0, captions.emb[tix_t], captions.mask[tix_t], gen
+    ).mean()
+
+
 def train_generator(
     corpus: IconCorpus, params: dict, checkpoint_dir: str | None = None
 ) -> tuple[Generator, dict]:
@@ -279,15 +299,9 @@ def train_generator(
 
     def loss_fn(step: int) -> torch.Tensor:
         idx = _mixed_rows(rng, rows, batch, emoji_fraction)
-        use_concept = rng.random(batch) < float(cfg["concept_caption_prob"])
-        tix = np.where(use_concept, captions.concept_ix[idx], captions.caption_ix[idx])
-        tix[rng.random(batch) < float(cfg["cond_dropout"])] = captions.empty
-        tix_t, idx_t = torch.from_numpy(tix).to(device), torch.from_numpy(idx).to(device)
-        noise = torch.randn(lat_mean[idx_t].shape, generator=gen).to(device)
-        x0 = (lat_mean[idx_t] + lat_std[idx_t] * noise - shift) * scale
-        return latent_denoising_loss(
-            unet, scheduler, x0, captions.emb[tix_t], captions.mask[tix_t], gen
-        ).mean()
+        return _caption_batch_loss(
+            idx, cfg, captions, (lat_mean, lat_std, shift, scale), unet, scheduler, rng, gen, device
+        )
 
     def checkpoint(record: dict) -> None:
         done = record["step"] + 1
@@ -323,15 +337,19 @@ def train_generator(
     return generator, summary
 
 
+def scene_stage(generator: Generator, corpus: IconCorpus, params: dict) -> tuple[Generator, dict]:
+    """`finetune_scene_concepts` with the generator block's `scene_finetune`, seed and device."""
+    return finetune_scene_concepts(
+        generator, corpus, params["scene_finetune"], int(params["seed"]), training_device(params)
+    )
+
+
 def _scene_stage(generator: Generator, corpus: IconCorpus, params: dict, summary: dict, started):
     """After the main stage, the scene-concept stage where the block asks for it (its history
     joins `summary`, whose wall time then counts it); else the generator as it is."""
     if not scene_stage_enabled(params):
         return generator
-    seed, device = int(params["seed"]), training_device(params)
-    generator, scene = finetune_scene_concepts(
-        generator, corpus, params["scene_finetune"], seed, device
-    )
+    generator, scene = scene_stage(generator, corpus, params)
     summary |= scene
     summary["wall_seconds"] = round(time.perf_counter() - started, 1)
     return generator
@@ -392,15 +410,17 @@ def finetune_scene_concepts(
         n_scene = rng.binomial(batch, float(params["scene_fraction"]))
         rest = _mixed_rows(rng, rows, batch - n_scene, float(params["emoji_fraction"]))
         idx = np.concatenate([rng.choice(scene_rows, n_scene), rest]).astype(np.int64)
-        use_concept = rng.random(batch) < float(params["concept_caption_prob"])
-        tix = np.where(use_concept, captions.concept_ix[idx], captions.caption_ix[idx])
-        tix[rng.random(batch) < float(params["cond_dropout"])] = captions.empty
-        tix_t, idx_t = torch.from_numpy(tix).to(device), torch.from_numpy(idx).to(device)
-        noise = torch.randn(lat_mean[idx_t].shape, generator=gen).to(device)
-        x0 = (lat_mean[idx_t] + lat_std[idx_t] * noise - shift) * scale
-        return latent_denoising_loss(
-            unet, scheduler, x0, captions.emb[tix_t], captions.mask[tix_t], gen
-        ).mean()
+        return _caption_batch_loss(
+            idx,
+            params,
+            captions,
+            (lat_mean, lat_std, shift, scale),
+            unet,
+            scheduler,
+            rng,
+            gen,
+            device,
+        )
 
     settings = _settings(params, weight_decay=0.0, max_grad_norm=1.0)
     run = run_training("unet scene concepts", unet.parameters(), loss_fn, settings, batch, [ema])

@@ -111,11 +111,7 @@ def _finetune_from(path: str, corpus: IconCorpus, cfg: dict) -> tuple[Any, dict]
     """Only the scene-concept stage, on the generator saved at `path` (e.g. the committed one:
     `--params model_preparation.generator.start_from=models/embedded/generator`)."""
     from ...components.models.generator import Generator
-    from ...components.models.training import (
-        finetune_scene_concepts,
-        scene_stage_enabled,
-        training_device,
-    )
+    from ...components.models.training import scene_stage, scene_stage_enabled
 
     if not scene_stage_enabled(cfg):
         raise ValueError(
@@ -123,9 +119,7 @@ def _finetune_from(path: str, corpus: IconCorpus, cfg: dict) -> tuple[Any, dict]
             "steps: there is nothing to train on the loaded generator"
         )
     generator = Generator.from_pretrained(path)
-    tuned, history = finetune_scene_concepts(
-        generator, corpus, cfg["scene_finetune"], int(cfg["seed"]), training_device(cfg)
-    )
+    tuned, history = scene_stage(generator, corpus, cfg)
     return tuned, {"start_from": str(path), **history}
 
 
