@@ -85,6 +85,46 @@ def test_prefix_cached_groups_answer_as_the_plain_path(llm, penalty):
         llm.generate(messages, settings, groups=groups[:-1])
 
 
+def test_batch_prefix_runs_a_batch_s_shared_beginning_once(llm):
+    """`batch_prefix`: the prompts of a batch share their instructions (and the chat template's
+    system turn), which run once per batch: the answers of the plain path, fewer positions
+    through the decoder."""
+    head = "you write short keywords for a movie poster generator . the user liked :"
+    messages = [f"{head} {p}" for p in PROMPTS] + [f"{head} a western"]
+    positions = []
+    embed = llm.model.get_input_embeddings()
+    handle = embed.register_forward_hook(lambda _m, args, _out: positions.append(args[0].numel()))
+    try:
+        counts = []
+        answers = []
+        for batch_prefix in (False, True):
+            positions.clear()
+            settings = GenerationSettings(
+                max_new_tokens=4, batch_size=3, system_prompt="keywords", batch_prefix=batch_prefix
+            )
+            answers.append(llm.generate(messages, settings, answer_prefix=" keywords :"))
+            counts.append(sum(positions))
+    finally:
+        handle.remove()
+    assert answers[1] == answers[0] and len(set(answers[0])) > 1
+    shared = len(llm.tokenizer(llm.chat_prompt(head, "keywords"))["input_ids"]) - 2
+    assert counts[0] - counts[1] >= 2 * 2 * (shared - 1), counts  # 2 batches of 3, once not thrice
+
+
+def test_the_shared_prefix_pass_skips_the_lm_head(llm):
+    """The groups' shared beginnings fill the cache only: the LM head never sees more than one
+    position per row (a full-width pass would cost a vocabulary-sized product per prefix token)."""
+    widths = []
+    head = llm.model.get_output_embeddings()
+    handle = head.register_forward_hook(lambda _m, args, _out: widths.append(args[0].shape[1]))
+    try:
+        messages = [f"{HISTORY} . {question}" for question in QUESTIONS]
+        llm.generate(messages, GenerationSettings(max_new_tokens=3), groups=["u"] * 3)
+    finally:
+        handle.remove()
+    assert widths and max(widths) == 1
+
+
 def test_the_repetition_penalty_counts_real_tokens_only():
     """As transformers' processor where nothing is padded; padding (here EOS = 2) is not seen."""
     from transformers import RepetitionPenaltyLogitsProcessor

@@ -37,9 +37,11 @@ def test_settings_and_variants_refuse_unknown_keys_and_name_them():
     with pytest.raises(ValueError, match=r"ablations entry parameters: unknown key\(s\) 'grids'"):
         Variant.from_params({"name": "x", "grids": True})
     # the node-level key of a weighted_generation block is accepted and not kept
-    settings = PMGSettings.from_params({"steps": 3, "seeds": [1, 2], "figure_users": 4})
+    settings = PMGSettings.from_params(
+        {"steps": 3, "seeds": [1, 2], "figure_users": 4, "placebo_seed": 7}
+    )
     assert settings.steps == 3 and settings.seeds == (1, 2)
-    assert not hasattr(settings, "figure_users")
+    assert not hasattr(settings, "figure_users") and not hasattr(settings, "placebo_seed")
 
 
 def test_the_grid_is_figure_7s_ratios_scaled_to_the_total():
@@ -63,6 +65,8 @@ def test_every_variant_has_its_planned_candidates(name):
         "category_oracle_keywords": SETTINGS.grid,
         "category_without_both": [(0.0, 1.0)],
         "category_target_best_of_n": [(0.0, 1.0)] * 5,
+        # the PLACEBO plans as pmg: the same grid, the same compute, another user's preference
+        "shuffled_pmg": SETTINGS.grid,
     }[name]
     assert [(w_p, w_t) for w_p, w_t, _ in plan] == expected
     draws = [d for _, _, d in plan]
@@ -110,6 +114,45 @@ def test_personalize_scores_every_candidate_and_chooses_one_per_user_and_seed(ti
         )
     assert set(result.seconds) == {"generation", "scoring_selection"}
     assert len(result.for_user("u2")) == 10
+
+
+def test_the_shuffled_placebo_conditions_on_the_donors_e_m_and_keywords(tiny_generator):
+    """shuffled_pmg's user A is pmg's donor B on the preference side (E_m and E_k both B's) and
+    A itself on the target side, under A's own noise seeds and image keys."""
+    torch.manual_seed(2)
+    soft = {u: torch.randn(2, 384) for u in ("u1", "u2", "u3")}
+    requests = requests_frame(
+        [
+            *REQUESTS,
+            {"user_id": "u3", "target": "t3", "preference_text": "ships", "target_text": "sun"},
+        ]
+    ).assign(shuffled_user=["u2", "u3", "u1"], shuffled_text=["red dress", "ships", "cat, cute"])
+    ablations = scene_conf()["ablations"]
+    placebo = Variant.from_params(ablations["shuffled_pmg"])
+    pmg = PMG(tiny_generator, settings=SETTINGS)
+    own = pmg.conditions(requests, Variant.from_params(ablations["pmg"]), soft)
+    shuffled = pmg.conditions(placebo.requests_for(requests), placebo, soft)
+    key = {(r["user_id"], r["seed"], r["w_p"], r["w_t"]): r for r in own}
+    donors = dict(zip(requests["user_id"], requests["shuffled_user"], strict=True))
+    assert len(shuffled) == len(own)
+    for row in shuffled:
+        user, at = row["user_id"], (row["seed"], row["w_p"], row["w_t"])
+        mine, donor = key[(user, *at)], key[(donors[user], *at)]
+        assert row["image_key"] == mine["image_key"] and row["noise_seed"] == mine["noise_seed"]
+        assert row["weights"] == mine["weights"]
+        if row["w_p"] > 0:  # E^p = concat(E_m, E_k) of the donor
+            preference = row["conditions"][0].embeddings
+            torch.testing.assert_close(preference[:2], soft[donors[user]])
+            torch.testing.assert_close(preference, donor["conditions"][0].embeddings)
+        if row["w_t"] > 0:  # E^t stays the user's own
+            torch.testing.assert_close(
+                row["conditions"][-1].embeddings, mine["conditions"][-1].embeddings
+            )
+    # without donors (one evaluation user, no placebo seed) the placebo cannot run
+    empty = requests.assign(shuffled_user="", shuffled_text="")
+    assert "at least 2 evaluation users" in placebo.missing_texts(empty)
+    with pytest.raises(ValueError, match="shuffled_pmg: a shuffled preference needs"):
+        placebo.requests_for(requests_frame(REQUESTS))
 
 
 def test_candidates_do_not_depend_on_the_chunk_size(tiny_generator):

@@ -80,12 +80,15 @@ def test_every_variant_is_paired_by_user_and_seed(catalog, scene):
         selections = catalog.load(f"{scene}.{variant}.selections")
         if variant in report["not_applicable"]:
             # only a variant whose inputs the scene lacks: soft embeddings (no item images), an
-            # oracle (no hidden tastes), a category target (no category column)
+            # oracle (no hidden tastes), a category target (no category column), a placebo (one
+            # evaluation user: nobody to take the preference of)
             why = report["not_applicable"][variant]
             assert selections.empty, variant
+            preference = ablations[variant].get("preference")
             assert (
                 (ablations[variant]["embeddings"] and "soft preference embeddings" in why)
-                or (ablations[variant].get("preference") == "oracle" and "hidden tastes" in why)
+                or (preference == "oracle" and "hidden tastes" in why)
+                or (preference == "shuffled" and "2 evaluation users" in why)
                 or (ablations[variant].get("target") == "category" and "category" in why)
             ), (variant, why)
             continue
@@ -101,9 +104,17 @@ def test_every_variant_is_paired_by_user_and_seed(catalog, scene):
         z += 0.5 * np.log(np.maximum(selections["d_t"], 1e-3))
         np.testing.assert_allclose(selections["z"], z, rtol=1e-6)
     assert set(catalog.load(f"{scene}.user_images")) == set(requests["user_id"])
+    if "shuffled_pmg" not in report["not_applicable"]:  # the PLACEBO's donors: other users
+        assert sorted(requests["shuffled_user"]) == sorted(requests["user_id"])
+        assert (requests["shuffled_user"] != requests["user_id"]).all()
     if scene == "costume":  # SIMULATED users with hidden tastes, Fashion-MNIST classes
         ran = set(ablations) - set(report["not_applicable"])
-        assert {"oracle_keywords", "category_pmg", "category_oracle_keywords"} <= ran
+        assert {
+            "oracle_keywords",
+            "category_pmg",
+            "category_oracle_keywords",
+            "shuffled_pmg",
+        } <= ran
 
 
 def test_costume_items_come_from_the_images_the_generator_never_saw(catalog):

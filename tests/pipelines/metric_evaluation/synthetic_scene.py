@@ -28,6 +28,7 @@ HISTORY = {  # x0 is an item without an image; u3 repeats d1
 }
 TASTES = {"u1": ["vertical"], "u2": ["horizontal"], "u3": ["disc"], "t1": ["disc"]}
 NOT_RUN_WHY = "not applicable: this scene has no soft preference embeddings (planted)"
+PLACEBO_SEED = 5  # the shuffled PLACEBO's derangement seed weighted_generation reports
 VARIANTS = (
     "pmg",
     "without_embeddings",
@@ -179,7 +180,10 @@ def build(folder: Path) -> dict:
         "items": items,
         "image_index": image_index,
         "users": users,
-        "personalization_report": {"not_applicable": {"without_keywords": NOT_RUN_WHY}},
+        "personalization_report": {
+            "not_applicable": {"without_keywords": NOT_RUN_WHY},
+            "placebo_seed": PLACEBO_SEED,
+        },
     }
     for variant in VARIANTS:
         selections, chosen = _selections(variant, chosen_sources.get(variant), rng)

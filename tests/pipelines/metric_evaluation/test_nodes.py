@@ -195,6 +195,26 @@ def test_a_variant_that_did_not_run_is_reported_with_its_why(evaluated):
     assert skipped["status"].str.contains("planted").all() and skipped["wilcoxon_p"].isna().all()
 
 
+def test_the_placebo_line_names_the_shuffled_variants_and_their_seed(evaluated):
+    """Only where a shuffled variant is listed; its seed where the notes carry one, never a
+    made-up one."""
+    _, notes = evaluated
+    assert notes["placebo_seed"] == scene.PLACEBO_SEED  # from the personalization report
+    variants = {**notes["variants"], "shuffled_pmg": {"status": "not applicable: planted"}}
+    lines = evaluation_report.header_lines({**notes, "variants": variants}, PARAMS)
+    placebo = [line for line in lines if "PLACEBO" in line]
+    assert placebo == [
+        "- PLACEBO variants (shuffled_pmg): k^p and E_m of ANOTHER evaluation user (seeded "
+        f"derangement, seed {scene.PLACEBO_SEED}: no user keeps its own): pmg − shuffled_pmg "
+        "beyond noise means the gain is the user's own; never a row PMG is judged by"
+    ]
+    unseeded = evaluation_report.header_lines(
+        {**notes, "variants": variants, "placebo_seed": None}, PARAMS
+    )
+    assert "(seeded derangement: no user keeps its own)" in " ".join(unseeded)
+    assert not any("PLACEBO" in line for line in evaluation_report.header_lines(notes, PARAMS))
+
+
 def test_lpips_absent_is_said_and_never_substituted(inputs, probe):
     table, notes = _evaluate(inputs, probe, NoLpips)
     assert table["history_lpips"].isna().all() and table["target_lpips"].isna().all()

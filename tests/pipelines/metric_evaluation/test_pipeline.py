@@ -103,6 +103,17 @@ def test_costume_reports_numbers_and_simulated_users(run):
     assert summary["table2_status"] == "ok"
 
 
+def test_the_placebo_rows_are_labelled_with_their_seed(run):
+    """shuffled_pmg (not planted here: not applicable) is labelled PLACEBO with the seed of the
+    derangement weighted_generation reported."""
+    for name in SCENES:
+        markdown = run.load(f"{name}.table1_report")
+        assert (
+            "- PLACEBO variants (shuffled_pmg): k^p and E_m of ANOTHER evaluation user" in markdown
+        )
+        assert f"(seeded derangement, seed {scene.PLACEBO_SEED}: " in markdown
+
+
 def test_emoticon_without_hidden_tastes_says_not_applicable(run):
     table1 = run.load("emoticon.table1")
     taste = table1[(table1["metric"] == "hidden_taste_match") & (table1["variant"] == "pmg")]

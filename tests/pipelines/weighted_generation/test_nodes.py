@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from pmg_kedro.components.data.images import to_array
+from pmg_kedro.components.data.splits import derangement
 from pmg_kedro.components.method.pmg import PMG, PMGSettings, Variant
 from pmg_kedro.pipelines.weighted_generation import nodes
 from pmg_kedro.scenes import scene_conf
@@ -118,6 +119,94 @@ def test_requests_carry_the_users_oracle_taste_and_the_targets_category():
     pog_items = ITEMS.drop(columns="class_name")  # POG items: no category column
     pog = nodes.build_generation_requests(histories, split, k_p, k_t, pog_items, USERS, params)
     assert pog["category_text"].tolist() == ["", ""]
+
+
+def _six_users(params):
+    users = [f"u{i}" for i in range(6)]
+    histories = pd.DataFrame(
+        {"user_id": users, "history": [["a"]] * 6, "target": [f"t{i}" for i in range(6)]}
+    )
+    split = pd.DataFrame({"user_id": users, "split": ["evaluation"] * 6})
+    k_p = pd.DataFrame(
+        {
+            "user_id": users,
+            "purpose": ["evaluation"] * 6,
+            "keywords": [[f"taste {i}", "red"] for i in range(6)],
+        }
+    )
+    k_t = pd.DataFrame({"user_id": users, "keywords": [["cap"]] * 6})
+    return nodes.build_generation_requests(histories, split, k_p, k_t, ITEMS, USERS, params)
+
+
+def test_the_placebo_donor_is_another_evaluation_user_drawn_by_the_seed():
+    """shuffled_user: a seeded derangement of the evaluation users in their order (Table 3's
+    Shuffled-user); shuffled_text: the donor's k^p. No seed or one user: no donor."""
+    table = _six_users({**PARAMS, "placebo_seed": 11})
+    users = table["user_id"].tolist()
+    assert sorted(table["shuffled_user"]) == sorted(users)  # every user donates exactly once
+    assert (table["shuffled_user"] != table["user_id"]).all()  # no user keeps its own
+    assert table["shuffled_user"].tolist() == [users[d] for d in derangement(6, 11)]
+    own = dict(zip(table["user_id"], table["preference_text"], strict=True))
+    assert table["shuffled_text"].tolist() == [own[d] for d in table["shuffled_user"]]
+    assert table["shuffled_text"].tolist() != table["preference_text"].tolist()
+    again = _six_users({**PARAMS, "placebo_seed": 11})
+    assert again["shuffled_user"].tolist() == table["shuffled_user"].tolist()
+    other = _six_users({**PARAMS, "placebo_seed": 12})
+    assert other["shuffled_user"].tolist() != table["shuffled_user"].tolist()
+    unseeded = _six_users(PARAMS)
+    assert (unseeded["shuffled_user"] == "").all() and (unseeded["shuffled_text"] == "").all()
+    histories = pd.DataFrame({"user_id": ["u1"], "history": [["a"]], "target": ["t1"]})
+    split = pd.DataFrame({"user_id": ["u1"], "split": ["evaluation"]})
+    k_p = pd.DataFrame({"user_id": ["u1"], "purpose": ["evaluation"], "keywords": [["x"]]})
+    k_t = pd.DataFrame({"user_id": ["u1"], "keywords": [["y"]]})
+    one = nodes.build_generation_requests(
+        histories, split, k_p, k_t, ITEMS, USERS, {**PARAMS, "placebo_seed": 11}
+    )
+    assert one["shuffled_user"].tolist() == [""] and one["shuffled_text"].tolist() == [""]
+    demo = nodes.build_generation_requests(histories, split, k_p, k_t)  # the demo's one request
+    assert demo["shuffled_user"].tolist() == [""]
+
+
+def test_the_placebo_scores_d_p_against_the_donors_keywords(tiny_generator, soft):
+    """shuffled_pmg: u1's d_p is the cosine with u2's k^p (and the reverse), d_t its own k^t;
+    one user alone gets "not applicable"."""
+    requests = pd.DataFrame(
+        {
+            "user_id": ["u1", "u2"],
+            "target": ["t1", "t2"],
+            "preference_text": ["cat, cute", "ship, blue"],
+            "target_text": ["happy", "sad"],
+            "shuffled_user": ["u2", "u1"],
+            "shuffled_text": ["ship, blue", "cat, cute"],
+        }
+    )
+
+    class Scorer:
+        def paired_scores(self, images, text_lists, batch_size=64):
+            value = {"cat, cute": 0.9, "ship, blue": 0.3, "happy": 0.2, "sad": 0.6}
+            return torch.tensor([[value[t] for t in texts] for texts in text_lists])
+
+    def scored(variant, table=requests):
+        candidates, images = nodes.generate_candidates(
+            table, tiny_generator, soft, PARAMS, ABLATIONS[variant]
+        )
+        out = nodes.score_candidates(
+            candidates, images, table, Scorer(), PARAMS, ABLATIONS[variant]
+        )[0]
+        return out.groupby("user_id")[["d_p", "d_t"]].mean()
+
+    assert np.allclose(scored("pmg").loc[["u1", "u2"]], [[0.9, 0.2], [0.3, 0.6]])
+    assert np.allclose(scored("shuffled_pmg").loc[["u1", "u2"]], [[0.3, 0.2], [0.9, 0.6]])
+    alone = requests.iloc[:1].assign(shuffled_user="", shuffled_text="")
+    table, images = nodes.generate_candidates(
+        alone, tiny_generator, soft, PARAMS, ABLATIONS["shuffled_pmg"]
+    )
+    assert table.empty and images == {}
+    report = nodes.summarize_personalization(
+        {**PARAMS, "placebo_seed": 5}, ABLATIONS, soft, alone, shuffled_pmg=table
+    )
+    assert "at least 2 evaluation users" in report["not_applicable"]["shuffled_pmg"]
+    assert report["placebo_seed"] == 5
 
 
 def test_oracle_and_category_variants_condition_and_score_on_their_own_texts(tiny_generator, soft):

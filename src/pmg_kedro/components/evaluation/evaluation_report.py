@@ -325,8 +325,24 @@ def header_lines(notes, params) -> list[str]:
             if (oracle := [v for v in notes.get("variants", {}) if "oracle" in v])
             else []
         ),
+        *_placebo_lines(notes),
         "- the selection scorer (d_p, d_t, z) is not an evaluation metric here",
         "",
+    ]
+
+
+def _placebo_lines(notes) -> list[str]:
+    """The note on the PLACEBO variants (`preference: shuffled`), with the derangement's seed
+    where the notes carry it."""
+    placebo = [v for v in notes.get("variants", {}) if "shuffled" in v]
+    if not placebo:
+        return []
+    seed = notes.get("placebo_seed")
+    drawn = "seeded derangement" + (f", seed {seed}" if seed is not None else "")
+    return [
+        f"- PLACEBO variants ({', '.join(placebo)}): k^p and E_m of ANOTHER evaluation user "
+        f"({drawn}: no user keeps its own): pmg − shuffled_pmg beyond noise means the gain is the "
+        "user's own; never a row PMG is judged by"
     ]
 
 

@@ -18,7 +18,8 @@ It reads top to bottom as the paper:
           candidates over the (w_p, w_t) grid; `score`: d_p, d_t by the scorer; z = alpha log d_p
           + (1 - alpha) log d_t; `select`: the argmax per (user, noise seed).
 A `Variant` switches parts off (paper Table 1's ablations and the compute-matched controls of
-DESIGN.md §5); `render` is the plain text-to-image call of the same generator (paper §4.5's
+DESIGN.md §5) or swaps whose preference conditions it (the ORACLE control, the shuffled PLACEBO);
+`render` is the plain text-to-image call of the same generator (paper §4.5's
 Generated-user images and posters, the embedded generator's checks).
 
 Every stage that generates calls this object: the weighted_generation, recommendation and
@@ -94,7 +95,7 @@ class PMGSettings:
     max_condition_tokens: int | None = 77
 
     # keys of a `weighted_generation` parameters block that belong to its nodes, not the method
-    NODE_KEYS = frozenset({"figure_users", "category_column"})
+    NODE_KEYS = frozenset({"figure_users", "category_column", "placebo_seed"})
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> PMGSettings:
@@ -125,11 +126,14 @@ class Variant:
     `keywords` / `embeddings`: E_k / E_m in E^p; `grid`: candidates over the weight grid (else one
     candidate at (1, 1), or, without any preference part, `candidates` target-only noise draws: 1,
     or "grid" for as many as the grid has, the compute-matched best-of-N); `select_by`: z or d_t.
-    `preference`: where k^p comes from — "llm" (paper §3.2) or "oracle" (a SIMULATED user's hidden
+    `preference`: where k^p comes from — "llm" (paper §3.2), "oracle" (a SIMULATED user's hidden
     taste in words, the positive control of issue 29: the most keywords can carry; never a row
-    PMG is judged by). `target`: the target condition x^t / k^t — "keywords" (k^t from the target
-    item, the paper's) or "category" (the target item's category only, "ankle boot": any taste
-    in the image must then come from the user's history).
+    PMG is judged by) or "shuffled" (the PLACEBO: k^p AND E_m of ANOTHER evaluation user, a seeded
+    derangement, so d_p is scored against that donor's k^p: PMG as if the user were somebody
+    else; never a row PMG is judged by, it judges whether a PMG gain is personal, as Table 3's
+    Shuffled-user does). `target`: the target condition x^t / k^t — "keywords" (k^t from the
+    target item, the paper's) or "category" (the target item's category only, "ankle boot": any
+    taste in the image must then come from the user's history).
     """
 
     name: str = "pmg"
@@ -141,7 +145,7 @@ class Variant:
     preference: str = "llm"
     target: str = "keywords"
 
-    PREFERENCE_SOURCES = ("llm", "oracle")
+    PREFERENCE_SOURCES = ("llm", "oracle", "shuffled")
     TARGET_SOURCES = ("keywords", "category")
 
     def __post_init__(self) -> None:
@@ -162,14 +166,19 @@ class Variant:
 
     def requests_for(self, requests: pd.DataFrame) -> pd.DataFrame:
         """`requests` with the texts this variant conditions and scores on: k^p from the
-        `oracle_text` column for an oracle variant, k^t from `category_text` for a category
-        target. Raises where the requests lack them (`missing_texts` says why first)."""
+        `oracle_text` column for an oracle variant; for a shuffled one k^p from `shuffled_text`
+        and an `embedding_user` column (`shuffled_user`: whose E_m `PMG.conditions` takes); k^t
+        from `category_text` for a category target. Raises where the requests lack them
+        (`missing_texts` says why first)."""
         why = self.missing_texts(requests)
         if why:
             raise ValueError(f"variant {self.name}: {why}")
         swapped = requests.copy()
         if self.preference == "oracle":
             swapped["preference_text"] = requests["oracle_text"]
+        if self.preference == "shuffled":
+            swapped["preference_text"] = requests["shuffled_text"]
+            swapped["embedding_user"] = requests["shuffled_user"]
         if self.target == "category":
             swapped["target_text"] = requests["category_text"]
         return swapped
@@ -179,6 +188,12 @@ class Variant:
         needs = []
         if self.preference == "oracle":
             needs.append(("oracle_text", "oracle keywords need simulated users' hidden tastes"))
+        if self.preference == "shuffled":
+            why = (
+                "a shuffled preference needs at least 2 evaluation users and a placebo seed "
+                "(another user's k^p and E_m)"
+            )
+            needs += [("shuffled_user", why), ("shuffled_text", why)]
         if self.target == "category":
             needs.append(("category_text", "a category target needs an item category column"))
         for column, why in needs:
@@ -319,18 +334,20 @@ class PMG:
         """Per candidate: its user, seeds, weights and conditions [E^p, E^t].
 
         E^p = concat(E_m, E_k) (`preference_condition`); a variant without keywords drops E_k, one
-        without embeddings drops E_m. A zero weight drops its condition rather than attending to
-        zero vectors.
+        without embeddings drops E_m. E_m is `soft[embedding_user]` where the requests have that
+        column (the shuffled PLACEBO: another user's E_m, `Variant.requests_for`), else the
+        row's own user's. A zero weight drops its condition rather than attending to zero vectors.
         """
         settings = self.settings
         target = self.generator.encode_text(requests["target_text"].tolist()).split()
         keywords = self.generator.encode_text(requests["preference_text"].tolist()).split()
+        owners = requests.get("embedding_user", requests["user_id"]).tolist()
         plan = candidate_plan(variant, settings)
         rows = []
         for i, (user, item) in enumerate(zip(requests["user_id"], requests["target"], strict=True)):
             preference = None
             if variant.has_preference:
-                e_m = soft[user] if variant.embeddings else None
+                e_m = soft[owners[i]] if variant.embeddings else None
                 e_k = keywords[i] if variant.keywords else None
                 preference = preference_condition(e_m, e_k, settings.max_condition_tokens)
             for seed in settings.seeds:

@@ -168,6 +168,7 @@ def evaluate_chosen_images(
         for k in ("mode", "sampler", "steps", "guidance_scale", "alpha", "seeds")
         if k in personalization_report
     }
+    notes["placebo_seed"] = personalization_report.get("placebo_seed")  # the PLACEBO's derangement
     return scored, notes
 
 

@@ -16,6 +16,7 @@ import pandas as pd
 from PIL import Image
 
 from ...components.data.hidden_taste import has_hidden_tastes, oracle_keywords
+from ...components.data.splits import derangement
 from ...components.method.pmg import (
     CANDIDATE_COLUMNS,
     PMG,
@@ -45,8 +46,9 @@ def build_generation_requests(
     """One row per evaluation user of the protocol's split: target and the texts of k^p and k^t,
     and for the positive controls (issue 29) the ORACLE k^p (`oracle_text`: a SIMULATED user's
     hidden taste; empty for real users) and the target item's category (`category_text`, from the
-    items column `params.category_column`; empty where the scene declares none). Without `items`,
-    `users` and `params` (the demo's one request) both are empty."""
+    items column `params.category_column`; empty where the scene declares none); for the PLACEBO
+    the donor (`shuffled_user`: another evaluation user, `_donors`) and its k^p (`shuffled_text`).
+    Without `items`, `users` and `params` (the demo's one request) all are empty."""
     evaluation = set(user_split.loc[user_split["split"] == "evaluation", "user_id"])
     preference = preference_keywords[preference_keywords["purpose"] == "evaluation"]
     k_p = preference.set_index("user_id")["keywords"]
@@ -66,18 +68,31 @@ def build_generation_requests(
         raise ValueError("no evaluation user has both preference and target keywords")
     targets = histories.set_index("user_id")["target"]
     target_ids = [str(targets[u]) for u in user_ids]
+    preference_texts = [", ".join(k_p[u]) for u in user_ids]
+    donors = _donors(len(user_ids), (params or {}).get("placebo_seed"))
     return pd.DataFrame(
         {
             "user_id": user_ids,
             "target": target_ids,
-            "preference_text": [", ".join(k_p[u]) for u in user_ids],
+            "preference_text": preference_texts,
             "target_text": [", ".join(k_t[u]) for u in user_ids],
             "oracle_text": _oracle_texts(user_ids, users),
             "category_text": _category_texts(
                 target_ids, items, (params or {}).get("category_column")
             ),
+            "shuffled_user": [user_ids[d] if d >= 0 else "" for d in donors],
+            "shuffled_text": [preference_texts[d] if d >= 0 else "" for d in donors],
         }
     )
+
+
+def _donors(n: int, seed: int | None) -> list[int]:
+    """The PLACEBO's donor of each of the n evaluation users (in their order): a seeded
+    derangement (`splits.derangement`, as Table 3's Shuffled-user), so no user keeps its own
+    preference; -1 for every user without a seed or with a single user (nothing to derange)."""
+    if seed is None or n < 2:
+        return [-1] * n
+    return [int(d) for d in derangement(n, int(seed))]
 
 
 def _oracle_texts(user_ids: list[str], users: pd.DataFrame) -> list[str]:
@@ -261,6 +276,8 @@ def summarize_personalization(
         "steps": int(params["steps"]),
         "guidance_scale": float(params["guidance_scale"]),
         "seeds": [int(s) for s in params["seeds"]],
+        # the seed of the shuffled PLACEBO's derangement of evaluation users (None: not drawn)
+        "placebo_seed": None if params.get("placebo_seed") is None else int(params["placebo_seed"]),
         "variants": {},
         "not_applicable": {},
     }
