@@ -337,3 +337,21 @@ def test_padded_and_unpadded_tokenizer_calls_from_threads_do_not_break_each_othe
     for thread in threads:
         thread.join()
     assert errors == []
+
+
+def test_a_folder_another_process_completed_first_is_kept(tmp_path):
+    """Two processes materialising the embedded LLM at once (two pytest workers): the second
+    keeps the first one's complete folder and drops its own copy; an incomplete one is replaced."""
+    from pmg_kedro.components.models.llm import _move_into_place
+
+    folder = tmp_path / "llm"
+    folder.mkdir()
+    (folder / "config.json").write_text("first")
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    (staging / "config.json").write_text("second")
+    _move_into_place(staging, folder)
+    assert (folder / "config.json").read_text() == "first" and staging.exists()
+    (folder / "config.json").unlink()  # now incomplete
+    _move_into_place(staging, folder)
+    assert (folder / "config.json").read_text() == "second" and not staging.exists()

@@ -554,14 +554,29 @@ def materialise_gguf(gguf_path: str | Path, folder: str | Path) -> Path:
         (staging / "SOURCE.txt").write_text(
             f"Dequantised from {gguf_path.name} by pmg_kedro.components.models.llm.materialise_gguf\n"
         )
-        if folder.exists():
-            shutil.rmtree(folder)
-        staging.rename(folder)
+        _move_into_place(staging, folder)
     finally:
         if staging.exists():
             shutil.rmtree(staging)
     logger.info("materialised %s in %.1f s", folder, time.perf_counter() - start)
     return folder
+
+
+def _move_into_place(staging: Path, folder: Path) -> None:
+    """Rename `staging` to `folder`, unless another process (a second pytest worker, a Dask
+    worker) put a complete folder there first: that one is kept, as a reader may be loading from
+    it, and `staging` is left to its caller to remove."""
+    if (folder / "config.json").is_file():
+        logger.info("%s was materialised by another process meanwhile", folder)
+        return
+    if folder.exists():
+        shutil.rmtree(folder)  # an incomplete folder: replaced
+    try:
+        staging.rename(folder)
+    except OSError:
+        if not (folder / "config.json").is_file():
+            raise
+        logger.info("%s was materialised by another process meanwhile", folder)
 
 
 def load_llm(
