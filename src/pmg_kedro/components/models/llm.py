@@ -230,7 +230,7 @@ class LLM:
         if groups is not None and len(groups) != len(prompts):
             raise ValueError(f"{len(groups)} group keys for {len(prompts)} messages")
         if groups is None and settings.batch_prefix:
-            groups = _length_batches(prompts, settings.batch_size)
+            groups = _batch_keys(prompts, settings.batch_size)
         batches = (
             self._plain_batches(prompts, settings)
             if groups is None
@@ -273,7 +273,6 @@ class LLM:
 
     def _plain_batches(self, prompts: list[str], settings: GenerationSettings) -> list:
         """(indices, run) per batch of `batch_size` prompts of similar length."""
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
 
         def runner(index):
             def run():
@@ -282,11 +281,7 @@ class LLM:
 
             return run
 
-        return [
-            (index, runner(index))
-            for b in range(0, len(order), settings.batch_size)
-            for index in [order[b : b + settings.batch_size]]
-        ]
+        return [(index, runner(index)) for index in _length_batches(prompts, settings.batch_size)]
 
     def _grouped_batches(
         self, prompts: list[str], groups: Sequence, settings: GenerationSettings
@@ -483,12 +478,19 @@ class _RealTokenRepetitionPenalty:
         return torch.where(seen, penalised, scores)
 
 
-def _length_batches(prompts: Sequence[str], batch_size: int) -> list[int]:
-    """A group key per prompt: its batch among the prompts sorted by length, `batch_size` each
-    (the batches of the plain path, made groups so their shared beginning runs once)."""
+def _length_batches(prompts: Sequence[str], batch_size: int) -> list[list[int]]:
+    """The plain path's batches: prompt indices sorted by length, `batch_size` a batch."""
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    return [order[b : b + batch_size] for b in range(0, len(order), batch_size)]
+
+
+def _batch_keys(prompts: Sequence[str], batch_size: int) -> list[int]:
+    """A group key per prompt: its batch of the plain path (`_length_batches`), made a group so
+    the batch's shared beginning runs once (`batch_prefix`)."""
     keys = [0] * len(prompts)
-    for rank, i in enumerate(sorted(range(len(prompts)), key=lambda i: len(prompts[i]))):
-        keys[i] = rank // batch_size
+    for key, index in enumerate(_length_batches(prompts, batch_size)):
+        for i in index:
+            keys[i] = key
     return keys
 
 
