@@ -140,3 +140,35 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# -- the paper path's run, beside the suite (tests/pipelines/paper_random_background.py) ----------
+
+
+@pytest.hookimpl(trylast=True)  # after -k / -m deselection: only for tests that will run
+def pytest_collection_modifyitems(session, config, items):
+    """Start `kedro run --env paper_random_tiny` in a child process when a collected test reads
+    it (test_paper_random.py's `run`), unless that module checks a run made elsewhere."""
+    if config.option.collectonly:
+        return
+    modules = {
+        item.module
+        for item in items
+        if getattr(item, "module", None) is not None
+        and item.module.__name__.endswith("test_paper_random")
+        and "run" in getattr(item, "fixturenames", ())
+    }
+    for module in modules:
+        if module.RUN_ENV == module.ENV and not module.REUSE_RUN:
+            from tests.pipelines.paper_random_background import STASH_KEY, BackgroundRun
+
+            folder = PROJECT_ROOT / "data" / module.ENV / "pytest_background_run"
+            config.stash[STASH_KEY] = BackgroundRun(module.ENV, folder)
+
+
+def pytest_unconfigure(config):
+    from tests.pipelines.paper_random_background import STASH_KEY
+
+    run = config.stash.get(STASH_KEY, None)
+    if run is not None:
+        run.stop()

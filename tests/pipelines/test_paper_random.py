@@ -55,6 +55,7 @@ CONTRACT_COLUMNS = {
 }
 # Parameters the code reads only when present (`split.get("max_users")`), so base leaves them out.
 OPTIONAL_PER_SCENE = {("ingestion", "split", "max_users")}
+PARKED: list[str] = []  # the models the run's swap group parked (`run`)
 
 
 def _loader(env: str):
@@ -155,16 +156,27 @@ def _resolution() -> int:
 
 
 @pytest.fixture(scope="module")
-def run(project_root):
-    """`kedro run --env paper_random_tiny` (the __default__ pipeline); then a fresh catalog."""
+def run(project_root, request):
+    """`kedro run --env paper_random_tiny` (the __default__ pipeline); then a fresh catalog.
+
+    The run is the child process the root conftest started when it collected this module
+    (paper_random_background.py), waited for here; without one (REUSE_RUN, another env), as
+    before: made here, or (REUSE_RUN) made elsewhere."""
     from kedro.framework.project import pipelines
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
 
+    from pmg_kedro.components.models.gpu_residency import swap_group
+    from tests.pipelines.paper_random_background import STASH_KEY
+
     bootstrap_project(project_root)
-    if not REUSE_RUN:
+    background = request.config.stash.get(STASH_KEY, None)
+    if background is not None:
+        PARKED[:] = background.wait(timeout=1200)["parked"]
+    elif not REUSE_RUN:
         with KedroSession.create(project_path=project_root, env=RUN_ENV) as session:
             session.run()
+        PARKED[:] = [key for key, action in swap_group("models", "cpu").moves if action == "park"]
     with KedroSession.create(project_path=project_root, env=RUN_ENV) as session:
         catalog = session.load_context().catalog
         params = session.load_context().params
@@ -203,12 +215,9 @@ def test_models_are_the_paper_architectures_from_their_folders(run):
 def test_the_llm_left_the_device_while_images_were_generated(run):
     """conf/paper_random_tiny puts the three models in one swap group: the run parked the LLM
     when the generator's first inference call came (and every node still got its models)."""
-    from pmg_kedro.components.models.gpu_residency import swap_group
-
     if RUN_ENV != ENV or REUSE_RUN:
-        pytest.skip(f"{RUN_ENV} has no swap group, or its run was made in another process")
-    parked = [key for key, action in swap_group("models", "cpu").moves if action == "park"]
-    assert any(key.startswith("llm:") for key in parked), parked
+        pytest.skip(f"{RUN_ENV} has no swap group, or its run was made elsewhere")
+    assert any(key.startswith("llm:") for key in PARKED), PARKED
 
 
 @pytest.mark.parametrize("scene", SCENES)
