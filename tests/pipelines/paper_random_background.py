@@ -16,7 +16,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -40,7 +39,6 @@ class BackgroundRun:
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "OMP_NUM_THREADS": "1"},
             )
-        self.started = time.monotonic()
 
     def wait(self, timeout: float) -> dict:
         """The child's result once it has finished; its log's last lines if it failed."""
@@ -64,19 +62,23 @@ class BackgroundRun:
         return f"the last {len(text)} lines of {self.log}:\n" + "\n".join(text)
 
 
+def parked_models() -> list[str]:
+    """The models this process's swap group parked (conf/paper_random_tiny puts all in one)."""
+    from pmg_kedro.components.models.gpu_residency import swap_group
+
+    return [key for key, action in swap_group("models", "cpu").moves if action == "park"]
+
+
 def main(env: str, result: str) -> None:
     import torch
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
 
-    from pmg_kedro.components.models.gpu_residency import swap_group
-
     torch.set_num_threads(1)  # as the test module's `one_thread` fixture
     bootstrap_project(PROJECT_ROOT)
     with KedroSession.create(project_path=PROJECT_ROOT, env=env) as session:
         session.run()
-    parked = [key for key, action in swap_group("models", "cpu").moves if action == "park"]
-    Path(result).write_text(json.dumps({"parked": parked}))
+    Path(result).write_text(json.dumps({"parked": parked_models()}))
 
 
 if __name__ == "__main__":

@@ -166,8 +166,7 @@ def run(project_root, request):
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
 
-    from pmg_kedro.components.models.gpu_residency import swap_group
-    from tests.pipelines.paper_random_background import STASH_KEY
+    from tests.pipelines.paper_random_background import STASH_KEY, parked_models
 
     bootstrap_project(project_root)
     background = request.config.stash.get(STASH_KEY, None)
@@ -176,7 +175,7 @@ def run(project_root, request):
     elif not REUSE_RUN:
         with KedroSession.create(project_path=project_root, env=RUN_ENV) as session:
             session.run()
-        PARKED[:] = [key for key, action in swap_group("models", "cpu").moves if action == "park"]
+        PARKED[:] = parked_models()
     with KedroSession.create(project_path=project_root, env=RUN_ENV) as session:
         catalog = session.load_context().catalog
         params = session.load_context().params
